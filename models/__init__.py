@@ -1,0 +1,1 @@
+"""The model manifest, locating and verifying model files, and fetching them."""

@@ -1,0 +1,1 @@
+"""`revisit models ...`. Being written."""

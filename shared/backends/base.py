@@ -1,0 +1,47 @@
+"""The one small interface every inference backend implements.
+
+A backend turns a verified model file into a `Session`; a session maps named float32 inputs to
+named outputs. Detectors and the embedder only ever talk to this interface.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from revisit.models.store import ResolvedModel
+
+
+class BackendConfig(BaseModel):
+    """Base of each plugin's configuration; plugins narrow `type` to a Literal of their key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: str
+
+
+class Session(ABC):
+    """One loaded model. `run` returns every output by name, in graph order."""
+
+    input_name: str
+    output_names: list[str]
+
+    @abstractmethod
+    def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the model on one float32 NCHW tensor."""
+
+
+class Backend(ABC):
+    key: ClassVar[str]
+
+    def __init__(self, config: BackendConfig):
+        self.config = config
+
+    @abstractmethod
+    def load(self, model: ResolvedModel) -> Session:
+        """Load a verified model; raise BackendError with a clear reason when it cannot."""
+
+    def describe(self) -> str:
+        return self.key

@@ -1,0 +1,143 @@
+"""Face detection: SCRFD and YuNet decoders over any inference backend.
+
+Both take a BGR image of any size and return `Face` records (box, score, landmarks) in that
+image's pixels. Images larger than `max_side` are shrunk to fit; smaller ones run at their own
+size (padded to a multiple of 32), because upscaling small photos loses faces and costs time.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import cv2
+import numpy as np
+
+from revisit.models.manifest import ModelSpec
+from revisit.shared.backends.base import Session
+from revisit.shared.config import DetectorSettings
+from revisit.shared.face import Face
+
+STRIDES = (8, 16, 32)
+
+
+def _round_up(v: int, m: int = 32) -> int:
+    return max(m, (v + m - 1) // m * m)
+
+
+class Detector(ABC):
+    def __init__(self, session: Session, spec: ModelSpec, settings: DetectorSettings):
+        self.session = session
+        self.spec = spec
+        self.settings = settings
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in `image` (HxWx3 uint8 BGR), best score first."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 BGR image, got {image.shape} {image.dtype}")
+        h, w = image.shape[:2]
+        scale = min(1.0, self.settings.max_side / max(h, w))
+        faces = self._detect_scaled(image, scale, canvas=None)
+        if not faces and self.settings.closeup_retry and min(h, w) * scale >= 64:
+            # A face that fills the frame is larger than the detector's biggest anchors: shrink
+            # the image to half onto a canvas of the first pass's size and look again.
+            rh, rw = _round_up(int(round(h * scale))), _round_up(int(round(w * scale)))
+            faces = self._detect_scaled(image, scale / 2, canvas=(rh, rw))
+        if self.settings.min_face_px:
+            faces = [f for f in faces if f.width >= self.settings.min_face_px]
+        return faces
+
+    def _detect_scaled(self, image: np.ndarray, scale: float, canvas: tuple[int, int] | None) -> list[Face]:
+        h, w = image.shape[:2]
+        nh, nw = max(1, int(round(h * scale))), max(1, int(round(w * scale)))
+        resized = image if (nh, nw) == (h, w) else cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+        ch, cw = canvas or (_round_up(nh), _round_up(nw))
+        padded = np.zeros((ch, cw, 3), dtype=np.uint8)
+        padded[:nh, :nw] = resized
+        outputs = self.session.run(self.preprocess(padded))
+        boxes, scores, kps = self.decode(outputs, ch, cw)
+        keep = scores >= self.settings.score_threshold
+        boxes, scores, kps = boxes[keep], scores[keep], kps[keep]
+        if len(scores) == 0:
+            return []
+        xywh = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]])
+        idx = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), self.settings.score_threshold,
+                               self.settings.nms_threshold)
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        sx, sy = nw / w, nh / h
+        faces = []
+        for i in idx[np.argsort(-scores[idx])]:
+            box = boxes[i] / np.array([sx, sy, sx, sy], dtype=np.float32)
+            box = np.clip(box, 0, [w, h, w, h])
+            pts = kps[i].reshape(5, 2) / np.array([sx, sy], dtype=np.float32)
+            faces.append(Face(box=box, score=float(scores[i]), landmarks=pts))
+        return faces
+
+    @abstractmethod
+    def preprocess(self, padded_bgr: np.ndarray) -> np.ndarray:
+        """The 1x3xHxW float32 input tensor."""
+
+    @abstractmethod
+    def decode(self, outputs: dict[str, np.ndarray], h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All candidate (boxes [N,4] x1y1x2y2, scores [N], landmarks [N,10]) in canvas pixels."""
+
+
+def _grid(h: int, w: int, stride: int, anchors: int) -> np.ndarray:
+    """Anchor points (x, y) of a stride's grid, row-major, `anchors` per cell."""
+    ys, xs = np.mgrid[: h // stride, : w // stride]
+    centres = np.stack([xs, ys], axis=-1).reshape(-1, 2).astype(np.float32) * stride
+    return np.repeat(centres, anchors, axis=0) if anchors > 1 else centres
+
+
+class SCRFD(Detector):
+    """SCRFD (InsightFace): strides 8/16/32, two anchors per cell, distance-encoded boxes."""
+
+    def preprocess(self, padded_bgr: np.ndarray) -> np.ndarray:
+        return cv2.dnn.blobFromImage(padded_bgr, 1.0 / 128, None, (127.5, 127.5, 127.5), swapRB=True)
+
+    def decode(self, outputs, h, w):
+        # Outputs are told apart by their shapes within the family (scores [N,1], boxes [N,4],
+        # landmarks [N,10], stride 8 has the most rows), so backends may order them as they like.
+        arrays = [np.asarray(a).reshape(a.shape[-2], a.shape[-1]) for a in outputs.values()]
+        by_width: dict[int, list[np.ndarray]] = {1: [], 4: [], 10: []}
+        for a in arrays:
+            by_width[a.shape[1]].append(a)
+        all_boxes, all_scores, all_kps = [], [], []
+        for stride, scores, dists, kps in zip(
+            STRIDES, *(sorted(by_width[k], key=lambda a: -a.shape[0]) for k in (1, 4, 10)), strict=True
+        ):
+            centres = _grid(h, w, stride, 2)
+            d = dists * stride
+            all_boxes.append(np.hstack([centres - d[:, :2], centres + d[:, 2:]]))
+            all_scores.append(scores[:, 0])
+            all_kps.append((kps.reshape(-1, 5, 2) * stride + centres[:, None, :]).reshape(-1, 10))
+        return np.vstack(all_boxes), np.concatenate(all_scores), np.vstack(all_kps)
+
+
+class YuNet(Detector):
+    """YuNet (OpenCV zoo): one anchor per cell, score = sqrt(cls * obj), log-encoded sizes."""
+
+    def preprocess(self, padded_bgr: np.ndarray) -> np.ndarray:
+        return cv2.dnn.blobFromImage(padded_bgr, 1.0, None, (0, 0, 0), swapRB=False)
+
+    def decode(self, outputs, h, w):
+        all_boxes, all_scores, all_kps = [], [], []
+        for stride in STRIDES:
+            cls = outputs[f"cls_{stride}"].reshape(-1)
+            obj = outputs[f"obj_{stride}"].reshape(-1)
+            bbox = outputs[f"bbox_{stride}"].reshape(-1, 4)
+            kps = outputs[f"kps_{stride}"].reshape(-1, 5, 2)
+            centres = _grid(h, w, stride, 1)
+            scores = np.sqrt(np.clip(cls, 0, 1) * np.clip(obj, 0, 1))
+            xy = centres + bbox[:, :2] * stride
+            wh = np.exp(np.minimum(bbox[:, 2:], 10)) * stride
+            all_boxes.append(np.hstack([xy - wh / 2, xy + wh / 2]))
+            all_scores.append(scores)
+            all_kps.append((kps * stride + centres[:, None, :]).reshape(-1, 10))
+        return np.vstack(all_boxes), np.concatenate(all_scores), np.vstack(all_kps)
+
+
+DETECTORS: dict[str, type[Detector]] = {"scrfd": SCRFD, "yunet": YuNet}
+
+
+def create_detector(session: Session, spec: ModelSpec, settings: DetectorSettings) -> Detector:
+    return DETECTORS[spec.family](session, spec, settings)

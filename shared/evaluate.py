@@ -1,0 +1,1 @@
+"""Evaluation on labelled photos (`revisit eval verify`, `revisit eval detect`). Being written."""
