@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
 from revisit.shared.errors import ModelError
 
 Role = Literal["detector", "recognizer"]
@@ -51,7 +50,8 @@ class ModelSpec(BaseModel):
 
     def model_post_init(self, _ctx: object) -> None:
         if FAMILY_ROLE[self.family] != self.role:
-            raise ValueError(f"model {self.name}: family {self.family} is a {FAMILY_ROLE[self.family]}, not a {self.role}")
+            kind = FAMILY_ROLE[self.family]
+            raise ValueError(f"model {self.name}: family {self.family} is a {kind}, not a {self.role}")
         if self.role == "recognizer" and self.embedding_dim is None:
             raise ValueError(f"model {self.name}: a recognizer needs embedding_dim")
 

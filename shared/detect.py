@@ -11,10 +11,10 @@ from abc import ABC, abstractmethod
 
 import cv2
 import numpy as np
-
 from revisit.models.manifest import ModelSpec
 from revisit.shared.backends.base import Session
 from revisit.shared.config import DetectorSettings
+from revisit.shared.errors import BackendError
 from revisit.shared.face import Face
 
 STRIDES = (8, 16, 32)
@@ -88,6 +88,14 @@ def _grid(h: int, w: int, stride: int, anchors: int) -> np.ndarray:
     return np.repeat(centres, anchors, axis=0) if anchors > 1 else centres
 
 
+def _check_rows(model: str, stride: int, rows: int, expected: int, h: int, w: int) -> None:
+    if rows != expected:
+        raise BackendError(
+            f"{model}: {rows} outputs at stride {stride} for a {w}x{h} input, expected {expected}; "
+            "is the model of the family the manifest says?"
+        )
+
+
 class SCRFD(Detector):
     """SCRFD (InsightFace): strides 8/16/32, two anchors per cell, distance-encoded boxes."""
 
@@ -106,6 +114,7 @@ class SCRFD(Detector):
             STRIDES, *(sorted(by_width[k], key=lambda a: -a.shape[0]) for k in (1, 4, 10)), strict=True
         ):
             centres = _grid(h, w, stride, 2)
+            _check_rows(self.spec.name, stride, len(scores), len(centres), h, w)
             d = dists * stride
             all_boxes.append(np.hstack([centres - d[:, :2], centres + d[:, 2:]]))
             all_scores.append(scores[:, 0])
@@ -127,6 +136,7 @@ class YuNet(Detector):
             bbox = outputs[f"bbox_{stride}"].reshape(-1, 4)
             kps = outputs[f"kps_{stride}"].reshape(-1, 5, 2)
             centres = _grid(h, w, stride, 1)
+            _check_rows(self.spec.name, stride, len(cls), len(centres), h, w)
             scores = np.sqrt(np.clip(cls, 0, 1) * np.clip(obj, 0, 1))
             xy = centres + bbox[:, :2] * stride
             wh = np.exp(np.minimum(bbox[:, 2:], 10)) * stride

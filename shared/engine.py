@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from revisit.models import store
 from revisit.models.manifest import Manifest
 from revisit.shared.align import align_face
