@@ -1,0 +1,188 @@
+"""The edge → central message schema (msgpack over MQTT), version 1.
+
+Topics
+  revisit/v1/{site}/{device}/faces    one `Observation` per finished track (QoS 1)
+  revisit/v1/{site}/{device}/status   retained `DeviceStatus`: online heartbeats, offline as last will
+
+Observation fields (all required unless marked optional):
+  v               schema version, 1
+  observation_id  UUID (string) chosen by the edge; the central service is idempotent on it
+  site, device, camera   ids: 1-64 of [A-Za-z0-9_.-]
+  track_id        the camera's tracker id (an interval-published long track reuses it)
+  first_ts, last_ts, best_ts   UTC seconds since the epoch (float); first <= best <= last
+  recognizer_id   id of the recognizer that made the embedding, e.g. "w600k_mbf@5e03a553209a"
+  embedding       float32 little-endian bytes, `embedding_dim` values, unit L2 norm
+  embedding_dim   number of values in `embedding`
+  det_score       detector confidence of the best shot
+  quality         {"detector","size","sharpness","pose","score"} each in [0, 1]
+  box             [x1, y1, x2, y2] of the best shot in frame pixels
+  landmarks       optional: 5 x [x, y] in frame pixels
+  crop_jpeg       the best shot's padded face as JPEG bytes (at most MAX_CROP_BYTES)
+  frame_size      [width, height] of the camera frame
+  frames_seen     frames in which the track was matched
+  co_tracks       ids of other tracks of the same camera seen in the same frames (different people)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from typing import Annotated, Any, Literal
+
+import msgpack
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from revisit.shared.errors import RevisitError
+
+SCHEMA_VERSION = 1
+TOPIC_ROOT = "revisit/v1"
+MAX_MESSAGE_BYTES = 1_000_000
+MAX_CROP_BYTES = 512 * 1024
+MAX_EMBEDDING_DIM = 4096
+NORM_TOLERANCE = 1e-3
+
+Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+Unit = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+_IDENT = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+class SchemaError(RevisitError):
+    """A message that does not follow the schema; `reason` is a short, countable label."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def faces_topic(site: str, device: str) -> str:
+    return f"{TOPIC_ROOT}/{_ident(site)}/{_ident(device)}/faces"
+
+
+def status_topic(site: str, device: str) -> str:
+    return f"{TOPIC_ROOT}/{_ident(site)}/{_ident(device)}/status"
+
+
+def parse_topic(topic: str) -> tuple[str, str, str]:
+    """(site, device, kind) of a Revisit topic, or SchemaError."""
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_ROOT or not all(_IDENT.match(p) for p in parts[2:4]):
+        raise SchemaError("bad_topic", f"not a Revisit topic: {topic[:200]!r}")
+    return parts[2], parts[3], parts[4]
+
+
+def _ident(value: str) -> str:
+    if not _IDENT.match(value):
+        raise ValueError(f"invalid id {value!r}: use 1-64 of letters, digits, '_', '.', '-'")
+    return value
+
+
+class QualityFields(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    detector: Unit
+    size: Unit
+    sharpness: Unit
+    pose: Unit
+    score: Unit
+
+
+class Observation(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = SCHEMA_VERSION
+    observation_id: str
+    site: Ident
+    device: Ident
+    camera: Ident
+    track_id: int = Field(ge=0, lt=2**63)
+    first_ts: Finite
+    last_ts: Finite
+    best_ts: Finite
+    recognizer_id: str = Field(min_length=1, max_length=128)
+    embedding: bytes
+    embedding_dim: int = Field(gt=0, le=MAX_EMBEDDING_DIM)
+    det_score: Unit
+    quality: QualityFields
+    box: tuple[Finite, Finite, Finite, Finite]
+    landmarks: tuple[tuple[Finite, Finite], ...] | None = None
+    crop_jpeg: bytes = Field(max_length=MAX_CROP_BYTES)
+    frame_size: tuple[int, int]
+    frames_seen: int = Field(ge=1)
+    co_tracks: tuple[int, ...] = ()
+
+    @field_validator("observation_id")
+    @classmethod
+    def _uuid(cls, v: str) -> str:
+        return str(uuid.UUID(v))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Observation:
+        if not self.first_ts <= self.best_ts <= self.last_ts:
+            raise ValueError("timestamps must satisfy first_ts <= best_ts <= last_ts")
+        if len(self.embedding) != 4 * self.embedding_dim:
+            raise ValueError(f"embedding has {len(self.embedding)} bytes, expected 4 x {self.embedding_dim}")
+        vec = self.vector()
+        if not np.all(np.isfinite(vec)):
+            raise ValueError("embedding has non-finite values")
+        norm = float(np.linalg.norm(vec))
+        if not math.isclose(norm, 1.0, abs_tol=NORM_TOLERANCE):
+            raise ValueError(f"embedding norm is {norm:.4f}, expected 1")
+        if self.landmarks is not None and len(self.landmarks) != 5:
+            raise ValueError("landmarks must be 5 points")
+        if not self.crop_jpeg.startswith(b"\xff\xd8"):
+            raise ValueError("crop_jpeg is not a JPEG")
+        if min(self.frame_size) <= 0 or max(self.frame_size) > 16384:
+            raise ValueError(f"implausible frame_size {self.frame_size}")
+        if self.track_id in self.co_tracks:
+            raise ValueError("a track cannot be its own co-track")
+        return self
+
+    def vector(self) -> np.ndarray:
+        return np.frombuffer(self.embedding, dtype="<f4")
+
+    @staticmethod
+    def pack_vector(vec: np.ndarray) -> bytes:
+        return np.asarray(vec, dtype="<f4").tobytes()
+
+
+class DeviceStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = SCHEMA_VERSION
+    site: Ident
+    device: Ident
+    state: Literal["online", "offline"]
+    ts: Finite
+    version: str = Field("", max_length=64)
+    stats: dict[Annotated[str, Field(max_length=64)], Finite] = Field(default_factory=dict, max_length=256)
+
+
+Message = Observation | DeviceStatus
+
+
+def encode(message: Message) -> bytes:
+    return msgpack.packb(message.model_dump(mode="python"), use_bin_type=True)
+
+
+def decode(data: bytes, kind: type[Message] = Observation) -> Any:
+    """Decode and validate one message; every failure is a SchemaError with a short reason."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise SchemaError("too_large", f"{len(data)} bytes (limit {MAX_MESSAGE_BYTES})")
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=MAX_MESSAGE_BYTES)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise SchemaError("not_msgpack", f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SchemaError("not_a_map", f"top level is {type(raw).__name__}")
+    if raw.get("v") != SCHEMA_VERSION:
+        raise SchemaError("bad_version", f"schema version {raw.get('v')!r}, this service speaks {SCHEMA_VERSION}")
+    try:
+        return kind.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "message"
+        reason = "bad_embedding" if "embedding" in err["msg"] or where.startswith("embedding") else "invalid"
+        raise SchemaError(reason, f"{where}: {err['msg']} ({exc.error_count()} error(s))") from None
