@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from revisit.shared.errors import ModelError
 
 Role = Literal["detector", "recognizer"]

@@ -41,6 +41,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
 
 def run(args: argparse.Namespace) -> int:
     import cv2
+
     from revisit.shared.engine import FaceEngine
     from revisit.shared.errors import ImageError
     from revisit.shared.image import read_image

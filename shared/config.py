@@ -6,6 +6,7 @@ import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from revisit.models.manifest import CustomModel
 from revisit.shared.backends import AnyBackendConfig
 from revisit.shared.backends.onnxruntime import OnnxRuntimeConfig

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 
 import cv2
 import numpy as np
+
 from revisit.models.manifest import ModelSpec
 from revisit.shared.backends.base import Session
 from revisit.shared.config import DetectorSettings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
 from revisit.models.manifest import ModelSpec
 from revisit.shared.backends.base import Session
 from revisit.shared.errors import BackendError

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from revisit.models import store
 from revisit.models.manifest import Manifest
 from revisit.shared.align import align_face

@@ -17,6 +17,7 @@ import math
 
 import cv2
 import numpy as np
+
 from revisit.shared.face import Quality
 
 WEIGHTS = {"detector": 0.2, "size": 0.3, "sharpness": 0.25, "pose": 0.25}

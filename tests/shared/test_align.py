@@ -1,6 +1,7 @@
 import cv2
 import numpy as np
 import pytest
+
 from revisit.shared.align import ARCFACE_TEMPLATE, align_face, similarity_transform
 
 

@@ -7,6 +7,7 @@ import csv
 import cv2
 import numpy as np
 import pytest
+
 from revisit.models.manifest import Manifest
 from revisit.shared.backends.base import Session
 from revisit.shared.config import DetectorSettings, EngineConfig

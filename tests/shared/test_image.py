@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+
 from revisit.shared.errors import ImageError
 from revisit.shared.image import decode_image, read_image
 

@@ -1,6 +1,7 @@
 import cv2
 import numpy as np
 import pytest
+
 from revisit.shared.align import ARCFACE_TEMPLATE
 from revisit.shared.quality import assess, combine, estimate_pose
 
