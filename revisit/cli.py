@@ -19,6 +19,8 @@ PARTS = (
     "revisit.models.cli",
     "revisit.shared.cli",
     "revisit.shared.evaluate",
+    "revisit.edge.cli",
+    "revisit.edge.evaluate",
 )
 
 

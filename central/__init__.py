@@ -1,0 +1,1 @@
+"""The central service: ingest observations, cluster visitors, serve head office and the event kiosk."""

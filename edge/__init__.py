@@ -1,0 +1,1 @@
+"""The edge daemon: cameras in, tracked-face observations out over MQTT."""

@@ -1,0 +1,1 @@
+"""`revisit edge ...` (being written)."""

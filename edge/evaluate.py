@@ -1,0 +1,1 @@
+"""`revisit eval video` (being written)."""
