@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -61,7 +61,9 @@ class BrokerConfig(Strict):
     keepalive_s: int = Field(30, ge=5, le=3600)
     client_id: str | None = Field(None, description="default: revisit-edge-<site>-<device>")
     heartbeat_s: float = Field(30, ge=1, le=3600, description="status heartbeat period")
-    max_inflight: int = Field(20, ge=1, le=1000)
+    max_inflight: int = Field(20, ge=1, le=1000, description="observations sent and not yet acknowledged")
+    protocol: Literal["3.1.1", "5"] = Field("3.1.1", description="MQTT version (amqtt speaks only 3.1.1)")
+    reconnect_max_s: int = Field(30, ge=1, le=600, description="cap of the exponential reconnect backoff")
 
 
 class CameraConfig(Strict):
