@@ -21,6 +21,8 @@ PARTS = (
     "revisit.shared.evaluate",
     "revisit.edge.cli",
     "revisit.edge.evaluate",
+    "revisit.central.cli",
+    "revisit.central.evaluate",
 )
 
 

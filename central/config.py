@@ -1,0 +1,174 @@
+"""Typed configuration of the central service (TOML). Unknown keys are errors that name the key.
+
+Example (see deploy/central.example.toml):
+
+    data_dir = "/var/lib/revisit-central"
+    database_url = "postgresql+psycopg://revisit@db/revisit"
+    production = true
+    secret_key = "..."                       # or $REVISIT_SECRET_KEY
+
+    [broker]                                 # leave out for the embedded broker ([embedded_broker])
+    host = "mqtt.example.com"
+    port = 8883
+    shared_group = "central"                 # several workers split the load
+    [broker.tls]
+    ca = "/etc/revisit/ca.pem"
+
+    [qdrant]
+    url = "https://qdrant.example.com:6333"  # leave out for local mode under data_dir
+
+    [cluster]
+    threshold = 0.42
+    scope = "all"                            # or "site": visitors never span sites
+
+    [admin]
+    username = "admin"
+    password_hash = "$pbkdf2-sha256$..."     # or the password in $REVISIT_ADMIN_PASSWORD
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from revisit.edge.config import Ident, TLSConfig
+from revisit.shared.assign import DEFAULT_THRESHOLD
+from revisit.shared.config import Strict, load_toml
+
+DEFAULT_SECRET = "change-me"
+# The match threshold is shared.assign.DEFAULT_THRESHOLD (its docstring has the measurements).
+DEFAULT_MATCH_THRESHOLD = DEFAULT_THRESHOLD
+
+
+class EmbeddedBrokerConfig(Strict):
+    bind: str = Field("127.0.0.1", description="address of the in-process broker (0.0.0.0 for edges on the LAN)")
+    port: int = Field(1883, ge=0, le=65535, description="0 picks a free port")
+    password_file: Path | None = Field(None, description="amqtt/mosquitto-style password file; default: open")
+    username: str = Field("revisit-central", description="the service's own login (in the password file if set)")
+    password: SecretStr | None = None
+
+
+class BrokerConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TLSConfig | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    client_id: str = Field(
+        "revisit-central", min_length=1, max_length=64,
+        description="stable: the broker keeps this persistent session; give each worker its own",
+    )  # fmt: skip
+    shared_group: Ident | None = Field(None, description="subscribe as $share/<group>/... so workers split the load")
+    max_inflight: int = Field(20, ge=1, le=1000)
+
+
+class QdrantConfig(Strict):
+    path: Path | None = Field(None, description="local mode directory; default <data_dir>/qdrant")
+    url: str | None = Field(None, description="a Qdrant server or cluster, instead of local mode")
+    api_key: SecretStr | None = None
+    prefix: Ident = Field("revisit", description="collection name prefix")
+
+    @model_validator(mode="after")
+    def _one(self) -> QdrantConfig:
+        if self.path is not None and self.url is not None:
+            raise ValueError("qdrant: give path (local mode) or url (server), not both")
+        if self.api_key is not None and self.url is None:
+            raise ValueError("qdrant.api_key needs qdrant.url")
+        return self
+
+
+class ClusterConfig(Strict):
+    threshold: float = Field(DEFAULT_MATCH_THRESHOLD, gt=0, lt=1, description="cosine to join a visitor")
+    scope: Literal["all", "site"] = Field("all", description="match visitors across all sites, or per site")
+    visit_gap_min: float = Field(30, gt=0, description="sightings further apart than this are separate visits")
+    candidates: int = Field(8, ge=1, le=100, description="nearest prototypes considered per sighting")
+
+
+class LoyalConfig(Strict):
+    min_visits: int = Field(3, ge=1, description="visits before today that make a loyal customer")
+    window_days: int = Field(30, ge=1, le=3650)
+    timezone: str = Field("UTC", description="IANA zone that says when 'today' begins")
+
+
+class RetentionConfig(Strict):
+    crops_days: float | None = Field(30, gt=0, description="crops deleted after this; None keeps them")
+    sightings_days: float | None = Field(365, gt=0, description="sightings and their embeddings; None keeps them")
+    interval_min: float = Field(60, gt=0, description="how often the retention job runs in the service")
+
+
+class IngestConfig(Strict):
+    recognizers: dict[str, int] = Field(
+        default_factory=dict,
+        description="extra recognizer ids (custom models) and their embedding dims; the manifest's are known",
+    )
+    max_crop_pixels: int = Field(1024 * 1024, ge=64 * 64, description="crops larger than this are rejected")
+
+
+class AdminConfig(Strict):
+    username: str = Field("admin", min_length=1, max_length=64)
+    password_hash: SecretStr | None = Field(None, description="hashed password (see the pages' hashing)")
+    password_env: str = Field("REVISIT_ADMIN_PASSWORD", description="else the plain password from this variable")
+
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env) or None
+
+
+class CentralConfig(Strict):
+    data_dir: Path = Path("/var/lib/revisit-central")
+    broker: BrokerConfig | None = Field(None, description="None: run the embedded broker")
+    embedded_broker: EmbeddedBrokerConfig = EmbeddedBrokerConfig()
+    qdrant: QdrantConfig = QdrantConfig()
+    database_url: str | None = Field(None, description="default sqlite:///<data_dir>/revisit.db")
+    storage_dir: Path | None = Field(None, description="crops; default <data_dir>/crops")
+    cluster: ClusterConfig = ClusterConfig()
+    loyal: LoyalConfig = LoyalConfig()
+    retention: RetentionConfig = RetentionConfig()
+    ingest: IngestConfig = IngestConfig()
+    admin: AdminConfig = AdminConfig()
+    secret_key: SecretStr = Field(
+        default_factory=lambda: SecretStr(os.environ.get("REVISIT_SECRET_KEY") or DEFAULT_SECRET),
+        description="signs sessions; default $REVISIT_SECRET_KEY",
+    )
+    production: bool = Field(False, description="refuse default secrets and open brokers")
+
+    @model_validator(mode="after")
+    def _production(self) -> CentralConfig:
+        if not self.production:
+            return self
+        problems = []
+        secret = self.secret_key.get_secret_value()
+        if secret == DEFAULT_SECRET or len(secret) < 32:
+            problems.append("secret_key must be set to at least 32 random characters (or $REVISIT_SECRET_KEY)")
+        if self.admin.password_hash is None and not self.admin.password():
+            problems.append(f"admin.password_hash or ${self.admin.password_env} must be set")
+        if self.admin.password() in {"admin", "password", DEFAULT_SECRET}:
+            problems.append("the admin password is a default one")
+        if self.broker is None and self.embedded_broker.password_file is None and self.embedded_broker.bind not in {
+            "127.0.0.1", "localhost", "::1"
+        }:  # fmt: skip
+            problems.append("the embedded broker listens beyond localhost without embedded_broker.password_file")
+        if problems:
+            raise ValueError("production mode: " + "; ".join(problems))
+        return self
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'revisit.db'}"
+
+    @property
+    def crops_dir(self) -> Path:
+        return self.storage_dir or self.data_dir / "crops"
+
+    @property
+    def qdrant_path(self) -> Path | None:
+        return None if self.qdrant.url else (self.qdrant.path or self.data_dir / "qdrant")
+
+
+def load(path: str | Path) -> CentralConfig:
+    config = load_toml(path, CentralConfig)
+    assert isinstance(config, CentralConfig)
+    return config

@@ -1,0 +1,209 @@
+"""The central service: wiring of broker, store, Qdrant, clusterer, MQTT ingest and the retention job.
+
+`CentralService(config).start()` brings everything up (the embedded broker first when no broker is
+configured); `stop()` takes it down in reverse. The web app is built on the accessors: `session()` for
+queries, `clusterer` for the manual edits, `crops` for the files, `counters` for metrics, `health()`.
+`open()` alone (no MQTT, no background job) is what the offline commands use.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import Session, col, func, select
+
+from revisit.central.broker import EmbeddedBroker
+from revisit.central.cluster import Clusterer, ClusterSettings
+from revisit.central.config import CentralConfig
+from revisit.central.ingest import Counters, Ingestor, MqttIngest, known_recognizers
+from revisit.central.retention import RetentionReport, run_retention
+from revisit.central.store import CropStore, Sighting, Store
+from revisit.central.vectors import Vectors
+
+log = logging.getLogger(__name__)
+REINDEX_WINDOW = timedelta(minutes=10)  # on start, re-upsert what was committed this close to the last write
+
+
+class CentralService:
+    def __init__(self, config: CentralConfig):
+        self.config = config
+        self.broker: EmbeddedBroker | None = None
+        self.mqtt: MqttIngest | None = None
+        self.ingestor: Ingestor | None = None
+        self._store: Store | None = None
+        self._vectors: Vectors | None = None
+        self._clusterer: Clusterer | None = None
+        self._stop = threading.Event()
+        self._retention: threading.Thread | None = None
+
+    # --- accessors for the web app ---
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "CentralService.open() first"
+        return self._store
+
+    @property
+    def vectors(self) -> Vectors:
+        assert self._vectors is not None, "CentralService.open() first"
+        return self._vectors
+
+    @property
+    def clusterer(self) -> Clusterer:
+        assert self._clusterer is not None, "CentralService.open() first"
+        return self._clusterer
+
+    @property
+    def crops(self) -> CropStore:
+        assert self.clusterer.crops is not None
+        return self.clusterer.crops
+
+    @property
+    def counters(self) -> Counters:
+        return self.ingestor.counters if self.ingestor else Counters()
+
+    def session(self) -> Session:
+        return self.store.session()
+
+    @property
+    def broker_address(self) -> tuple[str, int]:
+        """Where edges publish: the configured broker, or the embedded one's bound address."""
+        if self.config.broker is not None:
+            return self.config.broker.host, self.config.broker.port
+        port = self.broker.port if self.broker and self.broker.port else self.config.embedded_broker.port
+        return self.config.embedded_broker.bind, port
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "mqtt_connected": bool(self.mqtt and self.mqtt.connected.is_set()),
+            "broker": "{}:{}".format(*self.broker_address),
+            "counters": self.counters.snapshot(),
+        }
+
+    # --- lifecycle ---
+
+    def open(self) -> CentralService:
+        """Database, Qdrant and clusterer (no MQTT): enough for recluster, retention and queries."""
+        if self._clusterer is not None:
+            return self
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self._store = Store(cfg.database)
+        self._store.create_all()
+        api_key = cfg.qdrant.api_key.get_secret_value() if cfg.qdrant.api_key else None
+        self._vectors = Vectors(path=cfg.qdrant_path, url=cfg.qdrant.url, api_key=api_key, prefix=cfg.qdrant.prefix)
+        settings = ClusterSettings(
+            threshold=cfg.cluster.threshold,
+            scope=cfg.cluster.scope,
+            visit_gap=timedelta(minutes=cfg.cluster.visit_gap_min),
+            candidates=cfg.cluster.candidates,
+        )
+        self._clusterer = Clusterer(self._store, self._vectors, CropStore(cfg.crops_dir), settings)
+        return self
+
+    def start(self) -> CentralService:
+        self.open()
+        cfg = self.config
+        self.repair_index()
+        if cfg.broker is None:
+            emb = cfg.embedded_broker
+            self.broker = EmbeddedBroker(emb.bind, emb.port, emb.password_file)
+            self.broker.start()
+        self.ingestor = Ingestor(
+            self.clusterer,
+            self.store,
+            known_recognizers(cfg.ingest.recognizers),
+            max_crop_pixels=cfg.ingest.max_crop_pixels,
+        )
+        b, emb = cfg.broker, cfg.embedded_broker
+        host, port = self.broker_address
+        self.mqtt = MqttIngest(
+            self.ingestor,
+            "127.0.0.1" if b is None and host in ("0.0.0.0", "::") else host,
+            port,
+            client_id=b.client_id if b else "revisit-central",
+            username=b.username if b else emb.username,
+            password=_secret(b.password if b else emb.password),
+            tls=b.tls if b else None,
+            keepalive=b.keepalive_s if b else 30,
+            shared_group=b.shared_group if b else None,
+            max_inflight=b.max_inflight if b else 20,
+        )
+        self.mqtt.start()
+        self._stop.clear()
+        self._retention = threading.Thread(target=self._retention_loop, name="retention", daemon=True)
+        self._retention.start()
+        log.info("central service started: database %s, broker %s:%d", _db_name(cfg.database), *self.broker_address)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.mqtt is not None:
+            self.mqtt.stop()
+            self.mqtt = None
+        if self._retention is not None:
+            self._retention.join(timeout=30)
+            self._retention = None
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+        if self._vectors is not None:
+            self._vectors.close()
+        if self._store is not None:
+            self._store.dispose()
+        self._store = self._vectors = self._clusterer = None
+
+    def __enter__(self) -> CentralService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- jobs ---
+
+    def run_retention(self) -> RetentionReport:
+        r = self.config.retention
+        return run_retention(self.clusterer, crops_days=r.crops_days, sightings_days=r.sightings_days)
+
+    def repair_index(self) -> int:
+        """Bring Qdrant up to the database after a crash: re-upsert recent sightings, or everything when
+        the counts still differ (a lost or new Qdrant). Returns the number of sightings written."""
+        embedded = col(Sighting.embedding).is_not(None)
+        with self.session() as s:
+            last = s.exec(select(func.max(Sighting.created_at))).one()
+            if last is None:
+                return 0
+            per_rec = list(s.exec(select(Sighting.recognizer_id, func.count()).where(embedded)
+                                  .group_by(Sighting.recognizer_id)))  # fmt: skip
+            dims = {rec: len(s.exec(select(Sighting.embedding).where(embedded, Sighting.recognizer_id == rec))
+                             .first() or b"") // 4 for rec, _ in per_rec}  # fmt: skip
+        written = self.clusterer.reindex(since=last - REINDEX_WINDOW)
+        for rec, n in per_rec:
+            self.vectors.ensure(rec, dims[rec])
+            if self.vectors.count(rec, "sightings") != n:
+                log.warning("Qdrant holds %d of %d sightings of %s: rebuilding from the database",
+                            self.vectors.count(rec, "sightings"), n, rec)  # fmt: skip
+                written = self.clusterer.reindex()
+                break
+        return written
+
+    def _retention_loop(self) -> None:
+        period = self.config.retention.interval_min * 60
+        while not self._stop.wait(period):
+            try:
+                self.run_retention()
+            except Exception:
+                log.exception("retention run failed; trying again in %.0f s", period)
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _db_name(url: str) -> str:
+    from revisit.central.store import _redact
+
+    return _redact(url)

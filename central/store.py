@@ -1,0 +1,503 @@
+"""The central database (SQLModel on SQLite or PostgreSQL), the crop files, and the queries pages use.
+
+Tables: sites, devices, cameras (made on first sight from topics and messages), visitors, sightings (one per
+observation, unique by observation UUID), visits (a visitor's sightings at one site sessionised with a gap),
+cannot-links and must-links between sightings (manual edits and same-frame tracks, kept for `recluster`),
+and an audit log. Keys are UUIDs; timestamps are timezone-aware UTC (SQLite stores them naive, in UTC).
+
+The database is the source of truth: each sighting keeps its embedding, so the Qdrant collections can be
+rebuilt from it (`Clusterer.reindex`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import JSON, BigInteger, DateTime, Index, LargeBinary, TypeDecorator, UniqueConstraint, event, func
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, Session, SQLModel, col, create_engine, select
+
+from revisit.shared.errors import RevisitError
+
+
+class StoreError(RevisitError):
+    """The database or the crop directory cannot be used."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def from_epoch(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in and out; SQLite (no time zones) stores them as naive UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: use timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _uuid() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+def _time(**kw: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+class Site(SQLModel, table=True):
+    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
+    name: str = Field(max_length=64, unique=True, description="the site id of the topics")
+    created_at: datetime = _time(default_factory=utcnow)
+
+
+class Device(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
+    site_id: uuid.UUID = Field(foreign_key="site.id", index=True)
+    name: str = Field(max_length=64)
+    state: str = Field("unknown", max_length=16, description="online / offline from the status topic")
+    version: str = Field("", max_length=64)
+    stats: dict = Field(default_factory=dict, sa_type=JSON, description="counters of the last heartbeat")
+    last_seen: datetime | None = _time(default=None, description="last message of any kind")
+    status_at: datetime | None = _time(default=None, description="time of the last status message (edge clock)")
+    observations: int = 0
+    rejected: int = 0
+
+
+class Camera(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("device_id", "name"),)
+    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
+    site_id: uuid.UUID = Field(foreign_key="site.id", index=True)
+    device_id: uuid.UUID = Field(foreign_key="device.id", index=True)
+    name: str = Field(max_length=64)
+    last_seen: datetime | None = _time(default=None)
+
+
+class Visitor(SQLModel, table=True):
+    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
+    recognizer_id: str = Field(max_length=128, index=True, description="embedding space of its sightings")
+    site_id: uuid.UUID | None = Field(None, foreign_key="site.id", index=True, description="site of first sighting")
+    first_seen: datetime = _time()
+    last_seen: datetime = _time(index=True)
+    visit_count: int = 0
+    sighting_count: int = 0
+    reference_sighting_id: uuid.UUID | None = Field(None, description="best-quality sighting (with a crop)")
+    reference_quality: float = -1.0
+    label: str = Field("", max_length=200)
+    notes: str = Field("", max_length=10_000)
+    proto_sum: bytes = Field(b"", sa_type=LargeBinary, description="float64 quality-weighted sum of members")
+    proto_weight: float = 0.0
+    created_at: datetime = _time(default_factory=utcnow)
+
+
+class Sighting(SQLModel, table=True):
+    __table_args__ = (Index("ix_sighting_visitor_time", "visitor_id", "best_ts"),)
+    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
+    observation_id: uuid.UUID = Field(unique=True, description="the edge's observation UUID: idempotency")
+    visitor_id: uuid.UUID = Field(foreign_key="visitor.id", index=True)
+    visit_id: uuid.UUID | None = Field(None, foreign_key="visit.id", index=True)
+    site_id: uuid.UUID = Field(foreign_key="site.id", index=True)
+    device_id: uuid.UUID = Field(foreign_key="device.id")
+    camera_id: uuid.UUID = Field(foreign_key="camera.id", index=True)
+    track_id: int = Field(sa_type=BigInteger)
+    first_ts: datetime = _time()
+    last_ts: datetime = _time()
+    best_ts: datetime = _time(index=True)
+    quality: float
+    det_score: float
+    box: list = Field(sa_type=JSON)
+    frame_size: list = Field(sa_type=JSON)
+    co_tracks: list = Field(default_factory=list, sa_type=JSON)
+    crop_path: str | None = Field(None, max_length=64, description="relative to the crop directory; None: expired")
+    recognizer_id: str = Field(max_length=128)
+    embedding: bytes | None = Field(None, sa_type=LargeBinary, description="float32; None once expired")
+    created_at: datetime = _time(default_factory=utcnow, index=True)
+
+
+class Visit(SQLModel, table=True):
+    __table_args__ = (Index("ix_visit_visitor_start", "visitor_id", "start"),)
+    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
+    visitor_id: uuid.UUID = Field(foreign_key="visitor.id", index=True)
+    site_id: uuid.UUID = Field(foreign_key="site.id", index=True)
+    start: datetime = _time(index=True)
+    end: datetime = _time()
+    sighting_count: int = 0
+
+
+LinkReason = Literal["co_track", "not_this_person", "split", "merge"]
+
+
+class CannotLink(SQLModel, table=True):
+    """Two sightings of different people: same-frame tracks, "not this person", split."""
+
+    __table_args__ = (UniqueConstraint("a_id", "b_id"),)
+    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
+    a_id: uuid.UUID = Field(foreign_key="sighting.id", index=True, ondelete="CASCADE")
+    b_id: uuid.UUID = Field(foreign_key="sighting.id", index=True, ondelete="CASCADE")
+    reason: str = Field(max_length=32)
+    created_at: datetime = _time(default_factory=utcnow)
+
+
+class MustLink(SQLModel, table=True):
+    """Two sightings a person said are the same visitor (merge, split); `recluster` keeps them together."""
+
+    __table_args__ = (UniqueConstraint("a_id", "b_id"),)
+    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
+    a_id: uuid.UUID = Field(foreign_key="sighting.id", index=True, ondelete="CASCADE")
+    b_id: uuid.UUID = Field(foreign_key="sighting.id", index=True, ondelete="CASCADE")
+    reason: str = Field(max_length=32)
+    created_at: datetime = _time(default_factory=utcnow)
+
+
+class AuditLog(SQLModel, table=True):
+    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
+    at: datetime = _time(default_factory=utcnow, index=True)
+    actor: str = Field("", max_length=64)
+    action: str = Field(max_length=32, description="erase, merge, split, not_this_person, retention, recluster")
+    visitor_id: uuid.UUID | None = Field(None, description="no foreign key: erased visitors stay named here")
+    details: dict = Field(default_factory=dict, sa_type=JSON)
+
+
+def pair(a: uuid.UUID, b: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID]:
+    """Links are stored with a_id < b_id so each pair has one row."""
+    return (a, b) if str(a) < str(b) else (b, a)
+
+
+class Store:
+    """The engine and sessions of one database. Sessions keep objects usable after commit."""
+
+    def __init__(self, url: str, echo: bool = False):
+        self.url = url
+        kwargs: dict[str, Any] = {"echo": echo}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            if url in ("sqlite://", "sqlite:///:memory:"):
+                from sqlalchemy.pool import StaticPool
+
+                kwargs["poolclass"] = StaticPool  # one shared in-memory database
+            else:
+                Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kwargs["pool_pre_ping"] = True
+        try:
+            self.engine: Engine = create_engine(url, **kwargs)
+        except Exception as exc:  # bad URL or missing driver
+            raise StoreError(f"cannot use database {_redact(url)}: {exc}") from exc
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+
+    def create_all(self) -> None:
+        try:
+            SQLModel.metadata.create_all(self.engine)
+        except Exception as exc:
+            raise StoreError(f"cannot open database {_redact(self.url)}: {exc}") from exc
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def begin(self) -> Iterator[Session]:
+        """A session whose work is committed on success and rolled back on error."""
+        with self.session() as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process kill
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"://([^:/@]*):[^@/]*@", r"://\1:***@", url)
+
+
+# --- sites, devices, cameras -------------------------------------------------------------------------------
+
+
+def _get_or_create(session: Session, model: type, **key: Any) -> Any:
+    stmt = select(model)
+    for name, value in key.items():
+        stmt = stmt.where(getattr(model, name) == value)
+    row = session.exec(stmt).first()
+    if row is not None:
+        return row
+    try:
+        with session.begin_nested():  # another worker may insert the same row concurrently
+            row = model(**key)
+            session.add(row)
+    except IntegrityError:
+        row = session.exec(stmt).one()
+    return row
+
+
+def ensure_site(session: Session, name: str) -> Site:
+    return _get_or_create(session, Site, name=name)
+
+
+def ensure_device(session: Session, site: Site, name: str) -> Device:
+    return _get_or_create(session, Device, site_id=site.id, name=name)
+
+
+def ensure_camera(session: Session, site: Site, device: Device, name: str) -> Camera:
+    camera = _get_or_create(session, Camera, device_id=device.id, name=name, site_id=site.id)
+    return camera
+
+
+# --- crops -----------------------------------------------------------------------------------------------
+
+_CROP = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{32}\.jpg$")
+
+
+class CropStore:
+    """JPEG crops under `root`, named by a fresh UUID (never by anything in a message): `ab/<uuid hex>.jpg`."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def save(self, jpeg: bytes) -> str:
+        name = uuid.uuid4().hex
+        rel = f"{name[:2]}/{name}.jpg"
+        path = self.root / rel
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(jpeg)  # no fsync: like SQLite's synchronous=NORMAL, safe against a killed process
+        os.replace(tmp, path)
+        return rel
+
+    def path(self, rel: str) -> Path:
+        """The file of a stored crop name; anything that is not one of our names is refused."""
+        if not _CROP.match(rel):
+            raise StoreError(f"not a crop name: {rel[:80]!r}")
+        return self.root / rel
+
+    def delete(self, rel: str | None) -> bool:
+        if not rel:
+            return False
+        try:
+            self.path(rel).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
+
+# --- queries for pages and the API ------------------------------------------------------------------------
+
+
+@dataclass
+class LoyalRow:
+    visitor: Visitor
+    site: str
+    arrived_today: datetime  # first arrival today
+    visits_before: int  # visits in the window before today
+    visits_7d: int  # visits in the 7 days before now, today included
+    visits_window: int  # visits in the window, today included
+    reference: Sighting | None
+    today: Sighting | None  # best-quality sighting today
+
+
+@dataclass
+class LoyalPage:
+    rows: list[LoyalRow]
+    total: int
+    day: date
+    min_visits: int
+    window_days: int
+
+
+LoyalSort = Literal["arrival", "-arrival", "visits", "-visits", "last_seen", "-last_seen"]
+
+
+def day_bounds(now: datetime, timezone: str) -> tuple[datetime, datetime]:
+    """[start, end) of the day of `now` in `timezone`, as UTC datetimes."""
+    local = now.astimezone(ZoneInfo(timezone))
+    start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    end = (start + timedelta(days=1, hours=2)).replace(hour=0)  # robust across DST changes
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def loyal_customers(
+    session: Session,
+    *,
+    min_visits: int = 3,
+    window_days: int = 30,
+    now: datetime | None = None,
+    timezone: str = "UTC",
+    site: str | None = None,
+    sort: LoyalSort = "-arrival",
+    offset: int = 0,
+    limit: int = 50,
+) -> LoyalPage:
+    """Visitors seen today AND with at least `min_visits` visits before today within `window_days`."""
+    now = now or utcnow()
+    today, tomorrow = day_bounds(now, timezone)
+    window_start = today - timedelta(days=window_days)
+    site_row = session.exec(select(Site).where(Site.name == site)).first() if site else None
+    if site and site_row is None:
+        return LoyalPage([], 0, today.astimezone(ZoneInfo(timezone)).date(), min_visits, window_days)
+
+    def scoped(stmt: Any) -> Any:
+        return stmt.where(Visit.site_id == site_row.id) if site_row else stmt
+
+    before = scoped(
+        select(Visit.visitor_id, func.count().label("n"))
+        .where(Visit.start >= window_start, Visit.start < today)
+        .group_by(Visit.visitor_id)
+        .having(func.count() >= min_visits)
+    ).subquery()
+    seen_today = scoped(
+        select(Visit.visitor_id, func.min(Visit.start).label("arrival"))
+        .where(Visit.end >= today, Visit.start < tomorrow)
+        .group_by(Visit.visitor_id)
+    ).subquery()
+    base = (
+        select(Visitor, before.c.n, seen_today.c.arrival)
+        .join(before, before.c.visitor_id == Visitor.id)
+        .join(seen_today, seen_today.c.visitor_id == Visitor.id)
+    )
+    total = session.exec(select(func.count()).select_from(base.subquery())).one()
+    order = {
+        "arrival": seen_today.c.arrival, "-arrival": seen_today.c.arrival.desc(),
+        "visits": before.c.n, "-visits": before.c.n.desc(),
+        "last_seen": Visitor.last_seen, "-last_seen": col(Visitor.last_seen).desc(),
+    }[sort]  # fmt: skip
+    rows = session.exec(base.order_by(order, Visitor.id).offset(offset).limit(limit)).all()
+    out = []
+    for visitor, n_before, arrival in rows:
+        arrival = UTCDateTime().process_result_value(arrival, session.get_bind().dialect)
+        arrival = max(arrival, today)
+        visits = [v.start for v in session.exec(scoped(select(Visit).where(Visit.visitor_id == visitor.id)))]
+        today_best = session.exec(
+            select(Sighting)
+            .where(Sighting.visitor_id == visitor.id, Sighting.best_ts >= today, Sighting.best_ts < tomorrow)
+            .where(*([Sighting.site_id == site_row.id] if site_row else []))
+            .order_by(col(Sighting.quality).desc())
+        ).first()
+        site_name = session.get(Site, today_best.site_id).name if today_best else ""
+        out.append(
+            LoyalRow(
+                visitor=visitor,
+                site=site_name,
+                arrived_today=arrival,
+                visits_before=int(n_before),
+                visits_7d=sum(now - timedelta(days=7) <= s <= now for s in visits),
+                visits_window=sum(s >= window_start for s in visits),
+                reference=_reference(session, visitor),
+                today=today_best,
+            )
+        )
+    return LoyalPage(out, int(total), today.astimezone(ZoneInfo(timezone)).date(), min_visits, window_days)
+
+
+@dataclass
+class VisitorDetail:
+    visitor: Visitor
+    reference: Sighting | None
+    visits: list[Visit]
+    sightings: list[Sighting]  # newest first, one page
+    sighting_total: int
+    sites: dict[uuid.UUID, str] = field(default_factory=dict)
+    cameras: dict[uuid.UUID, str] = field(default_factory=dict)
+
+
+def visitor_detail(session: Session, visitor_id: uuid.UUID, offset: int = 0, limit: int = 100) -> VisitorDetail | None:
+    visitor = session.get(Visitor, visitor_id)
+    if visitor is None:
+        return None
+    visits = list(session.exec(select(Visit).where(Visit.visitor_id == visitor_id).order_by(col(Visit.start).desc())))
+    sightings = list(
+        session.exec(
+            select(Sighting)
+            .where(Sighting.visitor_id == visitor_id)
+            .order_by(col(Sighting.best_ts).desc(), Sighting.id)
+            .offset(offset)
+            .limit(limit)
+        )
+    )
+    total = session.exec(select(func.count()).select_from(Sighting).where(Sighting.visitor_id == visitor_id)).one()
+    sites = {s.id: s.name for s in session.exec(select(Site))}
+    camera_ids = {s.camera_id for s in sightings}
+    cameras = {c.id: c.name for c in session.exec(select(Camera).where(col(Camera.id).in_(camera_ids)))}
+    return VisitorDetail(visitor, _reference(session, visitor), visits, sightings, int(total), sites, cameras)
+
+
+def _reference(session: Session, visitor: Visitor) -> Sighting | None:
+    return session.get(Sighting, visitor.reference_sighting_id) if visitor.reference_sighting_id else None
+
+
+def visit_frequency(
+    session: Session, visitor_id: uuid.UUID, days: int = 30, now: datetime | None = None, timezone: str = "UTC"
+) -> list[tuple[date, int]]:
+    """Visits started on each of the last `days` local days (oldest first), for the frequency chart."""
+    now = now or utcnow()
+    zone = ZoneInfo(timezone)
+    last = now.astimezone(zone).date()
+    first = last - timedelta(days=days - 1)
+    counts = dict.fromkeys((first + timedelta(days=i) for i in range(days)), 0)
+    since, _ = day_bounds(datetime.combine(first, datetime.min.time(), zone), timezone)
+    for start in session.exec(select(Visit.start).where(Visit.visitor_id == visitor_id, Visit.start >= since)):
+        d = start.astimezone(zone).date()
+        if d in counts:
+            counts[d] += 1
+    return sorted(counts.items())
+
+
+def latest_sightings(
+    session: Session, *, since: datetime | None = None, camera_id: uuid.UUID | None = None, limit: int = 50
+) -> list[Sighting]:
+    """Newest sightings first (the live page)."""
+    stmt = select(Sighting).order_by(col(Sighting.created_at).desc()).limit(limit)
+    if since is not None:
+        stmt = stmt.where(Sighting.created_at > since)
+    if camera_id is not None:
+        stmt = stmt.where(Sighting.camera_id == camera_id)
+    return list(session.exec(stmt))
+
+
+def devices_overview(session: Session) -> list[tuple[Site, Device, list[Camera]]]:
+    out = []
+    for device, site in session.exec(select(Device, Site).join(Site).order_by(Site.name, Device.name)):
+        cameras = list(session.exec(select(Camera).where(Camera.device_id == device.id).order_by(Camera.name)))
+        out.append((site, device, cameras))
+    return out
+
+
+def audit_log(session: Session, limit: int = 100) -> list[AuditLog]:
+    return list(session.exec(select(AuditLog).order_by(col(AuditLog.at).desc()).limit(limit)))

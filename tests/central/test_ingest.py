@@ -1,0 +1,270 @@
+"""Ingest with the real parts: Mosquitto or the embedded amqtt broker, observations from the real face engine,
+redelivery, a SIGKILL mid-ingest, and 10,000 malformed payloads."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+from sqlmodel import func, select
+
+from revisit.central.config import CentralConfig
+from revisit.central.ingest import Ingestor
+from revisit.central.service import CentralService
+from revisit.central.store import Device, Sighting, Store, Visit, Visitor
+from revisit.shared.dataset import by_identity, load_labels
+from revisit.shared.schema import MAX_CROP_BYTES, DeviceStatus, encode, faces_topic, status_topic
+from tests.central.conftest import DIM, REC, make_obs, near, people, publisher, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def count(store: Store, model, **where) -> int:
+    with store.session() as s:
+        stmt = select(func.count()).select_from(model)
+        for k, v in where.items():
+            stmt = stmt.where(getattr(model, k) == v)
+        return int(s.exec(stmt).one())
+
+
+def service_config(tmp_path: Path, broker_port: int | None, **extra) -> CentralConfig:
+    data: dict = {"data_dir": str(tmp_path / "central"), "ingest": {"recognizers": {REC: DIM}}}
+    if broker_port is None:
+        data["embedded_broker"] = {"port": 0}
+    else:
+        data["broker"] = {"host": "127.0.0.1", "port": broker_port, "client_id": f"central-{uuid.uuid4().hex[:6]}"}
+    return CentralConfig.model_validate(data | extra)
+
+
+@pytest.fixture(scope="module")
+def photo_observations(request):
+    """Observations made by the real engine from ../shared photos: 3 people x 3 photos, two visits apart."""
+    models_dir = request.getfixturevalue("models_dir")
+    facedata = request.getfixturevalue("facedata")
+    engine = request.getfixturevalue("engine")
+    from revisit.shared.engine import central_face
+    from revisit.shared.image import read_image
+
+    groups = [(name, photos) for name, photos in by_identity(load_labels(facedata)).items() if len(photos) >= 3][:3]
+    out = []
+    for k, (name, photos) in enumerate(groups):
+        for j, record in enumerate(photos[:3]):
+            image = read_image(record.path)
+            face = central_face(engine.analyze(image), image.shape)
+            assert face is not None, record.path
+            ts = 1_800_000_000.0 + 86400 * j + 60 * k  # photo j of each person on day j: 3 visits each
+            x1, y1, x2, y2 = (int(max(0, v)) for v in face.box)
+            crop = image[y1:y2, x1:x2]
+            import cv2
+
+            obs = make_obs(face.embedding, ts, track=10 * k + j, quality=face.quality.score,
+                           recognizer=engine.recognizer_id, crop=bytes(cv2.imencode(".jpg", crop)[1]))  # fmt: skip
+            out.append((name, obs))
+    del models_dir
+    return out
+
+
+def _run_photo_flow(service: CentralService, port: int, photo_observations) -> None:
+    pub = publisher(port)
+    try:
+        for _, obs in photo_observations:
+            pub.publish(faces_topic(obs.site, obs.device), encode(obs), qos=1).wait_for_publish(10)
+        first = photo_observations[0][1]
+        pub.publish(faces_topic(first.site, first.device), encode(first), qos=1).wait_for_publish(10)  # redelivery
+        status = DeviceStatus(site="s1", device="d1", state="online", ts=1_800_000_000.0, version="1.2",
+                              stats={"fps": 4.5})  # fmt: skip
+        pub.publish(status_topic("s1", "d1"), encode(status), qos=1, retain=True).wait_for_publish(10)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+    n = len(photo_observations)
+    wait_for(lambda: service.counters.get("stored") == n and service.counters.get("duplicate") == 1
+             and service.counters.get("status") >= 1, what="all photos stored")  # fmt: skip
+    store = service.store
+    assert count(store, Sighting) == n
+    with store.session() as s:
+        visitors = list(s.exec(select(Visitor)))
+        assert len(visitors) == 3 and all(v.sighting_count == 3 and v.visit_count == 3 for v in visitors)
+        by_visitor: dict = {}
+        for (name, obs), sighting in zip(photo_observations, [
+            s.exec(select(Sighting).where(Sighting.observation_id == uuid.UUID(o.observation_id))).one()
+            for _, o in photo_observations
+        ], strict=True):  # fmt: skip
+            by_visitor.setdefault(sighting.visitor_id, set()).add(name)
+            assert service.crops.path(sighting.crop_path).read_bytes() == obs.crop_jpeg
+        assert all(len(names) == 1 for names in by_visitor.values())
+        device = s.exec(select(Device)).one()
+        assert device.state == "online" and device.version == "1.2" and device.stats == {"fps": 4.5}
+    assert count(store, Visit) == 9
+
+
+@pytest.mark.models
+@pytest.mark.facedata
+def test_photos_through_mosquitto(tmp_path, mosquitto, photo_observations):
+    rec = photo_observations[0][1].recognizer_id
+    config = service_config(tmp_path, mosquitto.port, ingest={"recognizers": {rec: 512}})
+    with CentralService(config) as service:
+        assert service.mqtt.subscribed.wait(10)
+        _run_photo_flow(service, mosquitto.port, photo_observations)
+
+
+@pytest.mark.models
+@pytest.mark.facedata
+def test_photos_through_the_embedded_broker(tmp_path, photo_observations):
+    with CentralService(service_config(tmp_path, None)) as service:
+        assert service.broker is not None and service.broker.port
+        assert service.mqtt.subscribed.wait(10)
+        _run_photo_flow(service, service.broker.port, photo_observations)
+
+
+def _malformed(rng: np.random.Generator, i: int) -> tuple[str, bytes]:
+    """One of many kinds of bad message (topic, payload)."""
+    good = make_obs(people(1, seed=i % 7)[0], track=i)
+    raw = good.model_dump()
+    topic = faces_topic("s1", "d1")
+    kind = i % 12
+    if kind == 0:
+        return topic, rng.bytes(int(rng.integers(0, 300)))
+    if kind == 1:
+        return topic, msgpack.packb([1, 2, 3])
+    if kind == 2:
+        return topic, msgpack.packb({**raw, "track_id": "seven"})
+    if kind == 3:
+        vec = good.vector().copy()
+        vec[i % DIM] = math.nan
+        return topic, msgpack.packb({**raw, "embedding": vec.astype("<f4").tobytes()})
+    if kind == 4:  # wrong dimension for the recognizer (unit norm, consistent sizes)
+        vec = np.ones(DIM * 2, "<f4") / math.sqrt(DIM * 2)
+        return topic, msgpack.packb({**raw, "embedding": vec.tobytes(), "embedding_dim": DIM * 2})
+    if kind == 5:  # an oversized crop; the first time, a message over the size limit
+        size = 1_100_000 if i == 5 else MAX_CROP_BYTES + 10
+        return topic, msgpack.packb({**raw, "crop_jpeg": b"\xff\xd8" + b"\0" * size})
+    if kind == 6:
+        return topic, msgpack.packb({**raw, "crop_jpeg": b"\xff\xd8 not really a jpeg"})
+    if kind == 7:
+        return topic, msgpack.packb({**raw, "recognizer_id": "unknown@123"})
+    if kind == 8:
+        return faces_topic("other-site", "d1"), encode(good)
+    if kind == 9:
+        return f"revisit/v1/s1@{'x' * (i % 5)}/d1/faces", encode(good)  # matches the subscription, bad id
+    if kind == 10:
+        return status_topic("s1", "d1"), msgpack.packb({"v": 1, "site": "s1", "device": "d1", "state": "??"})
+    return topic, msgpack.packb({**raw, "v": 2})
+
+
+def test_malformed_payloads_are_counted_and_never_crash(tmp_path, make_clusterer):
+    """Every kind of bad message, straight into the ingestor: each is a counted rejection with a reason."""
+    c = make_clusterer()
+    ingestor = Ingestor(c, c.store, {REC: DIM}, retry_delays=())
+    rng = np.random.default_rng(0)
+    reasons = set()
+    for i in range(240):
+        topic, payload = _malformed(rng, i)
+        outcome = ingestor.handle(topic, payload)
+        assert outcome.kind == "rejected" and outcome.ack, (i, outcome)
+        reasons.add(outcome.reason)
+    assert reasons >= {"not_msgpack", "not_a_map", "invalid", "bad_embedding", "bad_dimension", "too_large",
+                       "bad_crop", "unknown_recognizer", "topic_mismatch", "bad_topic", "bad_version"}  # fmt: skip
+    assert sum(ingestor.counters.rejected().values()) == 240 and count(c.store, Sighting) == 0
+    assert ingestor.handle(faces_topic("s1", "d1"), encode(make_obs(people(1)[0]))).kind == "stored"
+
+
+@pytest.mark.slow
+def test_ten_thousand_malformed_payloads_through_mosquitto(tmp_path, mosquitto):
+    config = service_config(tmp_path, mosquitto.port)
+    rng = np.random.default_rng(1)
+    payloads = [_malformed(rng, i) for i in range(10_000)]
+    with CentralService(config) as service:
+        assert service.mqtt.subscribed.wait(10)
+        pub = publisher(mosquitto.port)
+        for topic, payload in payloads:
+            info = pub.publish(topic, payload, qos=1)
+        info.wait_for_publish(60)
+        good = make_obs(people(1)[0])
+        pub.publish(faces_topic("s1", "d1"), encode(good), qos=1).wait_for_publish(10)
+        wait_for(lambda: service.counters.get("stored") == 1, timeout=120, what="the good message after the bad")
+        pub.loop_stop()
+        pub.disconnect()
+        rejected = service.counters.rejected()
+        assert sum(rejected.values()) == 10_000, rejected
+        assert service.mqtt.connected.is_set() and count(service.store, Sighting) == 1
+
+
+def _start_central(config_path: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "revisit.cli", "central", "run", "--config", str(config_path)],
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, cwd=REPO)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigkill_mid_ingest_loses_nothing(tmp_path, mosquitto):
+    data = tmp_path / "central"
+    config_path = tmp_path / "central.toml"
+    config_path.write_text(
+        f'data_dir = "{data}"\n[broker]\nhost = "127.0.0.1"\nport = {mosquitto.port}\nclient_id = "central-kill"\n'
+        f'[ingest.recognizers]\n"{REC}" = {DIM}\n'
+    )
+    log = tmp_path / "central.log"
+    store = Store(f"sqlite:///{data / 'revisit.db'}")
+    proc = _start_central(config_path, log)
+    try:
+        # wait until the service's persistent session is subscribed: a status message reaches the database
+        pub = publisher(mosquitto.port)
+        status = encode(DeviceStatus(site="s1", device="d1", state="online", ts=1_800_000_000.0))
+
+        def subscribed() -> bool:
+            pub.publish(status_topic("s1", "d1"), status, qos=1).wait_for_publish(5)
+            try:
+                return count(store, Device) == 1
+            except Exception:  # tables not created yet
+                return False
+
+        wait_for(subscribed, timeout=60, interval=0.3, what=f"central to subscribe; log: {log}")
+        faces = people(40, seed=5)
+        total = 240
+        observations = [make_obs(near(faces[i % 40], seed=i), ts=1_800_000_000.0 + 97 * i, track=i)
+                        for i in range(total)]  # fmt: skip
+        for obs in observations:
+            info = pub.publish(faces_topic("s1", "d1"), encode(obs), qos=1)
+        info.wait_for_publish(30)
+        wait_for(lambda: count(store, Sighting) >= 40, timeout=60, interval=0.02, what="ingest to begin")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        stored_at_kill = count(store, Sighting)
+        assert stored_at_kill < total, "too fast to kill mid-ingest"
+        # more arrive while it is down: the broker queues them for the persistent session
+        extra = [make_obs(near(faces[i % 40], seed=1000 + i), ts=1_900_000_000.0 + 97 * i, track=1000 + i)
+                 for i in range(30)]  # fmt: skip
+        for obs in extra:
+            info = pub.publish(faces_topic("s1", "d1"), encode(obs), qos=1)
+        info.wait_for_publish(30)
+        proc = _start_central(config_path, log)
+        wait_for(lambda: count(store, Sighting) == total + len(extra), timeout=120, what=f"all sightings; {log}")
+        pub.loop_stop()
+        pub.disconnect()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+    with store.session() as s:
+        ids = {str(x) for x in s.exec(select(Sighting.observation_id))}
+        assert ids == {o.observation_id for o in observations + extra}  # each exactly once (unique column)
+        assert int(s.exec(select(func.sum(Visitor.sighting_count))).one()) == total + len(extra)
+        assert count(store, Visitor) == 40
+    store.dispose()
+    # the restarted service repaired Qdrant up to the database: reopen it (the service has exited)
+    from revisit.central.vectors import Vectors
+
+    vectors = Vectors(path=data / "qdrant")
+    vectors.ensure(REC, DIM)
+    assert vectors.count(REC, "sightings") == total + len(extra) and vectors.count(REC) == 40
+    vectors.close()
+    assert proc.returncode == 0, log.read_text()[-3000:]

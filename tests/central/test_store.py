@@ -1,0 +1,167 @@
+"""The store on SQLite and PostgreSQL: tables, time zones, uniqueness, crops, and the queries pages use."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.exc import IntegrityError, StatementError
+from sqlmodel import select
+
+from revisit.central.store import (
+    CropStore,
+    Device,
+    Sighting,
+    Site,
+    Store,
+    StoreError,
+    Visitor,
+    day_bounds,
+    devices_overview,
+    ensure_camera,
+    ensure_device,
+    ensure_site,
+    latest_sightings,
+    loyal_customers,
+    visit_frequency,
+    visitor_detail,
+)
+from tests.central.conftest import make_obs, near, people
+
+NOW = datetime(2026, 3, 20, 15, 0, tzinfo=UTC)
+
+
+def test_tables_time_zones_and_get_or_create(db_url):
+    store = Store(db_url)
+    store.create_all()
+    with store.begin() as s:
+        site = ensure_site(s, "store-1")
+        assert ensure_site(s, "store-1").id == site.id
+        device = ensure_device(s, site, "box-a")
+        camera = ensure_camera(s, site, device, "door")
+        assert ensure_camera(s, site, device, "door").id == camera.id
+        device.last_seen = datetime(2026, 1, 1, 12, 0, tzinfo=UTC) + timedelta(microseconds=5)
+        device.stats = {"fps": 4.9, "dropped": 0}
+    with store.session() as s:
+        row = s.exec(select(Device)).one()
+        assert row.last_seen == datetime(2026, 1, 1, 12, 0, 0, 5, tzinfo=UTC) and row.last_seen.tzinfo is not None
+        assert row.stats == {"fps": 4.9, "dropped": 0}
+        with pytest.raises(StatementError, match="naive"):
+            row.last_seen = datetime(2026, 1, 1)
+            s.add(row)
+            s.flush()
+    store.dispose()
+
+
+def test_observation_id_is_unique(db_url, make_clusterer):
+    c = make_clusterer(db_url)
+    a = c.ingest(make_obs(people(1)[0]))
+    with c.store.session() as s:
+        row = s.get(Sighting, a.sighting_id)
+        copy = Sighting(**{**row.model_dump(), "id": uuid.uuid4()})
+        s.add(copy)
+        with pytest.raises(IntegrityError):
+            s.commit()
+
+
+def test_clusterer_workflow_on_this_database(db_url, make_clusterer):
+    """Ingest, merge, split, erase and recluster run the same on SQLite and PostgreSQL."""
+    c = make_clusterer(db_url)
+    p = people(2)
+    a = [c.ingest(make_obs(near(p[0], seed=i), ts=1_800_000_000 + 86400 * i)) for i in range(3)]
+    b = [c.ingest(make_obs(near(p[1], seed=9 + i), ts=1_800_000_000 + 86400 * i + 99, co=(1,), track=2))
+         for i in range(2)]  # fmt: skip
+    assert len({x.visitor_id for x in a}) == 1 and len({x.visitor_id for x in b}) == 1
+    merged = c.merge(a[0].visitor_id, b[0].visitor_id)
+    assert merged.sighting_count == 5 and merged.visit_count == 3
+    new = c.split([b[0].sighting_id, b[1].sighting_id])
+    assert new.sighting_count == 2
+    report = c.recluster()
+    assert report.visitors_after == 2
+    assert c.erase_visitor(new.id)["sightings"] == 2
+    with c.store.session() as s:
+        assert [v.sighting_count for v in s.exec(select(Visitor))] == [3]
+
+
+def test_crop_store_names_and_paths(tmp_path):
+    crops = CropStore(tmp_path)
+    rel = crops.save(b"\xff\xd8 jpeg")
+    assert crops.path(rel).read_bytes() == b"\xff\xd8 jpeg" and crops.path(rel).is_relative_to(tmp_path)
+    for evil in ("../etc/passwd", "/etc/passwd", "ab/../../x.jpg", rel.replace(".jpg", ".png"), ""):
+        with pytest.raises(StoreError, match="not a crop name"):
+            crops.path(evil)
+    assert crops.delete(rel) and not crops.delete(rel) and not crops.delete(None)
+
+
+def test_bad_database_url_is_a_clear_error():
+    with pytest.raises(StoreError, match="cannot use database"):
+        Store("nosuchdb://x")
+
+
+@pytest.mark.parametrize(
+    ("now", "zone", "start", "end"),
+    [
+        (datetime(2026, 3, 20, 15, 0, tzinfo=UTC), "UTC", datetime(2026, 3, 20, tzinfo=UTC),
+         datetime(2026, 3, 21, tzinfo=UTC)),
+        (datetime(2026, 3, 20, 23, 30, tzinfo=UTC), "Europe/Berlin", datetime(2026, 3, 20, 23, tzinfo=UTC),
+         datetime(2026, 3, 21, 23, tzinfo=UTC)),  # already the 21st in Berlin
+        (datetime(2026, 3, 29, 12, 0, tzinfo=UTC), "Europe/Berlin", datetime(2026, 3, 28, 23, tzinfo=UTC),
+         datetime(2026, 3, 29, 22, tzinfo=UTC)),  # a 23-hour day (summer time starts)
+    ],
+)  # fmt: skip
+def test_day_bounds(now, zone, start, end):
+    assert day_bounds(now, zone) == (start, end)
+
+
+def _visit(c, face, when: datetime, seed: int, site: str = "s1"):
+    return c.ingest(make_obs(near(face, seed=seed), ts=when.timestamp(), site=site, quality=0.5 + seed % 5 / 10))
+
+
+def test_loyal_customers_and_visitor_queries(db_url, make_clusterer):
+    c = make_clusterer(db_url)
+    regular, newcomer, lapsed, weekly = people(4)
+    day = timedelta(days=1)
+    for i, d in enumerate((1, 2, 4, 8)):  # 4 visits before today, and today twice (one visit)
+        _visit(c, regular, NOW - d * day, seed=i)
+    first = _visit(c, regular, NOW - timedelta(hours=3), seed=10, site="s2")
+    _visit(c, regular, NOW - timedelta(hours=2, minutes=50), seed=11, site="s2")
+    _visit(c, newcomer, NOW - timedelta(hours=1), seed=20)  # first time today
+    for i, d in enumerate((40, 45, 50)):  # visits outside the 30-day window, and today
+        _visit(c, lapsed, NOW - d * day, seed=30 + i)
+    _visit(c, lapsed, NOW - timedelta(hours=4), seed=39)
+    for i, d in enumerate((1, 3, 6)):  # three visits before today, not today
+        _visit(c, weekly, NOW - d * day, seed=40 + i)
+
+    with c.store.session() as s:
+        page = loyal_customers(s, min_visits=3, window_days=30, now=NOW)
+        assert page.total == 1 and len(page.rows) == 1
+        row = page.rows[0]
+        assert row.visitor.id == first.visitor_id and row.visits_before == 4 and row.visits_7d == 4
+        assert row.visits_window == 5 and row.site == "s2" and row.arrived_today == NOW - timedelta(hours=3)
+        assert row.reference is not None and row.today is not None and row.today.visitor_id == first.visitor_id
+        assert loyal_customers(s, min_visits=5, window_days=30, now=NOW).total == 0
+        assert loyal_customers(s, min_visits=3, window_days=30, now=NOW, site="s1").total == 0  # today at s2
+        assert loyal_customers(s, min_visits=3, window_days=60, now=NOW).total == 2
+        assert loyal_customers(s, min_visits=1, window_days=60, now=NOW, sort="arrival").rows[0].visitor.id != (
+            first.visitor_id
+        )  # the lapsed one arrived earlier today
+        assert loyal_customers(s, min_visits=1, window_days=60, now=NOW, offset=1, limit=1).total == 2
+        assert loyal_customers(s, min_visits=1, now=NOW, site="nowhere").total == 0
+
+        detail = visitor_detail(s, first.visitor_id, limit=2)
+        assert detail.visitor.visit_count == 5 and detail.sighting_total == 6 and len(detail.sightings) == 2
+        assert detail.sightings[0].best_ts > detail.sightings[1].best_ts
+        assert set(detail.sites.values()) == {"s1", "s2"} and set(detail.cameras.values()) == {"c1"}
+        assert detail.reference.quality == max(x.quality for x in s.exec(
+            select(Sighting).where(Sighting.visitor_id == first.visitor_id)))  # fmt: skip
+        assert visitor_detail(s, uuid.uuid4()) is None
+
+        freq = visit_frequency(s, first.visitor_id, days=7, now=NOW)
+        assert len(freq) == 7 and freq[-1] == (NOW.date(), 1) and sum(n for _, n in freq) == 4
+
+        assert len(latest_sightings(s, limit=3)) == 3
+        overview = devices_overview(s)
+        assert [(site.name, dev.name, [cam.name for cam in cams]) for site, dev, cams in overview] == [
+            ("s1", "d1", ["c1"]), ("s2", "d1", ["c1"])]  # fmt: skip
+        assert {x.name for x in s.exec(select(Site))} == {"s1", "s2"}
