@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import signal
-import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,9 +21,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--config", type=Path, help="TOML file (default: built-in defaults, data in ./revisit-data)")
         q.set_defaults(func=func)
 
-    add("run", "run the service until SIGINT/SIGTERM", run)
+    add("run", "run the service (ingest, pages, API, kiosk) until SIGINT/SIGTERM", run)
     add("recluster", "rebuild visitors from every stored embedding, keeping manual edits (service stopped)", recluster)
     add("retention", "delete crops and sightings past their TTLs now (service stopped)", retention)
+    q = central.add_parser("passwd", help="read a password twice and print its argon2 hash for admin.password_hash")
+    q.set_defaults(func=lambda _args: _passwd())
+
+
+def _passwd() -> int:
+    from revisit.central.auth import passwd_command
+
+    return passwd_command()
 
 
 def load_config(args: argparse.Namespace):
@@ -34,17 +41,34 @@ def load_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from revisit.central.service import CentralService
+    import uvicorn
 
-    service = CentralService(load_config(args))
-    stop = threading.Event()
+    from revisit.central.service import CentralService
+    from revisit.central.web import create_app
+
+    config = load_config(args)
+    service = CentralService(config)
+    # uvicorn handles SIGINT/SIGTERM itself and then re-raises them; ours only has to outlive it so that
+    # service.stop() runs in `finally` (the default SIGTERM handler would end the process first).
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: None)
     service.start()
-    host, port = service.broker_address
-    print(f"revisit central: MQTT {host}:{port}, data {service.config.data_dir}", flush=True)
     try:
-        stop.wait()
+        app = create_app(service, live_urls=config.web.live_urls)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app, host=config.web.bind, port=config.web.port, proxy_headers=True,
+                forwarded_allow_ips=config.web.forwarded_allow_ips, log_config=None, server_header=False,
+            )
+        )  # fmt: skip
+        mqtt_host, mqtt_port = service.broker_address
+        password = app.state.users.generated_password
+        login = config.admin.username + (f" / {password}" if password else "")
+        web_port = config.web.port
+        print(f"revisit central: MQTT {mqtt_host}:{mqtt_port}, data {config.data_dir}", flush=True)
+        if web_port:
+            print(f"pages: http://{config.web.bind}:{web_port}/  login: {login}", flush=True)
+        server.run()
     finally:
         service.stop()
     return 0

@@ -18,12 +18,17 @@ Example (see deploy/central.example.toml):
     url = "https://qdrant.example.com:6333"  # leave out for local mode under data_dir
 
     [cluster]
-    threshold = 0.42
+    threshold = 0.37
     scope = "all"                            # or "site": visitors never span sites
 
     [admin]
     username = "admin"
-    password_hash = "$pbkdf2-sha256$..."     # or the password in $REVISIT_ADMIN_PASSWORD
+    password_hash = "$argon2id$..."          # `revisit central passwd`; or the password in $REVISIT_ADMIN_PASSWORD
+
+    [web]
+    bind = "127.0.0.1"                       # behind an HTTPS reverse proxy in production
+    port = 8080
+    live_urls = { "store-1/box-a" = "http://10.0.0.20:8090" }   # edges' live views, relayed behind login
 """
 
 from __future__ import annotations
@@ -117,6 +122,15 @@ class AdminConfig(Strict):
         return os.environ.get(self.password_env) or None
 
 
+class WebConfig(Strict):
+    bind: str = Field("127.0.0.1", description="address of the pages and API (use an HTTPS proxy in production)")
+    port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
+    forwarded_allow_ips: str = Field("127.0.0.1", description="proxies trusted for X-Forwarded-* headers")
+    live_urls: dict[str, str] = Field(
+        default_factory=dict, description="'site/device' -> the edge's live view base URL, relayed behind login"
+    )
+
+
 class CentralConfig(Strict):
     data_dir: Path = Path("/var/lib/revisit-central")
     broker: BrokerConfig | None = Field(None, description="None: run the embedded broker")
@@ -129,6 +143,7 @@ class CentralConfig(Strict):
     retention: RetentionConfig = RetentionConfig()
     ingest: IngestConfig = IngestConfig()
     admin: AdminConfig = AdminConfig()
+    web: WebConfig = WebConfig()
     secret_key: SecretStr = Field(
         default_factory=lambda: SecretStr(os.environ.get("REVISIT_SECRET_KEY") or DEFAULT_SECRET),
         description="signs sessions; default $REVISIT_SECRET_KEY",

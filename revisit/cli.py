@@ -20,9 +20,11 @@ PARTS = (
     "revisit.shared.cli",
     "revisit.shared.evaluate",
     "revisit.edge.cli",
+    "revisit.edge.doctor",
     "revisit.edge.evaluate",
     "revisit.central.cli",
     "revisit.central.evaluate",
+    "revisit.deploy",
 )
 
 
@@ -53,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:
+        for noisy in ("amqtt", "transitions", "httpx"):  # per-packet / per-state chatter
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except RevisitError as exc:
