@@ -3,7 +3,8 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 export REVISIT_MODELS ?= $(abspath ../shared/models)
-IMAGE ?= $(firstword $(wildcard ../shared/facedata/dev/photos/_groups/*.jpg))
+VIDEO ?=
+PORT ?= 8080
 
 .PHONY: install test lint demo clean
 
@@ -25,11 +26,11 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Until the edge and central parts land, the main job runs the face engine on a photo.
+# The main job on embedded defaults: central (in-process MQTT broker, Qdrant local mode, SQLite, pages) and
+# one edge daemon reading a video (VIDEO=file or rtsp:// URL; default: a clip from ../shared/facedata).
 demo: install
-	@test -n "$(IMAGE)" || { echo "error: no image; run 'make demo IMAGE=path/to/photo.jpg'"; exit 1; }
 	$(BIN)/revisit models list
-	$(BIN)/revisit faces $(IMAGE)
+	$(BIN)/revisit demo --port $(PORT) $(if $(VIDEO),--video $(VIDEO))
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -87,12 +87,14 @@ def recluster(args: argparse.Namespace) -> int:
 
 
 def retention(args: argparse.Namespace) -> int:
+    from revisit.central.events import Events
     from revisit.central.service import CentralService
 
     service = CentralService(load_config(args)).open()
     try:
-        report = service.run_retention()
+        report = asdict(service.run_retention())
+        report["events_expired"] = Events.for_service(service).expire_events()
     finally:
         service.stop()
-    print(json.dumps(asdict(report)))
+    print(json.dumps(report, default=str))
     return 0

@@ -39,9 +39,10 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
+from revisit.central.events import KioskConfig
 from revisit.edge.config import Ident, TLSConfig
 from revisit.shared.assign import DEFAULT_THRESHOLD
-from revisit.shared.config import Strict, load_toml
+from revisit.shared.config import EngineConfig, Strict, load_toml
 
 DEFAULT_SECRET = "change-me"
 # The match threshold is shared.assign.DEFAULT_THRESHOLD (its docstring has the measurements).
@@ -144,6 +145,8 @@ class CentralConfig(Strict):
     ingest: IngestConfig = IngestConfig()
     admin: AdminConfig = AdminConfig()
     web: WebConfig = WebConfig()
+    kiosk: KioskConfig = KioskConfig()
+    engine: EngineConfig = Field(EngineConfig(), description="the face engine of the kiosk (event photos, selfies)")
     secret_key: SecretStr = Field(
         default_factory=lambda: SecretStr(os.environ.get("REVISIT_SECRET_KEY") or DEFAULT_SECRET),
         description="signs sessions; default $REVISIT_SECRET_KEY",

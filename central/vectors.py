@@ -66,7 +66,7 @@ class Vectors:
     ):
         self.prefix = prefix
         self.local = url is None
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()  # local mode allows one client: everything that shares it takes this
         self._dims: dict[str, int] = {}
         try:
             if url is not None:
@@ -91,7 +91,7 @@ class Vectors:
         return cls(path=":memory:", prefix=prefix)
 
     def close(self) -> None:
-        with self._lock:
+        with self.lock:
             self.client.close()
 
     # --- collections ---
@@ -104,7 +104,7 @@ class Vectors:
         """Create the recognizer's collections if needed; an existing one must have this dimension."""
         if self._dims.get(recognizer_id) == dim:
             return
-        with self._lock:
+        with self.lock:
             for name in self._names(recognizer_id):
                 if self.client.collection_exists(name):
                     info = self.client.get_collection(name)
@@ -123,12 +123,12 @@ class Vectors:
 
     def recognizers(self) -> list[str]:
         """Base names of the collections present (for diagnostics)."""
-        with self._lock:
+        with self.lock:
             names = [c.name for c in self.client.get_collections().collections]
         return sorted({n.rsplit("_", 1)[0] for n in names if n.startswith(self.prefix + "_")})
 
     def drop(self, recognizer_id: str) -> None:
-        with self._lock:
+        with self.lock:
             for name in self._names(recognizer_id):
                 if self.client.collection_exists(name):
                     self.client.delete_collection(name)
@@ -144,7 +144,7 @@ class Vectors:
         flt = None
         if site is not None:
             flt = models.Filter(must=[models.FieldCondition(key="site", match=models.MatchValue(value=site))])
-        with self._lock:
+        with self.lock:
             if recognizer_id not in self._dims:
                 return []
             hits = self.client.query_points(
@@ -163,7 +163,7 @@ class Vectors:
 
     def count(self, recognizer_id: str, kind: str = "prototypes") -> int:
         protos, sightings = self._names(recognizer_id)
-        with self._lock:
+        with self.lock:
             if recognizer_id not in self._dims:
                 return 0
             return self.client.count(protos if kind == "prototypes" else sightings, exact=True).count
@@ -184,7 +184,7 @@ class Vectors:
         ids = [str(i) for i in sighting_ids]
         if not ids:
             return
-        with self._lock:
+        with self.lock:
             self.client.set_payload(self._names(recognizer_id)[1], payload={"visitor": str(visitor)}, points=ids)
 
     def delete_sightings(self, recognizer_id: str, sighting_ids: Iterable[uuid.UUID]) -> None:
@@ -195,7 +195,7 @@ class Vectors:
         _, sightings = self._names(recognizer_id)
         offset: Any = None
         while True:
-            with self._lock:
+            with self.lock:
                 if not self.client.collection_exists(sightings):
                     return
                 points, offset = self.client.scroll(sightings, limit=1024, offset=offset, with_payload=False)
@@ -208,13 +208,13 @@ class Vectors:
 
     def _upsert(self, collection: str, points: list[models.PointStruct]) -> None:
         for i in range(0, len(points), BATCH):
-            with self._lock:
+            with self.lock:
                 self.client.upsert(collection, points=points[i : i + BATCH], wait=True)
 
     def _delete(self, collection: str, ids: Iterable[uuid.UUID]) -> None:
         keys: list[Any] = [str(i) for i in ids]
         for i in range(0, len(keys), BATCH):
-            with self._lock:
+            with self.lock:
                 if not self.client.collection_exists(collection):
                     return
                 self.client.delete(collection, points_selector=models.PointIdsList(points=keys[i : i + BATCH]))

@@ -19,11 +19,13 @@ PARTS = (
     "revisit.models.cli",
     "revisit.shared.cli",
     "revisit.shared.evaluate",
+    "revisit.demo",
     "revisit.edge.cli",
     "revisit.edge.doctor",
     "revisit.edge.evaluate",
     "revisit.central.cli",
     "revisit.central.evaluate",
+    "revisit.central.kiosk_eval",
     "revisit.deploy",
 )
 

@@ -210,7 +210,7 @@ def test_sigkill_mid_ingest_loses_nothing(tmp_path, mosquitto):
     config_path = tmp_path / "central.toml"
     config_path.write_text(
         f'data_dir = "{data}"\n[broker]\nhost = "127.0.0.1"\nport = {mosquitto.port}\nclient_id = "central-kill"\n'
-        f'[ingest.recognizers]\n"{REC}" = {DIM}\n'
+        f'[ingest.recognizers]\n"{REC}" = {DIM}\n[web]\nport = 0\n'
     )
     log = tmp_path / "central.log"
     store = Store(f"sqlite:///{data / 'revisit.db'}")

@@ -1,0 +1,464 @@
+"""The pages' data as JSON under /api/v1 (OpenAPI at /docs).
+
+Authentication is the pages' session cookie (log in at /login); writes also need the session's CSRF token
+in the `X-CSRF-Token` header (GET /api/v1/me returns it). Without a login every route answers 401.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from revisit.central import queries
+from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, csrf_token, require_user
+from revisit.central.cluster import ClusterError
+from revisit.central.store import (
+    LoyalSort,
+    Sighting,
+    Visit,
+    Visitor,
+    latest_sightings,
+    loyal_customers,
+    visit_frequency,
+    visitor_detail,
+)
+
+router = APIRouter(prefix="/api/v1", tags=["api"], dependencies=[Depends(require_user), CSRFChecked])
+
+
+# --- response models ---------------------------------------------------------------------------------------
+
+
+class VisitorOut(BaseModel):
+    id: uuid.UUID
+    label: str
+    notes: str
+    recognizer_id: str
+    site: str  # site of the first sighting
+    first_seen: datetime
+    last_seen: datetime
+    visit_count: int
+    sighting_count: int
+    reference_sighting_id: uuid.UUID | None
+    reference_crop_url: str | None
+    url: str
+
+    @classmethod
+    def of(cls, v: Visitor, names: queries.Names, reference: Sighting | None) -> VisitorOut:
+        return cls(
+            id=v.id,
+            label=v.label,
+            notes=v.notes,
+            recognizer_id=v.recognizer_id,
+            site=names.site(v.site_id),
+            first_seen=v.first_seen,
+            last_seen=v.last_seen,
+            visit_count=v.visit_count,
+            sighting_count=v.sighting_count,
+            reference_sighting_id=v.reference_sighting_id,
+            reference_crop_url=queries.crop_url(reference.crop_path) if reference else None,
+            url=f"/visitors/{v.id}",
+        )
+
+
+class SightingOut(BaseModel):
+    id: uuid.UUID
+    observation_id: uuid.UUID
+    visitor_id: uuid.UUID
+    visitor_label: str = ""
+    visit_id: uuid.UUID | None
+    site: str
+    camera: str
+    camera_id: uuid.UUID
+    track_id: int
+    first_ts: datetime
+    last_ts: datetime
+    best_ts: datetime
+    quality: float
+    crop_url: str | None
+    recognizer_id: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, s: Sighting, names: queries.Names, label: str = "") -> SightingOut:
+        return cls(
+            id=s.id,
+            observation_id=s.observation_id,
+            visitor_id=s.visitor_id,
+            visitor_label=label,
+            visit_id=s.visit_id,
+            site=names.site(s.site_id),
+            camera=names.camera(s.camera_id),
+            camera_id=s.camera_id,
+            track_id=s.track_id,
+            first_ts=s.first_ts,
+            last_ts=s.last_ts,
+            best_ts=s.best_ts,
+            quality=s.quality,
+            crop_url=queries.crop_url(s.crop_path),
+            recognizer_id=s.recognizer_id,
+            created_at=s.created_at,
+        )
+
+
+class VisitOut(BaseModel):
+    id: uuid.UUID
+    visitor_id: uuid.UUID
+    site: str
+    start: datetime
+    end: datetime
+    sighting_count: int
+
+    @classmethod
+    def of(cls, v: Visit, names: queries.Names) -> VisitOut:
+        return cls(
+            id=v.id,
+            visitor_id=v.visitor_id,
+            site=names.site(v.site_id),
+            start=v.start,
+            end=v.end,
+            sighting_count=v.sighting_count,
+        )
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    offset: int
+    limit: int
+
+
+class DayCount(BaseModel):
+    day: date
+    visits: int
+
+
+class VisitorDetailOut(BaseModel):
+    visitor: VisitorOut
+    visits: list[VisitOut]
+    sightings: Page[SightingOut]
+    frequency_30d: list[DayCount]
+
+
+class LoyalOut(BaseModel):
+    visitor: VisitorOut
+    site: str
+    arrived_today: datetime
+    visits_before: int
+    visits_7d: int
+    visits_window: int
+    frequency: str
+    today_crop_url: str | None
+
+
+class LoyalPageOut(BaseModel):
+    items: list[LoyalOut]
+    total: int
+    day: date
+    min_visits: int
+    window_days: int
+    offset: int
+    limit: int
+
+
+class CameraOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    last_seen: datetime | None
+    sightings_today: int
+    live_url: str | None  # central's relay of the edge's MJPEG view
+
+
+class DeviceOut(BaseModel):
+    id: uuid.UUID
+    site: str
+    name: str
+    status: str  # online, stale, offline, unknown
+    state: str  # as last reported
+    version: str
+    last_seen: datetime | None
+    status_at: datetime | None
+    observations: int
+    rejected: int
+    stats: dict[str, Any]
+    cameras: list[CameraOut]
+
+
+class SiteOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    visits_today: int
+    sightings_today: int
+    devices: list[DeviceOut]
+
+
+class Me(BaseModel):
+    user: str
+    csrf_token: str
+
+
+class VisitorPatch(BaseModel):
+    label: str | None = Field(None, max_length=200)
+    notes: str | None = Field(None, max_length=10_000)
+
+
+class MergeIn(BaseModel):
+    other: uuid.UUID = Field(description="this visitor is merged into the one of the path, then deleted")
+
+
+class SplitIn(BaseModel):
+    sighting_ids: list[uuid.UUID] = Field(min_length=1, max_length=10_000)
+
+
+class EraseOut(BaseModel):
+    erased: uuid.UUID
+    sightings: int
+    crops: int
+    visits: int
+
+
+# --- routes ------------------------------------------------------------------------------------------------
+
+
+def _cluster_call(action: Any) -> Any:
+    try:
+        return action()
+    except ClusterError as exc:
+        missing = str(exc).startswith(("no visitor", "no sighting"))
+        raise HTTPException(404 if missing else 409, str(exc)) from None
+
+
+def _visitor_out(service: Any, visitor_id: uuid.UUID) -> VisitorOut:
+    with service.session() as s:
+        v = s.get(Visitor, visitor_id)
+        if v is None:
+            raise HTTPException(404, f"no visitor {visitor_id}")
+        return VisitorOut.of(v, queries.Names.load(s), queries.references(s, [v]).get(v.id))
+
+
+@router.get("/me")
+def me(request: Request, user: CurrentUser) -> Me:
+    """The logged-in user and the CSRF token that writes must send as X-CSRF-Token."""
+    return Me(user=user, csrf_token=csrf_token(request))
+
+
+@router.get("/visitors")
+def list_visitors(
+    service: ServiceDep,
+    q: Annotated[str, Query(max_length=200, description="label or notes contain this; or a visitor id")] = "",
+    sort: queries.VisitorSort = "-last_seen",
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Page[VisitorOut]:
+    with service.session() as s:
+        page = queries.list_visitors(s, q=q, sort=sort, offset=offset, limit=limit)
+        names = queries.Names.load(s)
+    items = [VisitorOut.of(v, names, page.references.get(v.id)) for v in page.visitors]
+    return Page[VisitorOut](items=items, total=page.total, offset=offset, limit=limit)
+
+
+@router.get("/visitors/{visitor_id}")
+def get_visitor(
+    service: ServiceDep,
+    visitor_id: uuid.UUID,
+    offset: Annotated[int, Query(ge=0, description="of the sightings, newest first")] = 0,
+    limit: Annotated[int, Query(ge=0, le=1000)] = 100,
+) -> VisitorDetailOut:
+    with service.session() as s:
+        d = visitor_detail(s, visitor_id, offset=offset, limit=limit)
+        if d is None:
+            raise HTTPException(404, f"no visitor {visitor_id}")
+        names = queries.Names.load(s)
+        freq = visit_frequency(s, visitor_id, days=30, timezone=service.config.loyal.timezone)
+    return VisitorDetailOut(
+        visitor=VisitorOut.of(d.visitor, names, d.reference),
+        visits=[VisitOut.of(v, names) for v in d.visits],
+        sightings=Page[SightingOut](
+            items=[SightingOut.of(x, names, d.visitor.label) for x in d.sightings],
+            total=d.sighting_total,
+            offset=offset,
+            limit=limit,
+        ),
+        frequency_30d=[DayCount(day=day, visits=n) for day, n in freq],
+    )
+
+
+@router.patch("/visitors/{visitor_id}")
+def patch_visitor(service: ServiceDep, visitor_id: uuid.UUID, body: VisitorPatch) -> VisitorOut:
+    _cluster_call(lambda: service.clusterer.update_visitor(visitor_id, label=body.label, notes=body.notes))
+    return _visitor_out(service, visitor_id)
+
+
+@router.post("/visitors/{visitor_id}/merge")
+def merge_visitor(service: ServiceDep, user: CurrentUser, visitor_id: uuid.UUID, body: MergeIn) -> VisitorOut:
+    """Merge `other` into this visitor (this one keeps its id)."""
+    _cluster_call(lambda: service.clusterer.merge(visitor_id, body.other, actor=user))
+    return _visitor_out(service, visitor_id)
+
+
+@router.post("/visitors/{visitor_id}/split")
+def split_visitor(service: ServiceDep, user: CurrentUser, visitor_id: uuid.UUID, body: SplitIn) -> VisitorOut:
+    """Move these sightings of this visitor to a new visitor; returns the new one."""
+    with service.session() as s:
+        owners = queries.sighting_owners(s, body.sighting_ids)
+    if owners - {visitor_id}:
+        raise HTTPException(409, "split: some sightings belong to another visitor")
+    new = _cluster_call(lambda: service.clusterer.split(body.sighting_ids, actor=user))
+    return _visitor_out(service, new.id)
+
+
+@router.post("/sightings/{sighting_id}/not-this-person")
+def not_this_person(service: ServiceDep, user: CurrentUser, sighting_id: uuid.UUID) -> VisitorOut:
+    """This sighting is someone else: it becomes a new visitor (returned) and never rejoins the old one."""
+    new = _cluster_call(lambda: service.clusterer.not_this_person(sighting_id, actor=user))
+    return _visitor_out(service, new.id)
+
+
+@router.delete("/visitors/{visitor_id}")
+def erase_visitor(
+    service: ServiceDep,
+    user: CurrentUser,
+    visitor_id: uuid.UUID,
+    reason: Annotated[str, Query(max_length=500)] = "",
+) -> EraseOut:
+    """Erase a visitor everywhere (rows, vectors, crops); the erasure is written to the audit log."""
+    counts = _cluster_call(lambda: service.clusterer.erase_visitor(visitor_id, actor=user, reason=reason))
+    return EraseOut(erased=visitor_id, **counts)
+
+
+@router.get("/sightings")
+def list_sightings(
+    service: ServiceDep,
+    since: Annotated[datetime | None, Query(description="only those stored after this (created_at)")] = None,
+    camera_id: uuid.UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[SightingOut]:
+    """The newest sightings first (the live page polls this with `since`)."""
+    if since is not None and since.tzinfo is None:
+        raise HTTPException(422, "since: give a time zone (e.g. ...Z or +00:00)")
+    with service.session() as s:
+        rows = latest_sightings(s, since=since, camera_id=camera_id, limit=limit)
+        names = queries.Names.load(s)
+        labels = queries.visitor_labels(s, (r.visitor_id for r in rows))
+    return [SightingOut.of(r, names, labels.get(r.visitor_id, "")) for r in rows]
+
+
+@router.get("/visits")
+def list_visits(
+    service: ServiceDep,
+    visitor_id: uuid.UUID | None = None,
+    since: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[VisitOut]:
+    if since is not None and since.tzinfo is None:
+        raise HTTPException(422, "since: give a time zone (e.g. ...Z or +00:00)")
+    with service.session() as s:
+        rows = queries.visits_of(s, visitor_id=visitor_id, since=since, limit=limit)
+        names = queries.Names.load(s)
+    return [VisitOut.of(v, names) for v in rows]
+
+
+@router.get("/loyal")
+def loyal(
+    service: ServiceDep,
+    min_visits: Annotated[int | None, Query(ge=1, le=1000, description="visits before today")] = None,
+    window_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
+    site: Annotated[str | None, Query(max_length=64)] = None,
+    sort: LoyalSort = "-arrival",
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> LoyalPageOut:
+    """Loyal customers: seen today and with at least `min_visits` visits before today in `window_days`."""
+    cfg = service.config.loyal
+    min_visits, window_days = min_visits or cfg.min_visits, window_days or cfg.window_days
+    with service.session() as s:
+        page = loyal_customers(
+            s,
+            min_visits=min_visits,
+            window_days=window_days,
+            timezone=cfg.timezone,
+            site=site or None,
+            sort=sort,
+            offset=offset,
+            limit=limit,
+        )
+        names = queries.Names.load(s)
+    items = [
+        LoyalOut(
+            visitor=VisitorOut.of(r.visitor, names, r.reference),
+            site=r.site,
+            arrived_today=r.arrived_today,
+            visits_before=r.visits_before,
+            visits_7d=r.visits_7d,
+            visits_window=r.visits_window,
+            frequency=queries.frequency_text(r.visits_7d, r.visits_window, window_days),
+            today_crop_url=queries.crop_url(r.today.crop_path) if r.today else None,
+        )
+        for r in page.rows
+    ]
+    return LoyalPageOut(
+        items=items,
+        total=page.total,
+        day=page.day,
+        min_visits=min_visits,
+        window_days=window_days,
+        offset=offset,
+        limit=limit,
+    )
+
+
+@router.get("/sites")
+def list_sites(request: Request, service: ServiceDep) -> list[SiteOut]:
+    """Sites with their devices (status from heartbeats, counters) and cameras."""
+    with service.session() as s:
+        rows = queries.sites_overview(s, request.app.state.live_urls, service.config.loyal.timezone)
+    return [
+        SiteOut(
+            id=r.site.id,
+            name=r.site.name,
+            visits_today=r.visits_today,
+            sightings_today=r.sightings_today,
+            devices=[_device_out(d) for d in r.devices],
+        )
+        for r in rows
+    ]
+
+
+@router.get("/devices")
+def list_devices(request: Request, service: ServiceDep) -> list[DeviceOut]:
+    return [d for site in list_sites(request, service) for d in site.devices]
+
+
+def _device_out(d: queries.DeviceRow) -> DeviceOut:
+    dev = d.device
+    cameras = [
+        CameraOut(
+            id=c.camera.id,
+            name=c.camera.name,
+            last_seen=c.camera.last_seen,
+            sightings_today=c.sightings_today,
+            live_url=f"/live/camera/{c.camera.id}.mjpg" if c.live_url else None,
+        )
+        for c in d.cameras
+    ]
+    return DeviceOut(
+        id=dev.id,
+        site=d.site.name,
+        name=dev.name,
+        status=d.status,
+        state=dev.state,
+        version=dev.version,
+        last_seen=dev.last_seen,
+        status_at=dev.status_at,
+        observations=dev.observations,
+        rejected=dev.rejected,
+        stats=dict(dev.stats or {}),
+        cameras=cameras,
+    )

@@ -1,0 +1,531 @@
+"""Events of the photo kiosk: tables, face vectors per event, and the operations on them.
+
+Tables (on the same SQLModel metadata as `revisit.central.store`, so `Store.create_all` creates them once
+this module is imported): `event`, `event_photo`, `event_photo_face` and `event_order`. Files live under one
+directory per event (`revisit.central.photos.PhotoFiles`); face vectors in one Qdrant collection per event
+and recognizer (`EventVectors`, whose docstring says why). The database keeps each face's embedding too, so
+an event's collection can be rebuilt from it (`Events.reindex`).
+
+Deleting an event, by hand or when it expires, removes its vectors, files and rows, in that order: a crash
+half-way leaves rows that point at nothing (the next delete finishes the job), never files nobody can find.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import re
+import secrets
+import threading
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field as Setting
+from qdrant_client import QdrantClient, models
+from sqlalchemy import JSON, LargeBinary, UniqueConstraint, delete
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Field, SQLModel, col, func, select
+
+from revisit.central.photos import MAX_UPLOAD_BYTES, PHOTO_MAX_SIDE, PhotoFiles, UploadError, sanitize_filename
+from revisit.central.search import DEFAULT_THRESHOLD
+from revisit.central.store import Store, UTCDateTime, utcnow
+from revisit.shared.config import Strict
+from revisit.shared.errors import RevisitError
+
+log = logging.getLogger(__name__)
+
+# Guests type the code: no 0/O, 1/I/L. 31 symbols, 8 of them: 31**8 ≈ 8.5e11 codes.
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+CODE_LENGTH = 8
+DEFAULT_EXPIRY = timedelta(days=30)
+PhotoStatus = Literal["processing", "done", "failed"]
+
+
+class EventError(RevisitError):
+    """An event operation that cannot be done (unknown event, bad code)."""
+
+
+class KioskConfig(Strict):
+    """The `[kiosk]` settings of the central service."""
+
+    storage_dir: Path | None = Setting(None, description="event photos; default <data_dir>/events")
+    expiry_days: float = Setting(30, gt=0, le=3650, description="a new event is deleted this long after creation")
+    max_upload_mb: float = Setting(MAX_UPLOAD_BYTES / 2**20, gt=0, le=200, description="per photo")
+    photo_max_side: int = Setting(PHOTO_MAX_SIDE, ge=320, le=4096, description="event photos are detected at this")
+    threshold: float = Setting(DEFAULT_THRESHOLD, gt=0, lt=1, description="default match, on the (cos+1)/2 scale")
+    search_per_client_min: float = Setting(20, gt=0, description="searches per minute per client address")
+    search_per_event_min: float = Setting(300, gt=0, description="searches per minute per event")
+    lookup_per_client_min: float = Setting(20, gt=0, description="event code look-ups per minute per client")
+    burst: int = Setting(8, ge=1, le=1000, description="bucket size of the per-client limits")
+    link_minutes: float = Setting(60, gt=0, le=24 * 60, description="photo links in search results last this long")
+
+
+def _uuid() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+def _time(**kw: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+def new_code(length: int = CODE_LENGTH) -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(length))
+
+
+def normalize_code(text: str) -> str | None:
+    """The code a guest typed, upper-cased without spaces or dashes; None when it cannot be a code."""
+    code = re.sub(r"[\s-]+", "", text or "").upper()
+    if not 6 <= len(code) <= 8 or any(c not in CODE_ALPHABET for c in code):
+        return None
+    return code
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "event"
+    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
+    name: str = Field(max_length=200)
+    date: dt.date
+    code: str = Field(max_length=8, unique=True, index=True, description="what guests type at the kiosk")
+    created_at: datetime = _time(default_factory=utcnow)
+    expires_at: datetime = _time(index=True)
+
+
+class Photo(SQLModel, table=True):
+    __tablename__ = "event_photo"
+    __table_args__ = (UniqueConstraint("event_id", "sha256"),)
+    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
+    event_id: uuid.UUID = Field(foreign_key="event.id", index=True, ondelete="CASCADE")
+    filename: str = Field(max_length=255, description="the uploaded name, sanitised; for display only")
+    stored_name: str = Field(max_length=64, description="the original on disk: <photo id hex>.<ext>")
+    thumb_name: str = Field(max_length=64, description="<photo id hex>.jpg in the event's thumbs/")
+    status: str = Field("processing", max_length=16, index=True, description="processing / done / failed")
+    reason: str = Field("", max_length=500, description="why it failed")
+    faces_found: int = 0
+    size: int = Field(0, description="bytes of the original")
+    sha256: str | None = Field(None, max_length=64, index=True, description="of the original: no re-uploads")
+    width: int = 0
+    height: int = 0
+    created_at: datetime = _time(default_factory=utcnow)
+
+
+class PhotoFace(SQLModel, table=True):
+    __tablename__ = "event_photo_face"
+    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
+    photo_id: uuid.UUID = Field(foreign_key="event_photo.id", index=True, ondelete="CASCADE")
+    event_id: uuid.UUID = Field(foreign_key="event.id", index=True, ondelete="CASCADE")
+    box: list = Field(sa_type=JSON, description="x1, y1, x2, y2 in pixels of the original")
+    landmarks: list = Field(sa_type=JSON, description="5 x (x, y)")
+    quality: float
+    quality_parts: dict = Field(default_factory=dict, sa_type=JSON)
+    recognizer_id: str = Field(max_length=128)
+    embedding: bytes = Field(sa_type=LargeBinary, description="float32, unit length")
+
+
+class Order(SQLModel, table=True):
+    __tablename__ = "event_order"
+    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
+    event_id: uuid.UUID = Field(foreign_key="event.id", index=True, ondelete="CASCADE")
+    photo_id: uuid.UUID = Field(foreign_key="event_photo.id", index=True, ondelete="CASCADE")
+    created_at: datetime = _time(default_factory=utcnow)
+    name: str = Field("", max_length=200)
+    email: str = Field("", max_length=254)
+
+
+# --- vectors ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FaceHit:
+    face_id: uuid.UUID
+    photo_id: uuid.UUID
+    cosine: float
+
+
+class EventVectors:
+    """Face embeddings in Qdrant: one collection per (event, recognizer), `<prefix>_ev_<event hex>_<rec>`.
+
+    Why not one collection per recognizer with an `event_id` payload filter:
+    - Local mode (no server binary is available here) is brute force in Python: a filtered search still
+      visits every point of the collection, so with a shared collection each search would pay for every
+      event ever loaded (measured: 1.6 s filtered at 100k points). Per event, a search scans only that event's
+      faces, unfiltered (bench/kiosk.py has the figures).
+    - Deleting or expiring an event is dropping its collections: nothing to scan, nothing left behind.
+    - The recognizer id is part of the name, so embeddings of different recognizers never share a collection
+      and are never compared.
+    The price is one collection per event on a Qdrant server (some memory each): fine for the hundreds of events
+    a deployment holds at a time, since they expire. Point ids are PhotoFace ids; payload `photo`.
+
+    Local mode allows one client per path, so this shares the service's client and its lock (`sharing`).
+    """
+
+    def __init__(self, client: QdrantClient, lock: threading.RLock | None = None, prefix: str = "revisit"):
+        self.client = client
+        self.lock = lock or threading.RLock()
+        self.prefix = prefix
+
+    @classmethod
+    def sharing(cls, vectors: Any) -> EventVectors:
+        """Use the client of the service's `revisit.central.vectors.Vectors` (and its lock)."""
+        lock = vectors.lock
+        return cls(vectors.client, lock, vectors.prefix)
+
+    @classmethod
+    def memory(cls, prefix: str = "revisit") -> EventVectors:
+        return cls(QdrantClient(location=":memory:"), prefix=prefix)
+
+    def _event_prefix(self, event_id: uuid.UUID) -> str:
+        return f"{self.prefix}_ev_{event_id.hex}_"
+
+    def name(self, event_id: uuid.UUID, recognizer_id: str) -> str:
+        safe = re.sub(r"[^a-z0-9_-]+", "_", recognizer_id.lower()).strip("_")[:40]
+        digest = hashlib.sha1(recognizer_id.encode()).hexdigest()[:8]
+        return f"{self._event_prefix(event_id)}{safe}_{digest}"
+
+    def upsert(self, event_id: uuid.UUID, recognizer_id: str, points: list[tuple[uuid.UUID, uuid.UUID, np.ndarray]]):
+        """(face id, photo id, unit vector) of one event's faces."""
+        if not points:
+            return
+        name = self.name(event_id, recognizer_id)
+        dim = len(points[0][2])
+        structs = [
+            models.PointStruct(id=str(fid), vector=np.asarray(v, np.float32).tolist(), payload={"photo": str(pid)})
+            for fid, pid, v in points
+        ]
+        with self.lock:
+            if not self.client.collection_exists(name):
+                self.client.create_collection(
+                    name, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE)
+                )
+            for i in range(0, len(structs), 256):
+                self.client.upsert(name, points=structs[i : i + 256], wait=True)
+
+    def search(
+        self, event_id: uuid.UUID, recognizer_id: str, vector: np.ndarray, min_cosine: float, limit: int
+    ) -> list[FaceHit]:
+        """This event's faces with cosine >= min_cosine to `vector`, best first."""
+        name = self.name(event_id, recognizer_id)
+        with self.lock:
+            if not self.client.collection_exists(name):
+                return []
+            hits = self.client.query_points(
+                name, query=np.asarray(vector, np.float32).tolist(), limit=limit, score_threshold=min_cosine,
+                with_payload=True,
+            ).points  # fmt: skip
+        return [FaceHit(uuid.UUID(str(h.id)), uuid.UUID(h.payload["photo"]), float(h.score)) for h in hits]
+
+    def count(self, event_id: uuid.UUID, recognizer_id: str) -> int:
+        name = self.name(event_id, recognizer_id)
+        with self.lock:
+            if not self.client.collection_exists(name):
+                return 0
+            return self.client.count(name, exact=True).count
+
+    def collections(self, event_id: uuid.UUID) -> list[str]:
+        start = self._event_prefix(event_id)
+        with self.lock:
+            return sorted(c.name for c in self.client.get_collections().collections if c.name.startswith(start))
+
+    def drop_event(self, event_id: uuid.UUID) -> int:
+        """Drop every collection of the event (all recognizers); returns how many."""
+        names = self.collections(event_id)
+        with self.lock:
+            for name in names:
+                self.client.delete_collection(name)
+        return len(names)
+
+    def drop_collection(self, event_id: uuid.UUID, recognizer_id: str) -> None:
+        with self.lock:
+            name = self.name(event_id, recognizer_id)
+            if self.client.collection_exists(name):
+                self.client.delete_collection(name)
+
+
+# --- operations ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EventSummary:
+    event: Event
+    photos: int
+    processing: int
+    failed: int
+    faces: int
+
+
+@dataclass
+class AddResult:
+    """One uploaded file: the new photo, or the reason it was refused (nothing stored)."""
+
+    filename: str
+    photo: Photo | None = None
+    error: str | None = None
+
+
+class Events:
+    """Events, their photos and faces: the database rows, the files and the vectors kept consistent.
+
+    `lock` serialises the writes that must not interleave: recording a photo's faces against deleting its
+    event (else the worker could recreate a dropped collection).
+    """
+
+    def __init__(self, store: Store, files: PhotoFiles, vectors: EventVectors):
+        self.store = store
+        self.files = files
+        self.vectors = vectors
+        self.lock = threading.RLock()
+
+    @classmethod
+    def for_service(cls, service: Any, config: KioskConfig | None = None) -> Events:
+        """On an opened `CentralService`: its database and its Qdrant client (local mode allows one), photos
+        under `[kiosk] storage_dir` (default <data_dir>/events). Enough for `expire_events` (no face engine)."""
+        config = config or getattr(service.config, "kiosk", None) or KioskConfig()
+        files = PhotoFiles(config.storage_dir or Path(service.config.data_dir) / "events",
+                           max_bytes=int(config.max_upload_mb * 2**20))  # fmt: skip
+        events = cls(service.store, files, EventVectors.sharing(service.vectors))
+        events.create_tables()
+        return events
+
+    def create_tables(self) -> None:
+        """Create the kiosk's tables if missing (`Store.create_all` does too once this module is imported)."""
+        tables = [m.__table__ for m in (Event, Photo, PhotoFace, Order)]  # type: ignore[attr-defined]
+        SQLModel.metadata.create_all(self.store.engine, tables=tables)
+
+    # --- events ---
+
+    def create_event(
+        self, name: str, day: dt.date | None = None, *, expires_at: datetime | None = None, now: datetime | None = None
+    ) -> Event:
+        name = " ".join((name or "").split())
+        if not name:
+            raise EventError("an event needs a name")
+        if len(name) > 200:
+            raise EventError("event name too long (200 characters at most)")
+        now = now or utcnow()
+        expires_at = expires_at or now + DEFAULT_EXPIRY
+        if expires_at.tzinfo is None:
+            raise EventError("expires_at must be timezone-aware")
+        for _ in range(10):  # a collision is ~1e-9 per existing event: retrying is enough
+            event = Event(name=name, date=day or now.date(), code=new_code(), created_at=now, expires_at=expires_at)
+            try:
+                with self.store.begin() as s:
+                    s.add(event)
+                return event
+            except IntegrityError:
+                continue
+        raise EventError("could not allocate a unique event code")
+
+    def get(self, event_id: uuid.UUID) -> Event | None:
+        with self.store.session() as s:
+            return s.get(Event, event_id)
+
+    def by_code(self, code: str, now: datetime | None = None) -> Event | None:
+        """The live (not expired) event of a typed code."""
+        norm = normalize_code(code)
+        if norm is None:
+            return None
+        with self.store.session() as s:
+            event = s.exec(select(Event).where(Event.code == norm)).first()
+        if event is None or event.expires_at <= (now or utcnow()):
+            return None
+        return event
+
+    def list_events(self) -> list[EventSummary]:
+        with self.store.session() as s:
+            events = list(s.exec(select(Event).order_by(col(Event.date).desc(), col(Event.created_at).desc())))
+            counts: dict[uuid.UUID, dict[str, int]] = {}
+            for event_id, status, n, faces in s.exec(
+                select(Photo.event_id, Photo.status, func.count(), func.sum(Photo.faces_found))
+                .group_by(Photo.event_id, Photo.status)
+            ):  # fmt: skip
+                c = counts.setdefault(event_id, {"photos": 0, "faces": 0})
+                c[status] = int(n)
+                c["photos"] += int(n)
+                c["faces"] += int(faces or 0)
+        out = []
+        for e in events:
+            c = counts.get(e.id, {})
+            out.append(EventSummary(e, c.get("photos", 0), c.get("processing", 0), c.get("failed", 0),
+                                    c.get("faces", 0)))  # fmt: skip
+        return out
+
+    def delete_event(self, event_id: uuid.UUID) -> bool:
+        """Vectors, files, then rows (orders, faces, photos, the event). False when there was no such event."""
+        with self.lock:
+            with self.store.session() as s:
+                exists = s.get(Event, event_id) is not None
+            self.vectors.drop_event(event_id)
+            self.files.delete_event(event_id)
+            with self.store.begin() as s:
+                for table in (Order, PhotoFace, Photo):
+                    s.exec(delete(table).where(table.event_id == event_id))  # type: ignore[call-overload]
+                s.exec(delete(Event).where(Event.id == event_id))  # type: ignore[call-overload]
+        if exists:
+            log.info("event %s deleted", event_id)
+        return exists
+
+    def expire_events(self, now: datetime | None = None) -> int:
+        """Delete every event past its expiry (the retention job calls this); returns how many."""
+        now = now or utcnow()
+        with self.store.session() as s:
+            ids = list(s.exec(select(Event.id).where(Event.expires_at <= now)))
+        for event_id in ids:
+            self.delete_event(event_id)
+        if ids:
+            log.info("%d expired event(s) deleted", len(ids))
+        return len(ids)
+
+    # --- photos ---
+
+    def add_photos(self, event_id: uuid.UUID, uploads: Iterable[tuple[str, bytes]]) -> list[AddResult]:
+        """Validate and store each (file name, bytes): a refused file leaves nothing behind. New photos are
+        `processing` until the face worker has been through them (hand their ids to `FaceWorker.submit`)."""
+        if self.get(event_id) is None:
+            raise EventError(f"no event {event_id}")
+        return [self.add_photo(event_id, name, data) for name, data in uploads]
+
+    def add_photo(self, event_id: uuid.UUID, filename: str, data: bytes) -> AddResult:
+        display = sanitize_filename(filename)
+        try:
+            image = self.files.validate(data)
+        except UploadError as exc:
+            return AddResult(display, error=str(exc))
+        digest = hashlib.sha256(data).hexdigest()
+        with self.store.session() as s:
+            same = s.exec(select(Photo.filename).where(Photo.event_id == event_id, Photo.sha256 == digest)).first()
+        if same is not None:
+            return AddResult(display, error=f"already uploaded to this event (as {same})")
+        photo_id = uuid.uuid4()
+        stored = self.files.save(event_id, photo_id, image)
+        photo = Photo(
+            id=photo_id, event_id=event_id, filename=display, stored_name=stored.original, thumb_name=stored.thumb,
+            size=len(data), width=image.width, height=image.height, sha256=digest,
+        )  # fmt: skip
+        try:
+            with self.lock, self.store.begin() as s:
+                if s.get(Event, event_id) is None:  # deleted meanwhile
+                    raise EventError(f"no event {event_id}")
+                s.add(photo)
+        except IntegrityError:  # the same file, uploaded at the same moment
+            self.files.delete_photo(event_id, stored.original, stored.thumb)
+            return AddResult(display, error="already uploaded to this event")
+        except BaseException:
+            self.files.delete_photo(event_id, stored.original, stored.thumb)
+            if self.get(event_id) is None:  # deleted during the upload: no empty directory left either
+                self.files.delete_event(event_id)
+            raise
+        return AddResult(display, photo=photo)
+
+    def photo(self, event_id: uuid.UUID, photo_id: uuid.UUID) -> Photo | None:
+        """The photo, only when it belongs to that event."""
+        with self.store.session() as s:
+            photo = s.get(Photo, photo_id)
+        return photo if photo is not None and photo.event_id == event_id else None
+
+    def photos(self, event_id: uuid.UUID) -> list[Photo]:
+        with self.store.session() as s:
+            return list(s.exec(select(Photo).where(Photo.event_id == event_id).order_by(Photo.created_at, Photo.id)))
+
+    def photos_by_id(self, event_id: uuid.UUID, photo_ids: list[uuid.UUID]) -> dict[uuid.UUID, Photo]:
+        """Those of the photos that belong to the event and are processed."""
+        if not photo_ids:
+            return {}
+        with self.store.session() as s:
+            rows = s.exec(select(Photo).where(col(Photo.id).in_(photo_ids), Photo.event_id == event_id,
+                                              Photo.status == "done"))  # fmt: skip
+            return {p.id: p for p in rows}
+
+    def photo_status(self, event_id: uuid.UUID) -> dict[str, Any]:
+        """Counts by status and each photo's status, reason and faces (the status view polls this)."""
+        photos = self.photos(event_id)
+        counts = {"processing": 0, "done": 0, "failed": 0}
+        for p in photos:
+            counts[p.status] = counts.get(p.status, 0) + 1
+        return {
+            "total": len(photos),
+            **counts,
+            "faces": sum(p.faces_found for p in photos),
+            "photos": [
+                {"id": str(p.id), "filename": p.filename, "status": p.status, "reason": p.reason,
+                 "faces": p.faces_found, "size": p.size}
+                for p in photos
+            ],
+        }  # fmt: skip
+
+    def pending(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """(event id, photo id) of photos still to process, oldest first (resumed after a restart)."""
+        with self.store.session() as s:
+            stmt = select(Photo.event_id, Photo.id).where(Photo.status == "processing").order_by(Photo.created_at)
+            return [(e, p) for e, p in s.exec(stmt)]
+
+    def record_faces(self, photo_id: uuid.UUID, faces: list[Any], recognizer_id: str) -> bool:
+        """Store the embedded faces of a processed photo (rows, then vectors) and mark it done.
+        False when the photo (or its event) was deleted meanwhile: nothing is written."""
+        with self.lock:
+            with self.store.begin() as s:
+                photo = s.get(Photo, photo_id)
+                if photo is None:
+                    return False
+                s.exec(delete(PhotoFace).where(PhotoFace.photo_id == photo_id))  # type: ignore[call-overload]
+                rows = [
+                    PhotoFace(
+                        photo_id=photo_id,
+                        event_id=photo.event_id,
+                        box=[round(float(v), 1) for v in f.box],
+                        landmarks=[[round(float(x), 1), round(float(y), 1)] for x, y in f.landmarks],
+                        quality=float(f.quality.score) if f.quality else 0.0,
+                        quality_parts={k: round(v, 4) for k, v in f.quality.as_dict().items()} if f.quality else {},
+                        recognizer_id=recognizer_id,
+                        embedding=np.asarray(f.embedding, np.float32).tobytes(),
+                    )  # fmt: skip
+                    for f in faces
+                ]
+                s.add_all(rows)
+                photo.status, photo.reason, photo.faces_found = "done", "", len(rows)
+                s.add(photo)
+                event_id = photo.event_id
+            self.vectors.upsert(event_id, recognizer_id, [(r.id, photo_id, np.asarray(f.embedding))
+                                                          for r, f in zip(rows, faces, strict=True)])  # fmt: skip
+        return True
+
+    def fail_photo(self, photo_id: uuid.UUID, reason: str) -> None:
+        with self.lock, self.store.begin() as s:
+            photo = s.get(Photo, photo_id)
+            if photo is not None:
+                photo.status, photo.reason, photo.faces_found = "failed", reason[:500], 0
+                s.add(photo)
+
+    def add_order(self, event_id: uuid.UUID, photo_id: uuid.UUID, name: str = "", email: str = "") -> Order:
+        name = " ".join((name or "").split())[:200]
+        email = (email or "").strip()[:254]
+        if email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+            raise EventError("that e-mail address does not look right")
+        if self.photo(event_id, photo_id) is None:
+            raise EventError("no such photo in this event")
+        order = Order(event_id=event_id, photo_id=photo_id, name=name, email=email)
+        with self.store.begin() as s:
+            s.add(order)
+        return order
+
+    def orders(self, event_id: uuid.UUID) -> list[Order]:
+        with self.store.session() as s:
+            return list(s.exec(select(Order).where(Order.event_id == event_id).order_by(Order.created_at)))
+
+    def reindex(self, event_id: uuid.UUID) -> int:
+        """Rebuild the event's collections from the embeddings in the database; returns the faces written."""
+        with self.lock:
+            self.vectors.drop_event(event_id)
+            with self.store.session() as s:
+                faces = list(s.exec(select(PhotoFace).where(PhotoFace.event_id == event_id)))
+            by_rec: dict[str, list[tuple[uuid.UUID, uuid.UUID, np.ndarray]]] = {}
+            for f in faces:
+                vec = np.frombuffer(f.embedding, np.float32)
+                by_rec.setdefault(f.recognizer_id, []).append((f.id, f.photo_id, vec))
+            for rec, points in by_rec.items():
+                self.vectors.upsert(event_id, rec, points)
+        return len(faces)

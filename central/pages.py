@@ -1,0 +1,433 @@
+"""The head-office pages (Jinja, server-rendered; a little vanilla JS in static/app.js).
+
+    /live                         cameras' live views (proxied from the edges) and the newest crops (polling)
+    /loyal                        loyal customers: seen today and at least X visits before today in a window
+    /visitors                     every visitor, searchable; merge selected
+    /visitors/{id}                timeline, crops, frequency chart, label/notes, merge, split, not this person, erase
+    /sites                        sites and devices: status from heartbeats, last seen, counters
+    /crops/{ab}/{hex}.jpg         crop files (only CropStore names; everything else is 404)
+    /live/camera/{id}.mjpg|.jpg   the edge's live view relayed by central (login required here, none on the edge)
+
+Every route needs a login; every POST a CSRF token. Edits go through the clusterer, which writes the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+import httpx
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from jinja2 import pass_context
+from sqlmodel import select
+from starlette.concurrency import run_in_threadpool
+
+from revisit.central import queries
+from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, flash, require_user, templates
+from revisit.central.cluster import ClusterError
+from revisit.central.store import (
+    LoyalSort,
+    Sighting,
+    Site,
+    StoreError,
+    Visitor,
+    latest_sightings,
+    loyal_customers,
+    utcnow,
+    visit_frequency,
+    visitor_detail,
+)
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(dependencies=[Depends(require_user), CSRFChecked], include_in_schema=False)
+
+LOYAL_PAGE_SIZE = 24
+VISITORS_PAGE_SIZE = 48
+GALLERY_PAGE_SIZE = 60
+LIVE_CROPS = 30
+MAX_LIVE_STREAMS = 16  # relayed MJPEG streams at once (each holds a connection to an edge)
+LOYAL_SORTS: dict[str, str] = {
+    "-arrival": "arrived today, latest first",
+    "arrival": "arrived today, earliest first",
+    "-visits": "most visits before today",
+    "visits": "fewest visits before today",
+    "-last_seen": "last seen, newest first",
+}
+
+
+# --- template helpers --------------------------------------------------------------------------------------
+
+
+def _zone(request: Request) -> ZoneInfo:
+    return ZoneInfo(request.app.state.service.config.loyal.timezone)
+
+
+@pass_context
+def _localtime(context: Any, value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    return value.astimezone(_zone(context["request"])).strftime(fmt) if value else ""
+
+
+def _ago(value: datetime | None) -> str:
+    if value is None:
+        return "never"
+    seconds = max(0, int((utcnow() - value).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+templates.env.filters.update(localtime=_localtime, ago=_ago)
+templates.env.globals.update(crop_url=queries.crop_url, short_id=queries.short_id, visitor_name=queries.visitor_name)
+
+
+def _render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def _live_urls(request: Request) -> Mapping[str, str]:
+    return request.app.state.live_urls
+
+
+def _back(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+# --- pages ---------------------------------------------------------------------------------------------------
+
+
+@router.get("/")
+def home() -> Response:
+    return _back("/loyal")
+
+
+@router.get("/live")
+def live(request: Request, service: ServiceDep) -> Response:
+    with service.session() as s:
+        sites = queries.sites_overview(s, _live_urls(request), service.config.loyal.timezone)
+        crops = latest_sightings(s, limit=LIVE_CROPS)
+        names = queries.Names.load(s)
+        labels = queries.visitor_labels(s, (c.visitor_id for c in crops))
+    since = crops[0].created_at.isoformat() if crops else ""
+    context = {"sites": sites, "crops": crops, "names": names, "labels": labels, "since": since}
+    return _render(request, "live.html", context)
+
+
+@router.get("/loyal")
+def loyal(
+    request: Request,
+    service: ServiceDep,
+    min_visits: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    window_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
+    site: Annotated[str, Query(max_length=64)] = "",
+    sort: LoyalSort = "-arrival",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    cfg = service.config.loyal
+    min_visits = min_visits or cfg.min_visits
+    window_days = window_days or cfg.window_days
+    with service.session() as s:
+        result = loyal_customers(
+            s,
+            min_visits=min_visits,
+            window_days=window_days,
+            timezone=cfg.timezone,
+            site=site or None,
+            sort=sort,
+            offset=(page - 1) * LOYAL_PAGE_SIZE,
+            limit=LOYAL_PAGE_SIZE,
+        )
+        sites = list(s.exec(select(Site.name).order_by(Site.name)))
+    pages = max(1, -(-result.total // LOYAL_PAGE_SIZE))
+    query = {"min_visits": min_visits, "window_days": window_days, "site": site, "sort": sort}
+    context = {
+        "result": result,
+        "sites": sites,
+        "query": query,
+        "sorts": LOYAL_SORTS,
+        "page": page,
+        "pages": pages,
+        "frequency": queries.frequency_text,
+    }
+    return _render(request, "loyal.html", context)
+
+
+@router.get("/visitors")
+def visitors(
+    request: Request,
+    service: ServiceDep,
+    q: Annotated[str, Query(max_length=200)] = "",
+    sort: queries.VisitorSort = "-last_seen",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    with service.session() as s:
+        result = queries.list_visitors(
+            s, q=q, sort=sort, offset=(page - 1) * VISITORS_PAGE_SIZE, limit=VISITORS_PAGE_SIZE
+        )
+        names = queries.Names.load(s)
+    pages = max(1, -(-result.total // VISITORS_PAGE_SIZE))
+    context = {
+        "result": result,
+        "names": names,
+        "q": q,
+        "sort": sort,
+        "sorts": queries.VISITOR_SORTS,
+        "page": page,
+        "pages": pages,
+    }
+    return _render(request, "visitors.html", context)
+
+
+@router.post("/visitors/merge")
+def merge_selected(
+    request: Request, service: ServiceDep, user: CurrentUser, visitor_ids: Annotated[list[uuid.UUID], Form()]
+) -> Response:
+    """Merge the selected visitors into the one seen first (it keeps its id, label and history)."""
+    ids = list(dict.fromkeys(visitor_ids))
+    if len(ids) < 2:
+        flash(request, "Select at least two visitors to merge.", "error")
+        return _back("/visitors")
+    with service.session() as s:
+        rows = [v for v in (s.get(Visitor, i) for i in ids) if v is not None]
+    if len(rows) < 2:
+        raise HTTPException(404, "visitor not found")
+    target, *others = sorted(rows, key=lambda v: v.first_seen)
+    try:
+        for other in others:
+            service.clusterer.merge(target.id, other.id, actor=user)
+    except ClusterError as exc:
+        flash(request, str(exc), "error")
+        return _back("/visitors")
+    flash(request, f"Merged {len(others)} visitor(s) into {queries.visitor_name(target)}.")
+    return _back(f"/visitors/{target.id}")
+
+
+@router.get("/visitors/{visitor_id}")
+def visitor(
+    request: Request,
+    service: ServiceDep,
+    visitor_id: uuid.UUID,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    tz = service.config.loyal.timezone
+    with service.session() as s:
+        detail = visitor_detail(s, visitor_id, offset=(page - 1) * GALLERY_PAGE_SIZE, limit=GALLERY_PAGE_SIZE)
+        if detail is None:
+            raise HTTPException(404, "no such visitor (merged or erased?)")
+        counts = visit_frequency(s, visitor_id, days=30, timezone=tz)
+    try:
+        similar = queries.similar_visitors(service, detail.visitor)
+    except Exception:  # merge suggestions are optional: the page works without the vector index
+        log.warning("merge suggestions for %s failed", visitor_id, exc_info=True)
+        similar = []
+    pages = max(1, -(-detail.sighting_total // GALLERY_PAGE_SIZE))
+    context = {
+        "d": detail,
+        "v": detail.visitor,
+        "bars": queries.frequency_bars(counts),
+        "similar": similar,
+        "page": page,
+        "pages": pages,
+        "visits_30d": sum(n for _, n in counts),
+    }
+    return _render(request, "visitor.html", context)
+
+
+@router.post("/visitors/{visitor_id}/details")
+def save_details(
+    request: Request,
+    service: ServiceDep,
+    visitor_id: uuid.UUID,
+    label: Annotated[str, Form(max_length=200)] = "",
+    notes: Annotated[str, Form(max_length=10_000)] = "",
+) -> Response:
+    _edit(request, lambda: service.clusterer.update_visitor(visitor_id, label=label, notes=notes), "Saved.")
+    return _back(f"/visitors/{visitor_id}")
+
+
+@router.post("/visitors/{visitor_id}/merge")
+def merge(
+    request: Request,
+    service: ServiceDep,
+    user: CurrentUser,
+    visitor_id: uuid.UUID,
+    other: Annotated[str, Form(max_length=100)],
+) -> Response:
+    """Merge `other` (a visitor id) into this visitor."""
+    try:
+        other_id = uuid.UUID(other.strip())
+    except ValueError:
+        flash(request, f"Not a visitor id: {other[:40]!r}", "error")
+        return _back(f"/visitors/{visitor_id}")
+    _edit(
+        request,
+        lambda: service.clusterer.merge(visitor_id, other_id, actor=user),
+        f"Visitor {queries.short_id(other_id)} merged into this one.",
+    )
+    return _back(f"/visitors/{visitor_id}")
+
+
+@router.post("/visitors/{visitor_id}/split")
+def split(
+    request: Request,
+    service: ServiceDep,
+    user: CurrentUser,
+    visitor_id: uuid.UUID,
+    sighting_ids: Annotated[list[uuid.UUID], Form(max_length=10_000)] = [],  # noqa: B006 - FastAPI copies defaults
+) -> Response:
+    if not sighting_ids:
+        flash(request, "Select the sightings to split off first.", "error")
+        return _back(f"/visitors/{visitor_id}")
+    if not _exists(service, visitor_id):
+        raise HTTPException(404, "no such visitor")
+    with service.session() as s:
+        owners = queries.sighting_owners(s, sighting_ids)
+    if owners != {visitor_id}:
+        flash(request, "Only this visitor's sightings can be split off here.", "error")
+        return _back(f"/visitors/{visitor_id}")
+    new = _edit(request, lambda: service.clusterer.split(sighting_ids, actor=user), "Split into a new visitor.")
+    return _back(f"/visitors/{new.id}" if isinstance(new, Visitor) else f"/visitors/{visitor_id}")
+
+
+@router.post("/sightings/{sighting_id}/not-this-person")
+def not_this_person(request: Request, service: ServiceDep, user: CurrentUser, sighting_id: uuid.UUID) -> Response:
+    with service.session() as s:
+        row = s.get(Sighting, sighting_id)
+    if row is None:
+        raise HTTPException(404, "no such sighting")
+    _edit(
+        request,
+        lambda: service.clusterer.not_this_person(sighting_id, actor=user),
+        "Moved to a new visitor; it will not be matched to this one again.",
+    )
+    return _back(f"/visitors/{row.visitor_id}")
+
+
+@router.post("/visitors/{visitor_id}/erase")
+def erase(
+    request: Request,
+    service: ServiceDep,
+    user: CurrentUser,
+    visitor_id: uuid.UUID,
+    confirm: Annotated[str, Form(max_length=10)] = "",
+    reason: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
+    if confirm != "yes":
+        flash(request, "Tick the confirmation box to erase this visitor.", "error")
+        return _back(f"/visitors/{visitor_id}")
+    if not _exists(service, visitor_id):
+        raise HTTPException(404, "no such visitor")
+    counts = service.clusterer.erase_visitor(visitor_id, actor=user, reason=reason)
+    log.info("visitor %s erased by %s: %s", visitor_id, user, counts)
+    flash(
+        request,
+        f"Visitor {queries.short_id(visitor_id)} erased: {counts['sightings']} sightings, "
+        f"{counts['crops']} crops, {counts['visits']} visits deleted.",
+    )
+    return _back("/visitors")
+
+
+@router.get("/sites")
+def sites(request: Request, service: ServiceDep) -> Response:
+    with service.session() as s:
+        rows = queries.sites_overview(s, _live_urls(request), service.config.loyal.timezone)
+    return _render(request, "sites.html", {"sites": rows})
+
+
+# --- files -----------------------------------------------------------------------------------------------------
+
+
+@router.get("/crops/{path:path}")
+def crop(path: str, service: ServiceDep) -> FileResponse:
+    """A stored crop; only names the CropStore makes resolve (`ab/<32 hex>.jpg` under its root)."""
+    try:
+        file = service.crops.path(path).resolve()
+    except StoreError:
+        raise HTTPException(404, "not found") from None
+    if not file.is_relative_to(service.crops.root) or not file.is_file():
+        raise HTTPException(404, "not found")
+    return FileResponse(file, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=600"})
+
+
+@router.get("/live/camera/{camera_id}.mjpg")
+async def live_mjpeg(request: Request, service: ServiceDep, camera_id: uuid.UUID) -> Response:
+    return await _relay(request, service, camera_id, "mjpg")
+
+
+@router.get("/live/camera/{camera_id}.jpg")
+async def live_snapshot(request: Request, service: ServiceDep, camera_id: uuid.UUID) -> Response:
+    return await _relay(request, service, camera_id, "jpg")
+
+
+async def _relay(request: Request, service: ServiceDep, camera_id: uuid.UUID, ext: Literal["mjpg", "jpg"]) -> Response:
+    """Relay the edge's live view: the browser needs no route to the site network, and the edge's
+    unauthenticated view is only reachable through central's login."""
+
+    def lookup() -> tuple[Any, str] | None:
+        with service.session() as s:
+            return queries.camera_source(s, _live_urls(request), camera_id)
+
+    found = await run_in_threadpool(lookup)
+    if found is None:
+        raise HTTPException(404, "no live view configured for this camera")
+    camera, base = found
+    streams: asyncio.Semaphore = request.app.state.live_streams
+    if streams.locked():
+        raise HTTPException(503, "too many live views open")
+    await streams.acquire()
+    client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0), follow_redirects=False)
+    try:
+        upstream = await client.send(
+            client.build_request("GET", queries.camera_live_url(base, camera.name, ext)), stream=True
+        )
+    except httpx.HTTPError as exc:
+        await client.aclose()
+        streams.release()
+        raise HTTPException(502, f"edge live view not reachable: {type(exc).__name__}") from None
+    if upstream.status_code != 200:
+        await upstream.aclose()
+        await client.aclose()
+        streams.release()
+        raise HTTPException(502, f"edge live view answered {upstream.status_code}")
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        except httpx.HTTPError:
+            pass  # the edge went away: end the stream; the page shows it as not reachable
+        finally:
+            await upstream.aclose()
+            await client.aclose()
+            streams.release()
+
+    media = upstream.headers.get("content-type", "image/jpeg")
+    return StreamingResponse(body(), media_type=media, headers={"Cache-Control": "no-store"})
+
+
+# --- helpers ---------------------------------------------------------------------------------------------------
+
+
+def _exists(service: Any, visitor_id: uuid.UUID) -> bool:
+    with service.session() as s:
+        return s.get(Visitor, visitor_id) is not None
+
+
+def _edit(request: Request, action: Any, message: str) -> Any:
+    """Run a clusterer edit; its refusal (ClusterError) becomes an error message on the next page."""
+    try:
+        result = action()
+    except ClusterError as exc:
+        if str(exc).startswith(("no visitor", "no sighting")):
+            raise HTTPException(404, str(exc)) from None
+        flash(request, str(exc), "error")
+        return None
+    flash(request, message)
+    return result

@@ -1,0 +1,272 @@
+"""Event photos: validated uploads, the files on disk, thumbnails, and background face extraction.
+
+An upload is accepted only when its bytes decode completely as an image (`shared.image.decode_image`: the
+format is sniffed from the content, never taken from the name or the declared content type; headers are read
+before pixels, so a decompression bomb is refused without decoding; a truncated file fails). A refused file
+writes nothing. Accepted originals are stored under UUID names, `<root>/<event hex>/<photo hex>.<ext>`, with a
+JPEG thumbnail in `<root>/<event hex>/thumbs/`; the name a user gave is kept, sanitised, for display only.
+
+Faces are extracted by one `FaceWorker` thread fed by a queue, so an upload returns as soon as its file is
+stored; each photo's status goes processing -> done (with its face count) or failed (with the reason).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import shutil
+import threading
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from revisit.shared.detect import Detector, create_detector
+from revisit.shared.errors import ImageError, RevisitError
+from revisit.shared.face import Face
+from revisit.shared.image import decode_image
+
+if TYPE_CHECKING:
+    from revisit.central.events import Events
+    from revisit.shared.engine import FaceEngine
+
+log = logging.getLogger(__name__)
+
+MAX_UPLOAD_BYTES = 30 * 1024 * 1024
+MAX_PIXELS = 40_000_000
+THUMB_SIDE = 480
+PHOTO_MAX_SIDE = 1280  # event photos are detected at up to this size: small faces in group shots survive
+_MAGIC = (
+    (b"\xff\xd8\xff", "jpg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tif"),
+    (b"MM\x00*", "tif"),
+)
+_STORED = re.compile(r"^[0-9a-f]{32}\.(jpg|png|webp|bmp|tif)$")
+
+
+class UploadError(RevisitError):
+    """A file that is refused: what is wrong with it, in words for the person uploading."""
+
+
+@dataclass(frozen=True)
+class ValidatedImage:
+    data: bytes
+    image: np.ndarray  # BGR, EXIF orientation applied
+    ext: str
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+
+@dataclass(frozen=True)
+class StoredNames:
+    original: str
+    thumb: str
+
+
+def sanitize_filename(name: str | None, limit: int = 120) -> str:
+    """A display name from an uploaded file name: the last path component, no control characters, no
+    leading dots, at most `limit` characters. Never used to build a path."""
+    base = re.split(r"[\\/]", unicodedata.normalize("NFC", name or ""))[-1]
+    base = "".join(c for c in base if unicodedata.category(c)[0] != "C").strip().lstrip(".").strip()
+    if len(base) > limit:
+        stem, dot, ext = base.rpartition(".")
+        base = (stem[: limit - len(ext) - 1] + dot + ext) if dot and len(ext) <= 8 else base[:limit]
+    return base or "photo"
+
+
+def sniff_ext(data: bytes) -> str:
+    """The file extension of image bytes, from their content."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    for magic, ext in _MAGIC:
+        if data.startswith(magic):
+            return ext
+    raise UploadError("not an image, or not a supported format: use JPEG, PNG or WebP")
+
+
+def validate_upload(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS) -> ValidatedImage:
+    """Decode the bytes completely or raise UploadError with the reason."""
+    if len(data) > max_bytes:
+        raise UploadError(f"file too large: {len(data) / 1e6:.1f} MB (limit {max_bytes / 1e6:.0f} MB)")
+    if not data:
+        raise UploadError("empty file: 0 bytes")
+    ext = sniff_ext(data)  # the content says what it is; the name and declared type are never trusted
+    try:
+        image = decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
+    except ImageError as exc:
+        raise UploadError(str(exc)) from None
+    return ValidatedImage(data, image, ext)
+
+
+class PhotoFiles:
+    """The originals and thumbnails of every event under `root`."""
+
+    def __init__(self, root: str | Path, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
+                 thumb_side: int = THUMB_SIDE):  # fmt: skip
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        self.max_pixels = max_pixels
+        self.thumb_side = thumb_side
+
+    def validate(self, data: bytes) -> ValidatedImage:
+        return validate_upload(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
+
+    def event_dir(self, event_id: uuid.UUID) -> Path:
+        return self.root / event_id.hex
+
+    def save(self, event_id: uuid.UUID, photo_id: uuid.UUID, image: ValidatedImage) -> StoredNames:
+        """Write the original and its thumbnail (each to a temporary name, then renamed); all or nothing."""
+        names = StoredNames(f"{photo_id.hex}.{image.ext}", f"{photo_id.hex}.jpg")
+        thumbs = self.event_dir(event_id) / "thumbs"
+        thumbs.mkdir(parents=True, exist_ok=True)
+        try:
+            _write(self.original(event_id, names.original), image.data)
+            _write(self.thumb(event_id, names.thumb), thumbnail(image.image, self.thumb_side))
+        except BaseException:
+            self.delete_photo(event_id, names.original, names.thumb)
+            raise
+        return names
+
+    def original(self, event_id: uuid.UUID, name: str) -> Path:
+        return self.event_dir(event_id) / _checked(name)
+
+    def thumb(self, event_id: uuid.UUID, name: str) -> Path:
+        return self.event_dir(event_id) / "thumbs" / _checked(name)
+
+    def delete_photo(self, event_id: uuid.UUID, original: str, thumb: str) -> None:
+        for path in (self.original(event_id, original), self.thumb(event_id, thumb)):
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+
+    def delete_event(self, event_id: uuid.UUID) -> None:
+        shutil.rmtree(self.event_dir(event_id), ignore_errors=True)
+
+
+def thumbnail(image: np.ndarray, side: int = THUMB_SIDE, quality: int = 82) -> bytes:
+    h, w = image.shape[:2]
+    scale = min(1.0, side / max(h, w))
+    if scale < 1.0:
+        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise UploadError("could not make a thumbnail")
+    return bytes(buf)
+
+
+def _checked(name: str) -> str:
+    if not _STORED.match(name):
+        raise UploadError(f"not a stored photo name: {name[:80]!r}")
+    return name
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+# --- background face extraction ------------------------------------------------------------------------
+
+
+def photo_detector(engine: FaceEngine, max_side: int = PHOTO_MAX_SIDE) -> Detector:
+    """A detector for event photos sharing the engine's model session, at a larger input size."""
+    det = engine.detector
+    return create_detector(det.session, det.spec, det.settings.model_copy(update={"max_side": max_side}))
+
+
+class FaceWorker:
+    """One thread that detects, assesses and embeds the faces of uploaded photos, in upload order."""
+
+    def __init__(self, events: Events, engine: FaceEngine, *, max_side: int = PHOTO_MAX_SIDE):
+        self.events = events
+        self.engine = engine
+        self.detector = photo_detector(engine, max_side)
+        self.queue: queue.Queue[tuple[uuid.UUID, uuid.UUID] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self, resume: bool = True) -> FaceWorker:
+        """Start the thread; with `resume`, photos left processing (a restart) are queued again."""
+        with self._lock:
+            if self._thread is not None:
+                return self
+            if resume:
+                for item in self.events.pending():
+                    self.queue.put(item)
+            self._thread = threading.Thread(target=self._run, name="kiosk-faces", daemon=True)
+            self._thread.start()
+        return self
+
+    def submit(self, event_id: uuid.UUID, photo_id: uuid.UUID) -> None:
+        self.queue.put((event_id, photo_id))
+
+    def backlog(self) -> int:
+        return self.queue.qsize()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted photo is processed; False on timeout."""
+        done = threading.Event()
+
+        def join() -> None:
+            self.queue.join()
+            done.set()
+
+        threading.Thread(target=join, daemon=True).start()
+        return done.wait(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self.queue.put(None)
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item is None:
+                    return
+                self.process(*item)
+            except Exception:  # never let one photo stop the worker
+                log.exception("face extraction failed for photo %s", item[1] if item else None)
+            finally:
+                self.queue.task_done()
+
+    def process(self, event_id: uuid.UUID, photo_id: uuid.UUID) -> None:
+        photo = self.events.photo(event_id, photo_id)
+        if photo is None or photo.status != "processing":
+            return
+        try:
+            data = self.events.files.original(event_id, photo.stored_name).read_bytes()
+            image = decode_image(data, max_pixels=self.events.files.max_pixels, max_bytes=self.events.files.max_bytes)
+            faces = self.analyze(image)
+        except FileNotFoundError:
+            self.events.fail_photo(photo_id, "the stored file is missing")
+            return
+        except RevisitError as exc:
+            self.events.fail_photo(photo_id, str(exc))
+            return
+        except Exception as exc:
+            log.exception("face extraction failed for photo %s", photo_id)
+            self.events.fail_photo(photo_id, f"face extraction failed: {type(exc).__name__}")
+            return
+        self.events.record_faces(photo_id, faces, self.engine.recognizer_id)
+
+    def analyze(self, image: np.ndarray) -> list[Face]:
+        return self.engine.complete(image, self.detector.detect(image))

@@ -1,0 +1,268 @@
+"""Read-side helpers the pages and the API share, on top of the store's queries (`revisit.central.store`).
+
+Only reads: every change goes through the clusterer (`CentralService.clusterer`), which keeps the database,
+Qdrant and the crop files consistent and writes the audit log.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Literal
+from urllib.parse import quote
+
+import numpy as np
+from sqlalchemy import or_
+from sqlmodel import Session, col, func, select
+
+from revisit.central.service import CentralService
+from revisit.central.store import (
+    Camera,
+    Device,
+    Sighting,
+    Site,
+    Visit,
+    Visitor,
+    day_bounds,
+    devices_overview,
+    utcnow,
+)
+from revisit.shared.assign import Prototype
+
+VisitorSort = Literal["-last_seen", "last_seen", "-visits", "-sightings", "-first_seen", "first_seen"]
+VISITOR_SORTS: dict[str, str] = {
+    "-last_seen": "last seen, newest first",
+    "last_seen": "last seen, oldest first",
+    "-visits": "most visits",
+    "-sightings": "most sightings",
+    "-first_seen": "first seen, newest first",
+    "first_seen": "first seen, oldest first",
+}
+SIMILAR_MIN_SCORE = 0.2  # merge candidates below this cosine are not shown
+STALE_AFTER = timedelta(minutes=2)  # no message for this long: the device is "stale" (edges beat every 30 s)
+
+
+def crop_url(path: str | None) -> str | None:
+    return f"/crops/{path}" if path else None
+
+
+def short_id(value: uuid.UUID) -> str:
+    return value.hex[:8]
+
+
+def visitor_name(visitor: Visitor) -> str:
+    return visitor.label or f"Visitor {short_id(visitor.id)}"
+
+
+@dataclass
+class Names:
+    """Site and camera names by id (small tables: read whole)."""
+
+    sites: dict[uuid.UUID, str]
+    cameras: dict[uuid.UUID, str]
+
+    @classmethod
+    def load(cls, session: Session) -> Names:
+        return cls(
+            {s.id: s.name for s in session.exec(select(Site))},
+            {c.id: c.name for c in session.exec(select(Camera))},
+        )
+
+    def site(self, site_id: uuid.UUID | None) -> str:
+        return self.sites.get(site_id, "") if site_id else ""
+
+    def camera(self, camera_id: uuid.UUID | None) -> str:
+        return self.cameras.get(camera_id, "") if camera_id else ""
+
+
+@dataclass
+class VisitorPage:
+    visitors: list[Visitor]
+    references: dict[uuid.UUID, Sighting]  # visitor id -> reference sighting
+    total: int
+
+
+def list_visitors(
+    session: Session, *, q: str = "", sort: VisitorSort = "-last_seen", offset: int = 0, limit: int = 50
+) -> VisitorPage:
+    """Visitors whose label or notes contain `q` (or whose id is `q`), sorted and paged."""
+    stmt = select(Visitor)
+    q = q.strip()
+    if q:
+        try:
+            stmt = stmt.where(Visitor.id == uuid.UUID(q))
+        except ValueError:
+            needle = f"%{q.lower()}%"
+            stmt = stmt.where(or_(func.lower(Visitor.label).like(needle), func.lower(Visitor.notes).like(needle)))
+    total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
+    order = {
+        "-last_seen": col(Visitor.last_seen).desc(),
+        "last_seen": col(Visitor.last_seen),
+        "-visits": col(Visitor.visit_count).desc(),
+        "-sightings": col(Visitor.sighting_count).desc(),
+        "-first_seen": col(Visitor.first_seen).desc(),
+        "first_seen": col(Visitor.first_seen),
+    }[sort]
+    visitors = list(session.exec(stmt.order_by(order, Visitor.id).offset(offset).limit(limit)))
+    return VisitorPage(visitors, references(session, visitors), int(total))
+
+
+def references(session: Session, visitors: Iterable[Visitor]) -> dict[uuid.UUID, Sighting]:
+    ids = {v.reference_sighting_id: v.id for v in visitors if v.reference_sighting_id}
+    if not ids:
+        return {}
+    rows = session.exec(select(Sighting).where(col(Sighting.id).in_(list(ids))))
+    return {ids[r.id]: r for r in rows}
+
+
+def visitor_labels(session: Session, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+    ids = list(set(ids))
+    if not ids:
+        return {}
+    return {v.id: v.label for v in session.exec(select(Visitor).where(col(Visitor.id).in_(ids)))}
+
+
+def sighting_owners(session: Session, sighting_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """The visitors the given sightings belong to (unknown ids are ignored)."""
+    ids = list(set(sighting_ids))
+    return set(session.exec(select(Sighting.visitor_id).where(col(Sighting.id).in_(ids)))) if ids else set()
+
+
+def visits_of(
+    session: Session, *, visitor_id: uuid.UUID | None = None, since: datetime | None = None, limit: int = 100
+) -> list[Visit]:
+    stmt = select(Visit).order_by(col(Visit.start).desc()).limit(limit)
+    if visitor_id is not None:
+        stmt = stmt.where(Visit.visitor_id == visitor_id)
+    if since is not None:
+        stmt = stmt.where(Visit.start >= since)
+    return list(session.exec(stmt))
+
+
+def similar_visitors(
+    service: CentralService, visitor: Visitor, limit: int = 6, min_score: float = SIMILAR_MIN_SCORE
+) -> list[tuple[Visitor, float]]:
+    """The visitors whose prototypes are nearest this one's (same recognizer, cosine >= min_score): merge
+    candidates. Strangers score about 0 with the default recognizer, so they are left out."""
+    if not visitor.proto_sum:
+        return []
+    vector = Prototype(np.frombuffer(visitor.proto_sum, dtype=np.float64)).vector
+    hits = [
+        (vid, score)
+        for vid, score in service.vectors.search_prototypes(visitor.recognizer_id, vector, limit + 1)
+        if vid != visitor.id and score >= min_score
+    ][:limit]
+    with service.session() as s:
+        rows = {v.id: v for v in s.exec(select(Visitor).where(col(Visitor.id).in_([h[0] for h in hits])))}
+    return [(rows[vid], score) for vid, score in hits if vid in rows]
+
+
+# --- sites and devices --------------------------------------------------------------------------------------
+
+
+def device_status(device: Device, now: datetime | None = None) -> str:
+    """online / stale (online but silent past STALE_AFTER) / offline / unknown (never sent a status)."""
+    now = now or utcnow()
+    if device.status_at is None and device.state == "unknown":
+        return "unknown" if device.last_seen is None or now - device.last_seen > STALE_AFTER else "online"
+    if device.state == "online":
+        return "online" if device.last_seen and now - device.last_seen <= STALE_AFTER else "stale"
+    return "offline"
+
+
+@dataclass
+class CameraRow:
+    camera: Camera
+    sightings_today: int
+    live_url: str | None  # the edge's live view base for this camera's device, when configured
+
+
+@dataclass
+class DeviceRow:
+    site: Site
+    device: Device
+    status: str
+    cameras: list[CameraRow]
+    live_base: str | None
+
+
+@dataclass
+class SiteRow:
+    site: Site
+    devices: list[DeviceRow]
+    visits_today: int
+    sightings_today: int
+
+
+def sites_overview(
+    session: Session, live_urls: Mapping[str, str], timezone: str = "UTC", now: datetime | None = None
+) -> list[SiteRow]:
+    now = now or utcnow()
+    today, tomorrow = day_bounds(now, timezone)
+    per_camera = dict(
+        session.exec(
+            select(Sighting.camera_id, func.count())
+            .where(Sighting.best_ts >= today, Sighting.best_ts < tomorrow)
+            .group_by(Sighting.camera_id)
+        ).all()
+    )
+    today_visits = select(Visit.site_id, func.count()).where(Visit.end >= today, Visit.start < tomorrow)
+    visits_today = dict(session.exec(today_visits.group_by(Visit.site_id)).all())
+    rows: dict[uuid.UUID, SiteRow] = {}
+    for site in session.exec(select(Site).order_by(Site.name)):
+        rows[site.id] = SiteRow(site, [], int(visits_today.get(site.id, 0)), 0)
+    for site, device, cameras in devices_overview(session):
+        base = live_base(live_urls, site.name, device.name)
+        cams = [CameraRow(c, int(per_camera.get(c.id, 0)), base) for c in cameras]
+        rows[site.id].devices.append(DeviceRow(site, device, device_status(device, now), cams, base))
+        rows[site.id].sightings_today += sum(c.sightings_today for c in cams)
+    return list(rows.values())
+
+
+def live_base(live_urls: Mapping[str, str], site: str, device: str) -> str | None:
+    """The edge live-view base URL configured for "site/device" (or "device"), without a trailing slash."""
+    url = live_urls.get(f"{site}/{device}") or live_urls.get(device)
+    return url.rstrip("/") if url else None
+
+
+def camera_live_url(base: str, camera_name: str, ext: Literal["mjpg", "jpg"] = "mjpg") -> str:
+    return f"{base}/camera/{quote(camera_name, safe='')}.{ext}"
+
+
+def camera_source(session: Session, live_urls: Mapping[str, str], camera_id: uuid.UUID) -> tuple[Camera, str] | None:
+    """A camera and its edge's live base URL, or None when either is unknown."""
+    camera = session.get(Camera, camera_id)
+    if camera is None:
+        return None
+    device, site = session.get(Device, camera.device_id), session.get(Site, camera.site_id)
+    base = live_base(live_urls, site.name, device.name) if device and site else None
+    return (camera, base) if base else None
+
+
+def frequency_text(visits_7d: int, visits_window: int, window_days: int) -> str:
+    week = f"{visits_7d} visit{'s' if visits_7d != 1 else ''} this week"
+    return f"{week}, {visits_window} in {window_days} days"
+
+
+@dataclass
+class Bar:
+    day: date
+    count: int
+    x: float
+    y: float
+    height: float
+
+
+def frequency_bars(counts: list[tuple[date, int]], width: float = 300, height: float = 60) -> list[Bar]:
+    """Bar geometry of the visit-frequency SVG (one bar per day, scaled to the busiest day)."""
+    if not counts:
+        return []
+    peak = max(1, max(n for _, n in counts))
+    step = width / len(counts)
+    bars = []
+    for i, (day, n) in enumerate(counts):
+        h = (height - 2) * n / peak
+        bars.append(Bar(day, n, round(i * step + 1, 2), round(height - h, 2), round(h, 2)))
+    return bars

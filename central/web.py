@@ -1,0 +1,191 @@
+"""The central web app: `create_app(service)` builds the FastAPI application on an opened CentralService.
+
+    /login, /logout                 auth.py (argon2 passwords, signed session cookie, CSRF, login rate limit)
+    /live, /loyal, /visitors, /sites, /crops/..., /live/camera/...      pages.py (login required)
+    /api/v1/...                     api.py (the same data as JSON; login required; OpenAPI at /docs)
+    /events...                      kiosk.py (the event kiosk)
+    /healthz                        200 while the database answers (503 otherwise), with service.health()
+    /metrics                        Prometheus text: ingest outcomes and rejections by reason, table sizes, devices
+    /static/...                     CSS and JS
+
+The app does not start or stop the service; the caller does (`revisit central run`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import text
+from sqlmodel import func, select
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from revisit.central import api, auth, kiosk, pages, queries
+from revisit.central.auth import LoginRequired, RateLimiter, Users, login_redirect, templates
+from revisit.central.service import CentralService
+from revisit.central.store import Device, Sighting, Visit, Visitor
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+SESSION_COOKIE = "revisit_session"
+SESSION_MAX_AGE_S = 12 * 3600  # a login lasts a working day
+CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self' 'unsafe-inline'; "
+    "script-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
+NO_CSP_PATHS = ("/docs", "/openapi.json")  # Swagger UI loads its script and styles from a CDN
+
+
+def create_app(service: CentralService, *, live_urls: Mapping[str, str] | None = None) -> FastAPI:
+    """The web app of an opened service. `live_urls` maps "site/device" (or "device") to the base URL of that
+    edge's live view (e.g. "http://10.1.2.3:8090"), which central relays to the Live page; none: no live views."""
+    cfg = service.config
+    app = FastAPI(
+        title="Revisit central",
+        summary="Recurring visitors across sites: visitors, sightings, visits, loyal customers, devices.",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.service = service
+    app.state.users = Users.from_config(cfg)
+    app.state.login_limiter = RateLimiter()
+    app.state.live_urls = {str(k): str(v) for k, v in (live_urls or {}).items()}
+    app.state.live_streams = asyncio.Semaphore(pages.MAX_LIVE_STREAMS)
+
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=cfg.secret_key.get_secret_value(),
+        session_cookie=SESSION_COOKIE,
+        max_age=SESSION_MAX_AGE_S,
+        same_site="lax",
+        https_only=cfg.production,  # the cookie gets `Secure`; it is always HttpOnly
+    )
+    app.add_middleware(SecurityHeaders, hsts=cfg.production)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(auth.router)
+    app.include_router(pages.router)
+    app.include_router(api.router)
+    app.include_router(kiosk.router)
+
+    registry = CollectorRegistry()
+    registry.register(CentralCollector(service))
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> JSONResponse:
+        """200 while the database answers; the body is the service's health (MQTT, broker, counters)."""
+        health: dict[str, Any] = dict(service.health())
+        try:
+            with service.session() as s:
+                s.exec(text("SELECT 1"))  # type: ignore[call-overload]
+            health["database"] = "ok"
+        except Exception as exc:  # any failure of the database is the answer here
+            health["database"] = f"error: {type(exc).__name__}"
+        health["ok"] = health["database"] == "ok"
+        return JSONResponse(health, status_code=200 if health["ok"] else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus text format."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(LoginRequired)
+    async def _login_required(request: Request, _exc: LoginRequired) -> Response:
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": "login required"}, status_code=401)
+        return login_redirect(request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        wants_html = "text/html" in request.headers.get("accept", "") and not request.url.path.startswith("/api/")
+        if not wants_html:
+            return await http_exception_handler(request, exc)
+        context = {"status": exc.status_code, "detail": exc.detail}
+        return templates.TemplateResponse(
+            request, "error.html", context, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    return app
+
+
+class SecurityHeaders:
+    """Adds the usual browser hardening headers to every response (pure ASGI: streams pass through)."""
+
+    def __init__(self, app: ASGIApp, hsts: bool = False):
+        self.app = app
+        self.hsts = hsts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        csp = not scope["path"].startswith(NO_CSP_PATHS)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                for name, value in self._headers(csp):
+                    if name not in present:
+                        headers.append((name, value))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def _headers(self, csp: bool) -> Iterator[tuple[bytes, bytes]]:
+        yield b"x-content-type-options", b"nosniff"
+        yield b"x-frame-options", b"DENY"
+        yield b"referrer-policy", b"same-origin"
+        if csp:
+            yield b"content-security-policy", CSP.encode()
+        if self.hsts:
+            yield b"strict-transport-security", b"max-age=31536000"
+
+
+class CentralCollector(Collector):
+    """Metrics read at scrape time from the ingest counters and the database."""
+
+    def __init__(self, service: CentralService):
+        self.service = service
+
+    def collect(self) -> Iterator[Any]:
+        counts = self.service.counters.snapshot()
+        outcomes = CounterMetricFamily("revisit_central_messages", "MQTT messages by outcome", labels=["outcome"])
+        rejected = CounterMetricFamily("revisit_central_rejected", "rejected messages by reason", labels=["reason"])
+        for key, n in sorted(counts.items()):
+            if key.startswith("rejected."):
+                rejected.add_metric([key.split(".", 1)[1]], n)
+            else:
+                outcomes.add_metric([key], n)
+        yield outcomes
+        yield rejected
+        health = self.service.health()
+        yield GaugeMetricFamily("revisit_central_mqtt_connected", "1 while subscribed", value=health["mqtt_connected"])
+        try:
+            with self.service.session() as s:
+                tables = (("visitors", Visitor), ("sightings", Sighting), ("visits", Visit))
+                sizes = {name: s.exec(select(func.count()).select_from(model)).one() for name, model in tables}
+                devices = list(s.exec(select(Device)))
+        except Exception:  # the database is down: /healthz says so; keep the counters above
+            log.warning("metrics: database not readable", exc_info=True)
+            return
+        for name, n in sizes.items():
+            yield GaugeMetricFamily(f"revisit_central_{name}", f"{name} stored", value=n)
+        by_status = GaugeMetricFamily("revisit_central_devices", "devices by status", labels=["status"])
+        states = [queries.device_status(d) for d in devices]
+        for status in ("online", "stale", "offline", "unknown"):
+            by_status.add_metric([status], states.count(status))
+        yield by_status

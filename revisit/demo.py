@@ -1,0 +1,129 @@
+"""`revisit demo`: the whole product on one machine with embedded defaults.
+
+The central service (in-process MQTT broker, Qdrant local mode, SQLite, the pages) runs in this process; one
+edge daemon runs as a child process and reads a video file as its camera (looping). Everything lives under
+`--data` (default ./var/demo); Ctrl-C stops both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from revisit.shared.errors import ConfigError
+
+DEFAULT_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "facedata" / "dev" / "videos"
+PREFERRED_VIDEO = "simplefr_Video_2.mp4"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from revisit.cli import add_models_option
+
+    p = sub.add_parser("demo", help="run central + one edge daemon on a video, embedded defaults")
+    p.add_argument("--video", type=Path, help="the edge's camera: a video file or an rtsp:// URL")
+    p.add_argument("--data", type=Path, default=Path("var/demo"), help="where the demo keeps its data")
+    p.add_argument("--port", type=int, default=8080, help="port of the pages")
+    p.add_argument("--fresh", action="store_true", help="delete the demo data first")
+    add_models_option(p)
+    p.set_defaults(func=run)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_video() -> Path | None:
+    """A clip from the labelled face data ($REVISIT_FACEDATA/videos, else ../shared/facedata/dev/videos)."""
+    env = os.environ.get("REVISIT_FACEDATA")
+    folder = Path(env) / "videos" if env else DEFAULT_VIDEOS
+    if not folder.is_dir():
+        return None
+    preferred = folder / PREFERRED_VIDEO
+    if preferred.is_file():
+        return preferred
+    videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".mp4", ".mkv", ".avi", ".mpg"})
+    return videos[0] if videos else None
+
+
+def _toml(value: object) -> str:
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+def run(args: argparse.Namespace) -> int:
+    import shutil
+
+    import uvicorn
+
+    from revisit.central.config import CentralConfig
+    from revisit.central.service import CentralService
+    from revisit.central.web import create_app
+
+    video = args.video or default_video()
+    if video is None:
+        raise ConfigError("no video found: pass --video FILE (or an rtsp:// URL) for the demo camera")
+    source = str(video) if str(video).startswith("rtsp://") else str(Path(video).resolve())
+    if not source.startswith("rtsp://") and not Path(source).is_file():
+        raise ConfigError(f"--video {video}: no such file")
+    data = args.data.resolve()
+    if args.fresh and data.exists():
+        shutil.rmtree(data)
+    data.mkdir(parents=True, exist_ok=True)
+
+    mqtt_port, live_port = _free_port(), _free_port()
+    password = os.environ.get("REVISIT_ADMIN_PASSWORD") or secrets.token_urlsafe(9)
+    os.environ["REVISIT_ADMIN_PASSWORD"] = password
+    os.environ.setdefault("REVISIT_SECRET_KEY", secrets.token_urlsafe(32))
+    central = CentralConfig.model_validate({
+        "data_dir": str(data / "central"),
+        "embedded_broker": {"bind": "127.0.0.1", "port": mqtt_port},
+        "web": {"bind": "127.0.0.1", "port": args.port, "live_urls": {"demo/edge-1": f"http://127.0.0.1:{live_port}"}},
+    })
+    edge_toml = data / "edge.toml"
+    edge_toml.write_text(
+        f'site = "demo"\ndevice = "edge-1"\nstate_dir = {_toml(data / "edge")}\n\n'
+        f'[broker]\nhost = "127.0.0.1"\nport = {mqtt_port}\nheartbeat_s = 10\n\n'
+        f'[[cameras]]\nid = "entrance"\nsource = {_toml(source)}\nfps = 5\n\n'
+        f'[recognise]\npublish_interval_s = 30\n\n'
+        f'[live]\nbind = "127.0.0.1"\nport = {live_port}\n'
+    )
+
+    service = CentralService(central)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)  # uvicorn handles them; we only need to reach `finally`
+    service.start()
+    edge: subprocess.Popen | None = None
+    try:
+        app = create_app(service, live_urls=central.web.live_urls)
+        command = [sys.executable, "-m", "revisit.cli", "edge", "run", "--config", str(edge_toml)]
+        if args.models:
+            command += ["--models", str(args.models)]
+        edge = subprocess.Popen(command)
+        print(
+            f"\nRevisit demo\n  pages:  http://127.0.0.1:{args.port}/   login: {central.admin.username} / {password}\n"
+            f"  camera: {video} (looping) -> edge daemon -> MQTT 127.0.0.1:{mqtt_port} -> central\n"
+            f"  edge live view: http://127.0.0.1:{live_port}/   event kiosk: http://127.0.0.1:{args.port}/kiosk\n"
+            f"  data:   {data}   (Ctrl-C stops)\n",
+            flush=True,
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=args.port, log_config=None, server_header=False)
+        )
+        server.run()
+    finally:
+        if edge is not None and edge.poll() is None:
+            edge.send_signal(signal.SIGTERM)
+            try:
+                edge.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                edge.kill()
+        service.stop()
+    return 0
