@@ -32,7 +32,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from revisit.shared.config import EngineConfig, Strict, load_toml
+from revisit.shared.config import DetectorSettings, EngineConfig, Strict, load_toml
 
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 Point = tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]]
@@ -123,7 +123,7 @@ class EdgeConfig(Strict):
     state_dir: Path = Path("/var/lib/revisit-edge")
     broker: BrokerConfig = BrokerConfig()
     cameras: list[CameraConfig] = Field(min_length=1)
-    engine: EngineConfig = EngineConfig()
+    engine: EngineConfig = EngineConfig(detector=DetectorSettings(closeup_retry=False))
     motion: MotionConfig = MotionConfig()
     tracker: TrackerConfig = TrackerConfig()
     recognise: RecogniseConfig = RecogniseConfig()
@@ -132,6 +132,18 @@ class EdgeConfig(Strict):
     stall_s: float = Field(10, gt=0, description="no frame for this long: reconnect the camera")
     reconnect_max_s: float = Field(60, gt=0, description="cap of the exponential reconnect backoff")
     watchdog_s: float = Field(30, gt=0, description="systemd watchdog period when not given by systemd")
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _no_closeup_retry(cls, engine: object) -> object:
+        # Cameras never see a face that fills the frame, so the close-up retry (a second detector pass on every
+        # frame without a face: most CCTV frames) is off on the edge unless the configuration turns it on.
+        if isinstance(engine, dict):
+            detector = engine.get("detector")
+            detector = dict(detector) if isinstance(detector, dict) else {}
+            detector.setdefault("closeup_retry", False)
+            return {**engine, "detector": detector}
+        return engine
 
     @field_validator("cameras")
     @classmethod

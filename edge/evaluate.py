@@ -85,7 +85,7 @@ def eval_config(args: argparse.Namespace) -> EdgeConfig:
     data = {"site": "eval", "device": "eval", **data, "cameras": [camera]}
     config = validate(EdgeConfig, data, str(args.config or "eval video"))
     assert isinstance(config, EdgeConfig)
-    return config.model_copy(update={"engine": engine_config(args)})
+    return config.model_copy(update={"engine": engine_config(args, config.engine)})
 
 
 def evaluate_video(path: Path, config: EdgeConfig, engine: Any, naive: bool = False) -> dict[str, Any]:

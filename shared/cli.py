@@ -27,8 +27,12 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["onnxruntime", "opencv", "tensorrt"], help="inference backend")
 
 
-def engine_config(args: argparse.Namespace) -> EngineConfig:
-    config = load_toml(args.config, EngineConfig, "engine") if args.config else EngineConfig()
+def engine_config(args: argparse.Namespace, base: EngineConfig | None = None) -> EngineConfig:
+    """`base` (else --config's [engine] table, else the defaults) with --detector / --backend applied."""
+    if base is not None:
+        config = base
+    else:
+        config = load_toml(args.config, EngineConfig, "engine") if args.config else EngineConfig()
     update: dict = {}
     if args.detector:
         update["detector"] = config.detector.model_copy(update={"model": args.detector})
