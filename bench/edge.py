@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # for tests.edge.mosquitto
+sys.path.insert(0, str(REPO))  # for tests.mosquitto
 
 from revisit.edge.capture import CameraReader  # noqa: E402
 from revisit.edge.config import CameraConfig, EdgeConfig  # noqa: E402
@@ -43,7 +43,7 @@ from revisit.edge.daemon import EdgeDaemon  # noqa: E402
 from revisit.edge.notify import Notifier  # noqa: E402
 from revisit.edge.pipeline import NaivePipeline  # noqa: E402
 from revisit.shared.engine import FaceEngine  # noqa: E402
-from tests.edge.mosquitto import Mosquitto  # noqa: E402
+from tests.mosquitto import Mosquitto  # noqa: E402
 
 RTSP_SERVER = REPO / "tests" / "edge" / "rtsp_server.py"
 SYSTEM_PYTHON = "/usr/bin/python3"

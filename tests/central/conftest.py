@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,8 +15,8 @@ from revisit.central.cluster import Clusterer, ClusterSettings
 from revisit.central.store import CropStore, Store
 from revisit.central.vectors import Vectors
 from revisit.shared.schema import Observation, QualityFields
+from tests.mosquitto import MOSQUITTO, Mosquitto
 
-MOSQUITTO = "/usr/sbin/mosquitto"
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 REC = "test_rec@000000000000"
 DIM = 64
@@ -141,55 +138,11 @@ def make_clusterer(tmp_path):
 # --- Mosquitto --------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Mosquitto:
-    def __init__(self, directory: Path):
-        self.dir = directory
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        conf = self.dir / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} 127.0.0.1", "allow_anonymous true", "max_queued_messages 100000",
-            "persistence true", f"persistence_location {self.dir}/",
-        ]  # fmt: skip
-        if os.geteuid() == 0:
-            lines.append("user root")  # keep root: the test's temporary directory is root's
-        conf.write_text("\n".join(lines) + "\n")
-        self.log = open(self.dir / "mosquitto.log", "ab")  # noqa: SIM115  (open while mosquitto runs)
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not start: {(self.dir / 'mosquitto.log').read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.log.close()
-
-
 @pytest.fixture
 def mosquitto(tmp_path) -> Iterator[Mosquitto]:
     if not Path(MOSQUITTO).is_file() and not shutil.which("mosquitto"):
         pytest.skip("mosquitto not installed (Debian: apt-get install -y mosquitto)")
-    directory = tmp_path / "mosquitto"
-    directory.mkdir()
-    broker = Mosquitto(directory)
-    broker.start()
+    broker = Mosquitto(tmp_path / "mosquitto").start()
     yield broker
     broker.stop()
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from revisit.central.web import create_app
-from tests.central.conftest import free_port
 from tests.central.webapp import PASSWORD, USER, day_time, feed, open_service, photo_faces, seed, web_config
+from tests.mosquitto import free_port
 
 pytestmark = [pytest.mark.models, pytest.mark.facedata, pytest.mark.slow]
 

@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.central.conftest import free_port
 from tests.central.kiosk_support import bad_files, dev_people, kiosk_app, upload_and_wait, y4m
 from tests.central.webapp import PASSWORD, USER
+from tests.mosquitto import free_port
 
 pytestmark = [pytest.mark.models, pytest.mark.facedata, pytest.mark.slow]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.edge.mosquitto import MOSQUITTO, free_port, wait_port
+from tests.mosquitto import MOSQUITTO, free_port, wait_port
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "deploy" / "mosquitto" / "mosquitto.conf"

@@ -11,7 +11,7 @@ import pytest
 
 from revisit.cli import main
 from tests.deploy.broker import SecureBroker
-from tests.edge.mosquitto import MOSQUITTO
+from tests.mosquitto import MOSQUITTO
 
 DEVICES = ("s1/d1", "s1/d2", "s2/d1", "s1/gone")  # s1/gone is revoked before the broker starts
 

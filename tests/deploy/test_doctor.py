@@ -14,7 +14,7 @@ from revisit.cli import main
 from revisit.edge.config import load
 from revisit.edge.doctor import Check, diagnose, render
 from tests.deploy.conftest import PKI
-from tests.edge.mosquitto import free_port
+from tests.mosquitto import free_port
 
 
 @pytest.fixture(scope="module")

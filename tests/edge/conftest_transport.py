@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from revisit.shared.schema import Observation
-from tests.edge.mosquitto import MOSQUITTO, Mosquitto, Subscriber
+from tests.mosquitto import MOSQUITTO, Mosquitto, Subscriber
 
 __all__ = ["fake_observation", "mosquitto", "mqtt_subscriber"]
 

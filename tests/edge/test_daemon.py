@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from revisit.edge.config import EdgeConfig
 from revisit.shared.schema import DeviceStatus, Observation, decode
-from tests.edge.mosquitto import free_port
+from tests.mosquitto import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 REVISIT = Path(sys.executable).with_name("revisit")

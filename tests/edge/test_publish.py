@@ -18,7 +18,7 @@ from revisit.edge.publish import Publisher
 from revisit.edge.spool import Spool
 from revisit.shared.schema import DeviceStatus, decode, faces_topic, status_topic
 from tests.edge.conftest_transport import fake_observation
-from tests.edge.mosquitto import Subscriber, free_port
+from tests.mosquitto import Subscriber, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SITE, DEVICE = "s1", "d1"
@@ -262,7 +262,7 @@ def pki(tmp_path) -> Path:
 
 
 def test_mutual_tls_and_password(pki, tmp_path):
-    from tests.edge.mosquitto import MOSQUITTO, Mosquitto
+    from tests.mosquitto import MOSQUITTO, Mosquitto
 
     if not MOSQUITTO.is_file():
         pytest.skip("mosquitto not installed")
