@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.set_defaults(func=func)
 
     add("run", "run the service (ingest, pages, API, kiosk) until SIGINT/SIGTERM", run)
+    central.choices["run"].add_argument("--models", metavar="DIR", help="the kiosk's models (default: $REVISIT_MODELS)")
     add("recluster", "rebuild visitors from every stored embedding, keeping manual edits (service stopped)", recluster)
     add("retention", "delete crops and sightings past their TTLs now (service stopped)", retention)
     q = central.add_parser("passwd", help="read a password twice and print its argon2 hash for admin.password_hash")
@@ -47,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
     from revisit.central.web import create_app
 
     config = load_config(args)
+    if args.models:
+        engine = config.engine.model_copy(update={"models_dir": Path(args.models)})
+        config = config.model_copy(update={"engine": engine})
     service = CentralService(config)
     # uvicorn handles SIGINT/SIGTERM itself and then re-raises them; ours only has to outlive it so that
     # service.stop() runs in `finally` (the default SIGTERM handler would end the process first).

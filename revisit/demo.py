@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     source = str(video) if str(video).startswith("rtsp://") else str(Path(video).resolve())
     if not source.startswith("rtsp://") and not Path(source).is_file():
         raise ConfigError(f"--video {video}: no such file")
+    if args.models:  # the edge gets --models; the kiosk's engine in this process reads the variable
+        os.environ["REVISIT_MODELS"] = str(Path(args.models).resolve())
     data = args.data.resolve()
     if args.fresh and data.exists():
         shutil.rmtree(data)
