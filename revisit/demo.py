@@ -15,11 +15,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from revisit.shared.errors import ConfigError
 
-DEFAULT_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "facedata" / "dev" / "videos"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DEFAULT_VIDEOS = SHARED / "facedata" / "dev" / "videos"
 PREFERRED_VIDEO = "simplefr_Video_2.mp4"
 
 
@@ -73,8 +75,16 @@ def run(args: argparse.Namespace) -> int:
     source = str(video) if str(video).startswith("rtsp://") else str(Path(video).resolve())
     if not source.startswith("rtsp://") and not Path(source).is_file():
         raise ConfigError(f"--video {video}: no such file")
+    from revisit.models import store
+    from revisit.models.manifest import Manifest
+
+    if not args.models and not os.environ.get(store.ENV_VAR) and (SHARED / "models").is_dir():
+        args.models = SHARED / "models"
     if args.models:  # the edge gets --models; the kiosk's engine in this process reads the variable
-        os.environ["REVISIT_MODELS"] = str(Path(args.models).resolve())
+        os.environ[store.ENV_VAR] = str(Path(args.models).resolve())
+    manifest = Manifest.load()
+    for role in ("detector", "recognizer"):  # fail now, not in the edge's log
+        store.resolve(manifest.default(role))
     data = args.data.resolve()
     if args.fresh and data.exists():
         shutil.rmtree(data)
@@ -103,21 +113,31 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: None)  # uvicorn handles them; we only need to reach `finally`
     service.start()
     edge: subprocess.Popen | None = None
+    edge_failed: list[int] = []
     try:
         app = create_app(service, live_urls=central.web.live_urls)
         command = [sys.executable, "-m", "revisit.cli", "edge", "run", "--config", str(edge_toml)]
         if args.models:
             command += ["--models", str(args.models)]
         edge = subprocess.Popen(command)
+        server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=args.port, log_config=None, server_header=False)
+        )
+
+        def watch_edge(proc: subprocess.Popen = edge) -> None:
+            code = proc.wait()
+            if not server.should_exit:
+                edge_failed.append(code)
+                print(f"revisit demo: the edge daemon exited with code {code}; stopping", file=sys.stderr, flush=True)
+                server.should_exit = True
+
+        threading.Thread(target=watch_edge, name="edge-watch", daemon=True).start()
         print(
             f"\nRevisit demo\n  pages:  http://127.0.0.1:{args.port}/   login: {central.admin.username} / {password}\n"
             f"  camera: {video} (looping) -> edge daemon -> MQTT 127.0.0.1:{mqtt_port} -> central\n"
             f"  edge live view: http://127.0.0.1:{live_port}/   event kiosk: http://127.0.0.1:{args.port}/kiosk\n"
             f"  data:   {data}   (Ctrl-C stops)\n",
             flush=True,
-        )
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=args.port, log_config=None, server_header=False)
         )
         server.run()
     finally:
@@ -128,4 +148,4 @@ def run(args: argparse.Namespace) -> int:
             except subprocess.TimeoutExpired:
                 edge.kill()
         service.stop()
-    return 0
+    return 1 if edge_failed else 0

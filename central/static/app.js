@@ -20,7 +20,8 @@ function el(tag, attrs = {}, children = []) {
 }
 
 function crop(s) {
-  const when = new Date(s.best_ts).toLocaleTimeString();
+  // The server renders HH:MM:SS (24 h); match it.
+  const when = new Date(s.best_ts).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false});
   const name = s.visitor_label || "Visitor " + s.visitor_id.replaceAll("-", "").slice(0, 8);
   const href = "/visitors/" + s.visitor_id;
   const image = s.crop_url
