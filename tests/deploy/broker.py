@@ -21,7 +21,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.mosquitto import MOSQUITTO, free_port, wait_port
+from tests.mosquitto import Mosquitto, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
@@ -38,7 +38,9 @@ def production_config(directory: Path, port: int) -> str:
     return text + f"\nuser {pwd.getpwuid(os.geteuid()).pw_name}\n"
 
 
-class SecureBroker:
+class SecureBroker(Mosquitto):
+    """Mosquitto with the shipped production configuration (TLS, ACL, CRL); start/stop as the test broker."""
+
     def __init__(self, directory: Path, ca_dir: Path, server_dir: Path):
         self.dir = Path(directory)
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
@@ -57,31 +59,11 @@ class SecureBroker:
         """Copy the CA's current CRL where the broker reads it (what an operator does after a revocation)."""
         shutil.copyfile(self.ca_dir / "crl.pem", self.dir / "crl.pem")
 
-    def start(self) -> SecureBroker:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([str(MOSQUITTO), "-c", str(self.config)], stdout=out, stderr=out)
-        try:
-            wait_port(self.port)
-        except TimeoutError:
-            self.stop()
-            raise RuntimeError(f"mosquitto did not start: {self.log.read_text()[-2000:]}") from None
-        return self
-
     def reload(self) -> None:
         """SIGHUP, as `systemctl reload mosquitto`: re-reads the ACL and the TLS files (CRL included)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGHUP)
         time.sleep(0.3)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
 
 
 class Client:
