@@ -40,9 +40,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from revisit.central.events import KioskConfig
-from revisit.edge.config import Ident, TLSConfig
 from revisit.shared.assign import DEFAULT_THRESHOLD
-from revisit.shared.config import EngineConfig, Strict, load_toml
+from revisit.shared.config import BrokerConnection, EngineConfig, Ident, Strict, load_toml
 
 DEFAULT_SECRET = "change-me"
 # The match threshold is shared.assign.DEFAULT_THRESHOLD (its docstring has the measurements).
@@ -57,19 +56,12 @@ class EmbeddedBrokerConfig(Strict):
     password: SecretStr | None = None
 
 
-class BrokerConfig(Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    username: str | None = None
-    password: SecretStr | None = None
-    tls: TLSConfig | None = None
-    keepalive_s: int = Field(30, ge=5, le=3600)
+class BrokerConfig(BrokerConnection):
     client_id: str = Field(
         "revisit-central", min_length=1, max_length=64,
         description="stable: the broker keeps this persistent session; give each worker its own",
     )  # fmt: skip
     shared_group: Ident | None = Field(None, description="subscribe as $share/<group>/... so workers split the load")
-    max_inflight: int = Field(20, ge=1, le=1000)
 
 
 class QdrantConfig(Strict):

@@ -30,38 +30,25 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, field_validator
 
-from revisit.shared.config import DetectorSettings, EngineConfig, Strict, load_toml
+from revisit.shared.config import (  # noqa: F401  (Ident, TLSConfig: part of this module's interface)
+    BrokerConnection,
+    DetectorSettings,
+    EngineConfig,
+    Ident,
+    Strict,
+    TLSConfig,
+    load_toml,
+)
 
-Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 Point = tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]]
 Polygon = Annotated[list[Point], Field(min_length=3)]
 
 
-class TLSConfig(Strict):
-    ca: Path = Field(description="CA certificate that signed the broker's certificate")
-    cert: Path | None = Field(None, description="this device's client certificate (mutual TLS)")
-    key: Path | None = Field(None, description="this device's private key")
-    insecure_skip_verify: bool = Field(False, description="never in production: accept any broker certificate")
-
-    @model_validator(mode="after")
-    def _pair(self) -> TLSConfig:
-        if (self.cert is None) != (self.key is None):
-            raise ValueError("tls.cert and tls.key go together")
-        return self
-
-
-class BrokerConfig(Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    username: str | None = None
-    password: SecretStr | None = None
-    tls: TLSConfig | None = None
-    keepalive_s: int = Field(30, ge=5, le=3600)
+class BrokerConfig(BrokerConnection):
     client_id: str | None = Field(None, description="default: revisit-edge-<site>-<device>")
     heartbeat_s: float = Field(30, ge=1, le=3600, description="status heartbeat period")
-    max_inflight: int = Field(20, ge=1, le=1000, description="observations sent and not yet acknowledged")
     protocol: Literal["3.1.1", "5"] = Field("3.1.1", description="MQTT version (amqtt speaks only 3.1.1)")
     reconnect_max_s: int = Field(30, ge=1, le=600, description="cap of the exponential reconnect backoff")
 

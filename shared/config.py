@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from revisit.models.manifest import CustomModel
 from revisit.shared.backends import AnyBackendConfig
@@ -15,6 +16,35 @@ from revisit.shared.errors import ConfigError
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# Site, device, camera ids: they become MQTT topic levels, certificate names and file-safe labels.
+Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+
+
+class TLSConfig(Strict):
+    ca: Path = Field(description="CA certificate that signed the broker's certificate")
+    cert: Path | None = Field(None, description="this client's certificate (mutual TLS)")
+    key: Path | None = Field(None, description="this client's private key")
+    insecure_skip_verify: bool = Field(False, description="never in production: accept any broker certificate")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TLSConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls.cert and tls.key go together")
+        return self
+
+
+class BrokerConnection(Strict):
+    """How an MQTT client (an edge daemon, a central worker) reaches the broker."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TLSConfig | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    max_inflight: int = Field(20, ge=1, le=1000, description="messages in flight and not yet acknowledged")
 
 
 class DetectorSettings(Strict):
