@@ -328,7 +328,7 @@ def test_live_view_is_relayed_from_the_edge(seeded, edge_live):
     from fastapi.testclient import TestClient
 
     from revisit.central.web import create_app
-    from tests.central.conftest import free_port
+    from tests.mosquitto import free_port
 
     _, service, _ = seeded
     server, frame = edge_live
