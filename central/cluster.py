@@ -224,6 +224,7 @@ class Clusterer:
                         select(Sighting).where(Sighting.observation_id == uuid.UUID(obs.observation_id))
                     ).first()
                     if found is not None:
+                        self._resync(s, found, obs, vec)
                         return Assignment(found.id, found.visitor_id, found.visit_id, False, True, 1.0)
                     site = ensure_site(s, obs.site)
                     device = ensure_device(s, site, obs.device)
@@ -270,6 +271,16 @@ class Clusterer:
             )
             self.vectors.upsert_prototypes(rec, [(result.visitor_id, proto_vec, site_name)])
             return result
+
+    def _resync(self, s: Session, found: Sighting, obs: Observation, vec: np.ndarray) -> None:
+        """A redelivered observation: push its stored state to Qdrant again. A Qdrant failure after the database
+        commit leaves the index stale; the redelivery (or the ingest retry) mends it. Both upserts are idempotent."""
+        site, visitor = s.get(Site, found.site_id), s.get(Visitor, found.visitor_id)
+        if site is None or visitor is None:
+            return
+        rec = obs.recognizer_id
+        self.vectors.upsert_sightings(rec, [SightingPoint(found.id, vec, visitor.id, site.name, obs.best_ts)])
+        self.vectors.upsert_prototypes(rec, [(visitor.id, _proto(visitor, obs.embedding_dim).vector, site.name)])
 
     def _pick(
         self, s: Session, obs: Observation, vec: np.ndarray, site: Site, forbidden: set[uuid.UUID]

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, PendingRollbackError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
 from revisit.central.cluster import Clusterer
 from revisit.central.store import Store, ensure_device, ensure_site, from_epoch, utcnow
@@ -46,6 +47,10 @@ log = logging.getLogger(__name__)
 FACES_FILTER = f"{TOPIC_ROOT}/+/+/faces"
 STATUS_FILTER = f"{TOPIC_ROOT}/+/+/status"
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
+# Failures that pass: the database or Qdrant away, a pool exhausted, a dropped connection.
+TRANSIENT = (DBAPIError, SQLAlchemyTimeoutError, DisconnectionError, PendingRollbackError, OSError)
+# While the store is down, a message is retried this often (capped); it is never acknowledged before it is stored.
+STORE_RETRY_MAX_S = 30.0
 
 
 def known_recognizers(extra: dict[str, int] | None = None) -> dict[str, int]:
@@ -174,7 +179,7 @@ class Ingestor:
         for attempt in range(len(self.retry_delays) + 1):
             try:
                 return work()
-            except (DBAPIError, OSError, ResponseHandlingException, UnexpectedResponse) as exc:
+            except (*TRANSIENT, ResponseHandlingException, UnexpectedResponse) as exc:
                 if attempt == len(self.retry_delays):
                     log.error("store failed on %s after %d attempts, left for redelivery: %s", topic, attempt + 1, exc)
                     return None
@@ -281,5 +286,13 @@ class MqttIngest:
         except UnicodeDecodeError:  # brokers should refuse these; never let one stop the network thread
             topic = "<topic is not UTF-8>"
         outcome = self.ingestor.handle(topic, msg.payload)
+        delay = 1.0
+        # The store is down: keep the message (and, by blocking, the ones behind it) until it is stored. Giving up
+        # would leave it unacknowledged with nothing to trigger a redelivery, and a stalled in-flight window.
+        while not outcome.ack and not self._stopping:
+            log.warning("store unavailable; retrying the message on %s in %.0f s", topic[:200], delay)
+            time.sleep(delay)
+            delay = min(delay * 2, STORE_RETRY_MAX_S)
+            outcome = self.ingestor.handle(topic, msg.payload)
         if outcome.ack:
             client.ack(msg.mid, msg.qos)

@@ -46,6 +46,8 @@ NORM_TOLERANCE = 1e-3
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 Unit = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+# UTC seconds from 1970 to 2100: a broken clock's year 33658 is rejected here, not deep in the store.
+Timestamp = Annotated[float, Field(ge=0, le=4_102_444_800, allow_inf_nan=False)]
 _IDENT = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
@@ -98,9 +100,9 @@ class Observation(BaseModel):
     device: Ident
     camera: Ident
     track_id: int = Field(ge=0, lt=2**63)
-    first_ts: Finite
-    last_ts: Finite
-    best_ts: Finite
+    first_ts: Timestamp
+    last_ts: Timestamp
+    best_ts: Timestamp
     recognizer_id: str = Field(min_length=1, max_length=128)
     embedding: bytes
     embedding_dim: int = Field(gt=0, le=MAX_EMBEDDING_DIM)
@@ -155,7 +157,7 @@ class DeviceStatus(BaseModel):
     site: Ident
     device: Ident
     state: Literal["online", "offline"]
-    ts: Finite
+    ts: Timestamp
     version: str = Field("", max_length=64)
     stats: dict[Annotated[str, Field(max_length=64)], Finite] = Field(default_factory=dict, max_length=256)
 

@@ -256,3 +256,19 @@ def test_stale_prototype_in_the_index_is_dropped(make_clusterer):
     c.vectors.upsert_prototypes(REC, [(ghost, face, "s1")])
     a = c.ingest(make_obs(face))
     assert a.created and a.visitor_id != ghost and c.vectors.count(REC) == 1
+
+
+def test_redelivery_mends_an_index_left_stale_by_a_qdrant_failure(make_clusterer):
+    # The database committed but Qdrant missed the update (it failed after the commit): the redelivered
+    # observation is a duplicate for the database and pushes its stored state to Qdrant again.
+    c = make_clusterer()
+    obs = make_obs(people(1)[0])
+    first = c.ingest(obs)
+    c.vectors.delete_prototypes(REC, [first.visitor_id])
+    c.vectors.delete_sightings(REC, [first.sighting_id])
+    assert c.vectors.count(REC) == 0
+    again = c.ingest(obs)
+    assert again.duplicate and again.visitor_id == first.visitor_id
+    assert c.vectors.count(REC) == 1 and c.vectors.count(REC, "sightings") == 1
+    # and the person is found again instead of becoming a new visitor
+    assert c.ingest(make_obs(near(people(1)[0], seed=5), ts=1_800_000_100.0)).visitor_id == first.visitor_id

@@ -268,3 +268,27 @@ def test_sigkill_mid_ingest_loses_nothing(tmp_path, mosquitto):
     assert vectors.count(REC, "sightings") == total + len(extra) and vectors.count(REC) == 40
     vectors.close()
     assert proc.returncode == 0, log.read_text()[-3000:]
+
+
+def test_transient_store_errors_are_retried_not_acknowledged(make_clusterer):
+    # A pool timeout is not a bug: it is retried, and only a lasting failure leaves the message unacknowledged.
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    c = make_clusterer()
+    failures = {"left": 2}
+    real = c.ingest
+
+    def flaky(obs, *a, **kw):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise PoolTimeout("QueuePool limit reached")
+        return real(obs, *a, **kw)
+
+    c.ingest = flaky
+    ingestor = Ingestor(c, c.store, {REC: DIM}, retry_delays=(0.01, 0.01))
+    obs = make_obs(people(1)[0])
+    outcome = ingestor.handle(faces_topic("s1", "d1"), encode(obs))
+    assert outcome.kind == "stored" and outcome.ack
+    failures["left"] = 5
+    outcome = ingestor.handle(faces_topic("s1", "d1"), encode(make_obs(people(2)[1])))
+    assert outcome.kind == "error" and not outcome.ack

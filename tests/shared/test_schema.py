@@ -57,6 +57,8 @@ def test_status_round_trip():
         ({"site": "../etc"}, "invalid", "site"),
         ({"observation_id": "not-a-uuid"}, "invalid", "observation_id"),
         ({"best_ts": 2000.0}, "invalid", "first_ts <= best_ts"),
+        ({"first_ts": 1e12, "best_ts": 1e12, "last_ts": 1e12}, "invalid", "first_ts"),  # a broken clock
+        ({"first_ts": -5.0}, "invalid", "first_ts"),
         ({"crop_jpeg": b"GIF89a"}, "invalid", "not a JPEG"),
         ({"crop_jpeg": b"\xff\xd8" + b"\0" * MAX_CROP_BYTES}, "invalid", "crop_jpeg"),
         ({"track_id": "seven"}, "invalid", "track_id"),
