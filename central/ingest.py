@@ -219,6 +219,7 @@ class MqttIngest:
         self.connected = threading.Event()
         self.subscribed = threading.Event()
         self._stopping = False
+        self._stop_event = threading.Event()  # wakes a store retry at shutdown
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -257,6 +258,7 @@ class MqttIngest:
 
     def stop(self) -> None:
         self._stopping = True
+        self._stop_event.set()
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -291,7 +293,7 @@ class MqttIngest:
         # would leave it unacknowledged with nothing to trigger a redelivery, and a stalled in-flight window.
         while not outcome.ack and not self._stopping:
             log.warning("store unavailable; retrying the message on %s in %.0f s", topic[:200], delay)
-            time.sleep(delay)
+            self._stop_event.wait(delay)
             delay = min(delay * 2, STORE_RETRY_MAX_S)
             outcome = self.ingestor.handle(topic, msg.payload)
         if outcome.ack:
