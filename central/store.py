@@ -153,26 +153,26 @@ class Visit(SQLModel, table=True):
 LinkReason = Literal["co_track", "not_this_person", "split", "merge"]
 
 
-class CannotLink(SQLModel, table=True):
+class SightingPair(SQLModel):
+    """Columns of a constraint between two sightings, stored as an ordered pair (see `pair`)."""
+
+    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
+    a_id: uuid.UUID = Field(foreign_key="sighting.id", index=True, ondelete="CASCADE")
+    b_id: uuid.UUID = Field(foreign_key="sighting.id", index=True, ondelete="CASCADE")
+    reason: str = Field(max_length=32)
+    created_at: datetime = _time(default_factory=utcnow)
+
+
+class CannotLink(SightingPair, table=True):
     """Two sightings of different people: same-frame tracks, "not this person", split."""
 
     __table_args__ = (UniqueConstraint("a_id", "b_id"),)
-    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
-    a_id: uuid.UUID = Field(foreign_key="sighting.id", index=True, ondelete="CASCADE")
-    b_id: uuid.UUID = Field(foreign_key="sighting.id", index=True, ondelete="CASCADE")
-    reason: str = Field(max_length=32)
-    created_at: datetime = _time(default_factory=utcnow)
 
 
-class MustLink(SQLModel, table=True):
+class MustLink(SightingPair, table=True):
     """Two sightings a person said are the same visitor (merge, split); `recluster` keeps them together."""
 
     __table_args__ = (UniqueConstraint("a_id", "b_id"),)
-    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
-    a_id: uuid.UUID = Field(foreign_key="sighting.id", index=True, ondelete="CASCADE")
-    b_id: uuid.UUID = Field(foreign_key="sighting.id", index=True, ondelete="CASCADE")
-    reason: str = Field(max_length=32)
-    created_at: datetime = _time(default_factory=utcnow)
 
 
 class AuditLog(SQLModel, table=True):
