@@ -267,15 +267,28 @@ ACCESS: dict[str, str] = {
 }
 
 
-def route_keys(route: Any) -> list[str]:
+def route_keys(route: Any, prefix: str = "") -> list[str]:
     """The ACCESS keys of a route ("GET /path" for each method; HEAD is checked as GET)."""
     methods = sorted(m for m in (getattr(route, "methods", None) or ()) if m != "HEAD") or ["GET"]
-    return [f"{m} {route.path}" for m in methods]
+    return [f"{m} {prefix}{route.path}" for m in methods]
+
+
+def app_route_keys(routes: Any, prefix: str = "") -> list[str]:
+    """Every "METHOD path" the app serves (newer FastAPI keeps included routers nested: walked here)."""
+    keys = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            more = getattr(getattr(route, "include_context", None), "prefix", "") or ""
+            keys += app_route_keys(inner.routes, prefix + more)
+        elif hasattr(route, "path"):
+            keys += route_keys(route, prefix)
+    return keys
 
 
 def unruled_routes(app: Any) -> list[str]:
     """Routes of the app without a rule in ACCESS (create_app refuses to start with any)."""
-    return [k for r in app.routes if hasattr(r, "path") for k in route_keys(r) if k not in ACCESS]
+    return [k for k in app_route_keys(app.routes) if k not in ACCESS]
 
 
 def get_service(request: Request) -> CentralService:
