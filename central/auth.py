@@ -473,6 +473,7 @@ def login(
         context = {"next": safe_next(next), "error": "Wrong user name or password."}
         return templates.TemplateResponse(request, "login.html", context, status_code=401)
     limiter.reset(key)
+    accounts.purge_sessions()  # sessions left to time out are deleted here (a used one is checked on use)
     old = request.session.get("sid")
     if isinstance(old, str):
         accounts.end_session(old)
