@@ -3,7 +3,8 @@
 Every request body except the photo uploads (multipart, limited by `kiosk.check_upload_size`) is read here first:
 over `max_bytes` (or the path's own larger limit: the kiosk's base64 selfie) it is refused with 413 before any
 handler parses it; a JSON body nested deeper than `max_depth` with 422 (Python's parser would recurse until a
-RecursionError, a 500). Refusals are counted (`BodyLimits.refused`) and logged.
+RecursionError, a 500). Refusals are logged and counted by reason in the `refused` Counter given (the app's
+`state.body_refusals`, exported as `revisit_central_http_refused` on /metrics).
 """
 
 from __future__ import annotations
@@ -59,13 +60,14 @@ class BodyLimits:
     """Pure ASGI: buffers bounded request bodies, refuses big (413) and deeply nested JSON (422)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int = 1024 * 1024, max_depth: int = 32,
-                 exempt: Iterable[str] = (), larger: Mapping[str, int] | None = None):  # fmt: skip
+                 exempt: Iterable[str] = (), larger: Mapping[str, int] | None = None,
+                 refused: Counter[str] | None = None):  # fmt: skip
         self.app = app
         self.max_bytes = max_bytes
         self.max_depth = max_depth
         self.exempt = [re.compile(p) for p in exempt]
         self.larger = dict(larger or {})
-        self.refused: Counter[str] = Counter()
+        self.refused: Counter[str] = refused if refused is not None else Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -93,9 +94,10 @@ def create_app(service: CentralService, *, live_urls: Mapping[str, str] | None =
         same_site="lax",
         https_only=cfg.production,  # the cookie gets `Secure`; it is always HttpOnly
     )
+    app.state.body_refusals = refusals = Counter()
     app.add_middleware(
         BodyLimits, max_bytes=web.max_json_bytes, max_depth=web.max_json_depth, exempt=UPLOAD_PATHS,
-        larger=LARGE_BODY_PATHS,
+        larger=LARGE_BODY_PATHS, refused=refusals,
     )  # fmt: skip
     app.add_middleware(SecurityHeaders, hsts=cfg.production)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -107,6 +109,7 @@ def create_app(service: CentralService, *, live_urls: Mapping[str, str] | None =
 
     registry = CollectorRegistry()
     registry.register(CentralCollector(service))
+    registry.register(RefusalCollector(refusals))
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> JSONResponse:
@@ -181,6 +184,19 @@ class SecurityHeaders:
             yield b"content-security-policy", CSP.encode()
         if self.hsts:
             yield b"strict-transport-security", b"max-age=31536000"
+
+
+class RefusalCollector(Collector):
+    """Request bodies refused by `bounds.BodyLimits`, by reason (size, depth)."""
+
+    def __init__(self, refused: Counter[str]):
+        self.refused = refused
+
+    def collect(self) -> Iterator[Any]:
+        family = CounterMetricFamily("revisit_central_http_refused", "request bodies refused", labels=["reason"])
+        for reason in ("size", "depth"):
+            family.add_metric([reason], self.refused.get(reason, 0))
+        yield family
 
 
 class CentralCollector(Collector):

@@ -77,7 +77,9 @@ def test_bodies_over_the_limit_are_413(client):
     assert r.status_code != 413
     huge = json.dumps({"event_code": "ZZZZ2345", "face_image": "A" * (13 * 1024 * 1024)})
     assert client.post("/api/v1/search/face", content=huge).status_code == 413
-    assert client.app.middleware_stack is not None
+    metrics = client.get("/metrics").text
+    assert 'revisit_central_http_refused_total{reason="size"}' in metrics
+    assert client.app.state.body_refusals["size"] >= 4  # counted (and logged)
 
 
 @pytest.mark.parametrize(
