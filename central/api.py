@@ -324,7 +324,7 @@ def split_visitor(service: ServiceDep, user: CurrentUser, visitor_id: uuid.UUID,
     """Move these sightings of this visitor to a new visitor; returns the new one."""
     visible_or_404(service, user, visitor_id)
     with service.session() as s:
-        owners = queries.sighting_owners(s, body.sighting_ids)
+        owners = queries.sighting_owners(s, body.sighting_ids, queries.site_ids(s, user.sites))
     if owners - {visitor_id}:
         raise HTTPException(409, "split: some sightings belong to another visitor")
     new = _cluster_call(lambda: service.clusterer.split(body.sighting_ids, actor=user.actor))

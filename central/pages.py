@@ -306,7 +306,7 @@ def split(
         return _back(f"/visitors/{visitor_id}")
     visible_or_404(service, user, visitor_id)
     with service.session() as s:
-        owners = queries.sighting_owners(s, sighting_ids)
+        owners = queries.sighting_owners(s, sighting_ids, queries.site_ids(s, user.sites))
     if owners != {visitor_id}:
         flash(request, "Only this visitor's sightings can be split off here.", "error")
         return _back(f"/visitors/{visitor_id}")

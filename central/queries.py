@@ -164,10 +164,16 @@ def visitor_labels(session: Session, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID
     return {v.id: v.label for v in session.exec(select(Visitor).where(col(Visitor.id).in_(ids)))}
 
 
-def sighting_owners(session: Session, sighting_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    """The visitors the given sightings belong to (unknown ids are ignored)."""
+def sighting_owners(
+    session: Session, sighting_ids: Iterable[uuid.UUID], site_ids: set[uuid.UUID] | None = None
+) -> set[uuid.UUID]:
+    """The visitors the given sightings belong to (unknown ids are ignored); with `site_ids`, a sighting at
+    another site counts as owned by nobody visible (None is in the set)."""
     ids = list(set(sighting_ids))
-    return set(session.exec(select(Sighting.visitor_id).where(col(Sighting.id).in_(ids)))) if ids else set()
+    if not ids:
+        return set()
+    rows = session.exec(select(Sighting.visitor_id, Sighting.site_id).where(col(Sighting.id).in_(ids)))
+    return {v if site_ids is None or site in site_ids else None for v, site in rows}  # type: ignore[misc]
 
 
 def visits_of(

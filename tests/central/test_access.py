@@ -309,3 +309,30 @@ def test_users_cli(tmp_path, monkeypatch, capsys):
     assert accounts.authenticate("alice", "another long password") is not None
     assert [u.username for u in accounts.users()] == ["alice"]
     store.dispose()
+
+
+@pytest.mark.parametrize(
+    "who, shown, hidden",
+    [
+        ("A", ["/live", "/events", "/admin/users", "/admin/audit"], []),
+        ("H", ["/live", "/loyal", "/visitors", "/sites"], ["/events", "/admin/users"]),
+        ("S", ["/live", "/visitors"], ["/events", "/admin/users", "/admin/audit"]),
+        ("E", ["/events"], ["/live", "/loyal", "/visitors", "/sites", "/admin/users"]),
+    ],
+)
+def test_the_menu_shows_what_the_role_may_use(app, who, shown, hidden):
+    html = _client(app, who).get("/account").text
+    nav = html.split('<nav aria-label="Main">', 1)[1].split("</nav>", 1)[0]
+    for href in shown:
+        assert f'href="{href}"' in nav, href
+    for href in hidden:
+        assert f'href="{href}"' not in nav, href
+
+
+def test_event_staff_land_on_events_after_login(app):
+    client = TestClient(app)
+    token = csrf_from(client.get("/login").text)
+    r = client.post("/login", data={"username": "user-E", "password": PASSWORD, "csrf_token": token},
+                    follow_redirects=False)  # fmt: skip
+    assert r.headers["location"] == "/events"
+    assert client.get("/", follow_redirects=False).headers["location"] == "/events"

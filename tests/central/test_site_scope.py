@@ -115,3 +115,27 @@ def test_a_site_scoped_token(seeded):
     anon = TestClient(client.app)
     body = anon.get("/api/v1/visitors", headers={"Authorization": f"Bearer {raw}"}).json()
     assert [v["id"] for v in body["items"]] == [str(data.duplicate)]
+
+
+def test_a_visitor_seen_at_both_sites_shows_a_manager_only_their_part(tmp_path, facedata, engine):
+    with seeded_app(tmp_path, facedata, engine) as (client, service, data):
+        client.headers["X-CSRF-Token"] = login(client)
+        loyal = next(iter(data.visitors.values()))
+        assert client.post(f"/api/v1/visitors/{loyal}/merge", json={"other": str(data.duplicate)}).status_code == 200
+        client.app.state.accounts.add_user("manager-s2", PASSWORD, "site_manager", ["s2"])
+        manager = TestClient(client.app)
+        manager.headers["X-CSRF-Token"] = login(manager, "manager-s2")
+        body = manager.get(f"/api/v1/visitors/{loyal}").json()
+        assert {v["site"] for v in body["visits"]} == {"s2"} and body["sightings"]["total"] == 1
+        assert {s["site"] for s in body["sightings"]["items"]} == {"s2"}
+        with service.session() as s:
+            rows = list(s.exec(select(Sighting, Site).join(Site).where(Sighting.visitor_id == loyal)))
+        at_s1 = [x.id for x, site in rows if site.name == "s1"]
+        at_s2 = [x.id for x, site in rows if site.name == "s2"]
+        assert len(at_s1) == 4 and len(at_s2) == 1
+        r = manager.post(f"/api/v1/visitors/{loyal}/split", json={"sighting_ids": [str(at_s1[0])]})
+        assert r.status_code == 409  # not theirs to move
+        assert manager.post(f"/api/v1/sightings/{at_s1[0]}/not-this-person").status_code == 404
+        assert manager.get(f"/visitors/{loyal}").status_code == 200
+        r = manager.post(f"/api/v1/visitors/{loyal}/split", json={"sighting_ids": [str(at_s2[0])]})
+        assert r.status_code == 200 and r.json()["sighting_count"] == 1
