@@ -242,12 +242,13 @@ def _cluster_call(action: Any) -> Any:
         raise HTTPException(404 if missing else 409, str(exc)) from None
 
 
-def _visitor_out(service: Any, visitor_id: uuid.UUID) -> VisitorOut:
+def _visitor_out(service: Any, visitor_id: uuid.UUID, user: Any) -> VisitorOut:
     with service.session() as s:
         v = s.get(Visitor, visitor_id)
         if v is None:
             raise HTTPException(404, f"no visitor {visitor_id}")
-        return VisitorOut.of(v, queries.Names.load(s), queries.references(s, [v]).get(v.id))
+        names = queries.Names.load(s, queries.site_ids(s, user.sites))
+        return VisitorOut.of(v, names, queries.references(s, [v]).get(v.id))
 
 
 @router.get("/me")
@@ -270,7 +271,7 @@ def list_visitors(
     with service.session() as s:
         ids = queries.site_ids(s, user.sites)
         page = queries.list_visitors(s, q=q, sort=sort, offset=offset, limit=limit, site_ids=ids)
-        names = queries.Names.load(s)
+        names = queries.Names.load(s, queries.site_ids(s, user.sites))
     items = [VisitorOut.of(v, names, page.references.get(v.id)) for v in page.visitors]
     return Page[VisitorOut](items=items, total=page.total, offset=offset, limit=limit)
 
@@ -287,7 +288,7 @@ def get_visitor(
         d = visitor_detail(s, visitor_id, offset=offset, limit=limit, site_ids=queries.site_ids(s, user.sites))
         if d is None:
             raise HTTPException(404, f"no visitor {visitor_id}")
-        names = queries.Names.load(s)
+        names = queries.Names.load(s, queries.site_ids(s, user.sites))
         freq = visit_frequency(s, visitor_id, days=30, timezone=service.config.loyal.timezone)
     return VisitorDetailOut(
         visitor=VisitorOut.of(d.visitor, names, d.reference),
@@ -307,7 +308,7 @@ def patch_visitor(service: ServiceDep, user: CurrentUser, visitor_id: uuid.UUID,
     visible_or_404(service, user, visitor_id)
     _cluster_call(lambda: service.clusterer.update_visitor(visitor_id, label=body.label, notes=body.notes))
     audit_details(service, user.actor, visitor_id, body.label, body.notes)
-    return _visitor_out(service, visitor_id)
+    return _visitor_out(service, visitor_id, user)
 
 
 @router.post("/visitors/{visitor_id}/merge")
@@ -316,7 +317,7 @@ def merge_visitor(service: ServiceDep, user: CurrentUser, visitor_id: uuid.UUID,
     visible_or_404(service, user, visitor_id)
     visible_or_404(service, user, body.other)
     _cluster_call(lambda: service.clusterer.merge(visitor_id, body.other, actor=user.actor))
-    return _visitor_out(service, visitor_id)
+    return _visitor_out(service, visitor_id, user)
 
 
 @router.post("/visitors/{visitor_id}/split")
@@ -328,7 +329,7 @@ def split_visitor(service: ServiceDep, user: CurrentUser, visitor_id: uuid.UUID,
     if owners - {visitor_id}:
         raise HTTPException(409, "split: some sightings belong to another visitor")
     new = _cluster_call(lambda: service.clusterer.split(body.sighting_ids, actor=user.actor))
-    return _visitor_out(service, new.id)
+    return _visitor_out(service, new.id, user)
 
 
 @router.post("/sightings/{sighting_id}/not-this-person")
@@ -340,7 +341,7 @@ def not_this_person(service: ServiceDep, user: CurrentUser, sighting_id: uuid.UU
     if row is None or (scope is not None and row.site_id not in scope):
         raise HTTPException(404, f"no sighting {sighting_id}")
     new = _cluster_call(lambda: service.clusterer.not_this_person(sighting_id, actor=user.actor))
-    return _visitor_out(service, new.id)
+    return _visitor_out(service, new.id, user)
 
 
 @router.delete("/visitors/{visitor_id}")
@@ -368,7 +369,7 @@ def list_sightings(
     with service.session() as s:
         ids = queries.site_ids(s, user.sites)
         rows = latest_sightings(s, since=since, camera_id=camera_id, limit=limit, site_ids=ids)
-        names = queries.Names.load(s)
+        names = queries.Names.load(s, queries.site_ids(s, user.sites))
         labels = queries.visitor_labels(s, (r.visitor_id for r in rows))
     return [SightingOut.of(r, names, labels.get(r.visitor_id, "")) for r in rows]
 
@@ -384,7 +385,7 @@ def list_visits(
     with service.session() as s:
         ids = queries.site_ids(s, user.sites)
         rows = queries.visits_of(s, visitor_id=visitor_id, since=since, limit=limit, site_ids=ids)
-        names = queries.Names.load(s)
+        names = queries.Names.load(s, queries.site_ids(s, user.sites))
     return [VisitOut.of(v, names) for v in rows]
 
 
@@ -415,7 +416,7 @@ def loyal(
             offset=offset,
             limit=limit,
         )
-        names = queries.Names.load(s)
+        names = queries.Names.load(s, queries.site_ids(s, user.sites))
     items = [
         LoyalOut(
             visitor=VisitorOut.of(r.visitor, names, r.reference),

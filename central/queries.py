@@ -64,10 +64,11 @@ class Names:
     cameras: dict[uuid.UUID, str]
 
     @classmethod
-    def load(cls, session: Session) -> Names:
+    def load(cls, session: Session, site_ids: set[uuid.UUID] | None = None) -> Names:
+        """With `site_ids`, other sites' and their cameras' names are left out (shown as "")."""
         return cls(
-            {s.id: s.name for s in session.exec(select(Site))},
-            {c.id: c.name for c in session.exec(select(Camera))},
+            {s.id: s.name for s in session.exec(select(Site)) if site_ids is None or s.id in site_ids},
+            {c.id: c.name for c in session.exec(select(Camera)) if site_ids is None or c.site_id in site_ids},
         )
 
     def site(self, site_id: uuid.UUID | None) -> str:

@@ -128,6 +128,8 @@ def test_a_visitor_seen_at_both_sites_shows_a_manager_only_their_part(tmp_path, 
         body = manager.get(f"/api/v1/visitors/{loyal}").json()
         assert {v["site"] for v in body["visits"]} == {"s2"} and body["sightings"]["total"] == 1
         assert {s["site"] for s in body["sightings"]["items"]} == {"s2"}
+        assert body["visitor"]["site"] == ""  # first seen at s1: that name is not theirs to see
+        assert client.get(f"/api/v1/visitors/{loyal}").json()["visitor"]["site"] == "s1"
         with service.session() as s:
             rows = list(s.exec(select(Sighting, Site).join(Site).where(Sighting.visitor_id == loyal)))
         at_s1 = [x.id for x, site in rows if site.name == "s1"]
