@@ -117,7 +117,7 @@ def live(request: Request, service: ServiceDep, user: CurrentUser) -> Response:
         ids = queries.site_ids(s, user.sites)
         sites = queries.sites_overview(s, _live_urls(request), service.config.loyal.timezone, site_ids=ids)
         crops = latest_sightings(s, limit=LIVE_CROPS, site_ids=ids)
-        names = queries.Names.load(s)
+        names = queries.Names.load(s, ids)
         labels = queries.visitor_labels(s, (c.visitor_id for c in crops))
     since = crops[0].created_at.isoformat() if crops else ""
     context = {"sites": sites, "crops": crops, "names": names, "labels": labels, "since": since}
@@ -175,11 +175,11 @@ def visitors(
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
     with service.session() as s:
+        ids = queries.site_ids(s, user.sites)
         result = queries.list_visitors(
-            s, q=q, sort=sort, offset=(page - 1) * VISITORS_PAGE_SIZE, limit=VISITORS_PAGE_SIZE,
-            site_ids=queries.site_ids(s, user.sites),
-        )  # fmt: skip
-        names = queries.Names.load(s)
+            s, q=q, sort=sort, offset=(page - 1) * VISITORS_PAGE_SIZE, limit=VISITORS_PAGE_SIZE, site_ids=ids
+        )
+        names = queries.Names.load(s, ids)
     pages = max(1, -(-result.total // VISITORS_PAGE_SIZE))
     context = {
         "result": result,
