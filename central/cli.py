@@ -132,7 +132,7 @@ def users_command(args: argparse.Namespace) -> int:
     from revisit.central.store import Store
     from revisit.central.users import AccountError, Accounts
 
-    config = load_config(args)
+    config = _accounts_config(args)
     store = Store(config.database)
     store.create_all()
     accounts = Accounts(store)
@@ -168,3 +168,21 @@ def users_command(args: argparse.Namespace) -> int:
         return 1
     finally:
         store.dispose()
+
+
+def _accounts_config(args: argparse.Namespace):
+    """The configuration as `users` reads it: only the database matters, so a production file works without the
+    service's secrets in the environment (they live in the unit's environment file)."""
+    from pydantic import model_validator
+
+    from revisit.central.config import CentralConfig
+    from revisit.shared.config import load_toml
+
+    class AccountsOnly(CentralConfig):
+        @model_validator(mode="after")
+        def _production(self) -> AccountsOnly:  # the service's own start still checks them
+            return self
+
+    if not args.config:
+        return CentralConfig(data_dir=Path("revisit-data"))
+    return load_toml(args.config, AccountsOnly)

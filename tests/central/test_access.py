@@ -286,7 +286,9 @@ def test_users_cli(tmp_path, monkeypatch, capsys):
     from revisit.cli import main
 
     config = tmp_path / "central.toml"
-    config.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\nproduction = true\n')  # no secrets needed here
+    monkeypatch.delenv("REVISIT_SECRET_KEY", raising=False)
+    monkeypatch.delenv("REVISIT_ADMIN_PASSWORD", raising=False)
     monkeypatch.setenv("REVISIT_NEW_PASSWORD", "a long enough password")
     run = lambda *args: main(["central", "users", *args, "--config", str(config)])  # noqa: E731
     assert run("add", "alice", "--role", "site_manager", "--sites", "s1,s2") == 0
@@ -300,11 +302,10 @@ def test_users_cli(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("REVISIT_NEW_PASSWORD", "another long password")
     assert run("passwd", "alice") == 0
     assert run("remove", "bob") == 0 and run("remove", "bob") == 1
-    from revisit.central.config import load
     from revisit.central.store import Store
     from revisit.central.users import Accounts
 
-    store = Store(load(config).database)
+    store = Store(f"sqlite:///{tmp_path / 'data' / 'revisit.db'}")
     accounts = Accounts(store)
     assert accounts.authenticate("alice", "another long password") is not None
     assert [u.username for u in accounts.users()] == ["alice"]
