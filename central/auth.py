@@ -313,10 +313,9 @@ def _principal(request: Request) -> Principal | None:
         return request.state.principal
     accounts = get_accounts(request)
     principal = None
-    header = request.headers.get("authorization")
-    if header is not None:
-        scheme, _, value = header.partition(" ")
-        principal = accounts.token_principal(value.strip()) if scheme.lower() == "bearer" else None
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":  # other schemes (a proxy's Basic login) are not ours: ignored
+        principal = accounts.token_principal(value.strip())
         if principal is None:
             raise HTTPException(401, "invalid or revoked API token", headers={"WWW-Authenticate": "Bearer"})
     elif isinstance(sid := request.session.get("sid"), str):
