@@ -26,7 +26,7 @@ import numpy as np
 
 from revisit import __version__
 from revisit.edge.capture import CameraReader, Frame
-from revisit.edge.config import CameraConfig, EdgeConfig
+from revisit.edge.config import CameraConfig, EdgeConfig, camera_decoder
 from revisit.edge.live import LiveServer
 from revisit.edge.logfmt import event
 from revisit.edge.metrics import EdgeCollector, make_registry, render
@@ -99,7 +99,12 @@ class EdgeDaemon:
         first_id = int(time.time() * 1000)
         self.cameras: dict[str, CameraRuntime] = {}
         for cam in cameras:
-            reader = CameraReader(cam, stall_s=config.stall_s, reconnect_max_s=config.reconnect_max_s)
+            reader = CameraReader(
+                cam,
+                decoder=camera_decoder(config, cam),
+                stall_s=config.stall_s,
+                reconnect_max_s=config.reconnect_max_s,
+            )
             pipeline = CameraPipeline(cam, config, self.engine, first_track_id=first_id)
             self.cameras[cam.id] = CameraRuntime(cam, reader, pipeline)
         self.registry = make_registry(EdgeCollector(lambda: self.cameras, self.publisher, self._loop_gauges))
