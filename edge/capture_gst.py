@@ -20,6 +20,8 @@ Jetson, from the system's python3-gi (a venv with --system-site-packages).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import threading
 import time
@@ -71,6 +73,11 @@ def _import() -> Any:
     global _gst, _import_error
     if _gst is not None or _import_error is not None:
         return _gst
+    # libgstreamer links libunwind, whose _Unwind_* symbols can then serve the C++ exceptions of libraries loaded
+    # later (ONNX Runtime: a bad model or input shape crashed the process instead of raising). Measured here with
+    # cv2 imported first; libgcc_s loaded globally before GStreamer keeps the right unwinder.
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libgcc_s.so.1", mode=ctypes.RTLD_GLOBAL)
     try:
         import gi
 

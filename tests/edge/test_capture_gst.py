@@ -4,6 +4,8 @@ conversion. The reconnect/stall/sampling tests of both decoders are in test_capt
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 
 import cv2
@@ -184,3 +186,22 @@ def test_bad_pipelines_are_clear_errors(gst):
     assert "must end in an appsink" in reader.stats.last_error
     with pytest.raises(capture.OpenFailed, match="bad GStreamer pipeline"):
         capture.open_source("videotestsrc ! no_such_element ! appsink", 1.0, "gstreamer")
+
+
+def test_onnxruntime_errors_still_raise_after_gstreamer_starts(gst, tmp_path):
+    """GStreamer brings libunwind; ONNX Runtime loaded after it crashed on its first C++ exception (a corrupt model)
+    until capture_gst loads libgcc_s first. In a subprocess: the failure mode is a crash."""
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_bytes(b"this is not an onnx graph")
+    code = (
+        "import cv2\n"
+        "from revisit.edge import capture_gst\n"
+        "assert capture_gst._import() is not None\n"
+        "import onnxruntime as ort\n"
+        "try:\n"
+        f"    ort.InferenceSession({str(bogus)!r}, providers=['CPUExecutionProvider'])\n"
+        "except Exception as exc:\n"
+        "    print('raised', type(exc).__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "raised" in done.stdout, (done.returncode, done.stderr[-2000:])
