@@ -252,13 +252,27 @@ class GstSource:
         tail = Gst.parse_bin_from_description(f"videoconvert ! video/x-raw,format={FORMATS} ! appsink name=sink", True)
         for element in (src, parse, tail):
             pipeline.add(element)
-        if self.kind == "url" and self.source.startswith("rtsp"):
-            src.connect("pad-added", lambda _src, pad: self._link_to(pad, parse))
+        if self.kind == "url":  # rtspsrc / urisourcebin: a pad per stream, once the stream is described
+            src.connect("pad-added", lambda _src, pad: self._on_source_pad(pad, parse, pipeline))
         else:
             src.link(parse)
         parse.connect("pad-added", lambda _parse, pad: self._on_stream(pad, pipeline, tail))
         self._tail = tail
         return pipeline
+
+    def _on_source_pad(self, pad: Any, parse: Any, pipeline: Any) -> None:
+        """The camera's first video stream goes to parsebin; audio and other streams to a fakesink."""
+        caps = pad.get_current_caps() or pad.query_caps(None)
+        media = caps.get_structure(0).get_string("media") if caps and caps.get_size() else None
+        sink = parse.get_static_pad("sink")
+        if media in (None, "video") and not sink.is_linked():
+            pad.link(sink)
+            return
+        fake = self._Gst.ElementFactory.make("fakesink", None)
+        fake.set_property("sync", False)
+        pipeline.add(fake)
+        fake.sync_state_with_parent()
+        pad.link(fake.get_static_pad("sink"))
 
     def _link_to(self, pad: Any, element: Any) -> None:
         sink = element.get_static_pad("sink")
