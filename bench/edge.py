@@ -194,7 +194,12 @@ def phase_daemon(
                 "frame_ms_p95": pct(samples, 95),
             }
         publish_ms = list(daemon.publisher.stats.latency_ms)
+        read = sum(v["read_fps"] for v in per_cam.values()) * wall
+        analysed = sum(c.pipeline.stats.frames_analyzed - before[c.config.id][0] for c in cams)
         return {
+            "cpu_s": round(cpu1 - cpu0, 2),
+            "frames_read": round(read),
+            "frames_analysed": analysed,
             "decoder": cams[0].reader.stats.decoder,
             "cpu_pct": round(100 * (cpu1 - cpu0) / wall, 1),
             "rss_mb": rss_mb(),
@@ -400,6 +405,21 @@ def main() -> int:
                 daemon[decoder],
                 capture[decoder]["cpu_pct"],
             )
+        )
+    # CPU time per unit of work is what a loaded machine still measures fairly: the cores N cameras would need.
+    for decoder in decoders:
+        d, c = daemon[decoder], capture[decoder]
+        decode_ms = c["cpu_ms_per_frame"]
+        analyse_ms = max(0.0, 1000 * (d["cpu_s"] - decode_ms * d["frames_read"] / 1000) / max(1, d["frames_analysed"]))
+        need = (decode_ms * 25 + analyse_ms * 5) * args.cameras / 1000
+        d["projection"] = {
+            "decode_ms_per_frame": decode_ms,
+            "analyse_ms_per_frame": round(analyse_ms, 1),
+            "cores_for_all_cameras": round(need, 2),
+        }
+        print(
+            f"projection [{c['decoder']}]: {decode_ms} ms CPU to decode a frame, {analyse_ms:.1f} ms to analyse one: "
+            f"{args.cameras} cameras x (25 decoded + 5 analysed fps) need {need:.2f} cores"
         )
     if naive:
         print(table("naive (every frame, detect + embed every face)", naive))

@@ -205,19 +205,29 @@ class EdgeDaemon:
             if now >= next_status:
                 self.notifier.status(self.status_line())
                 next_status = now + STATUS_EVERY_S
-            ready: list[tuple[CameraRuntime, Frame]] = []
-            for cam in cams:
-                frame = cam.reader.get(timeout=0)
-                if frame is None:
-                    self._maybe_flush_idle(cam)
-                else:
-                    ready.append((cam, frame))
-            if len(ready) > 1 and self._batching:
-                self._process_together(ready)
-            else:
-                for cam, frame in ready:
+            busy = False
+            if self._batching:  # the frames ready now, detected together
+                ready: list[tuple[CameraRuntime, Frame]] = []
+                for cam in cams:
+                    frame = cam.reader.get(timeout=0)
+                    if frame is None:
+                        self._maybe_flush_idle(cam)
+                    else:
+                        ready.append((cam, frame))
+                busy = bool(ready)
+                if len(ready) > 1:
+                    self._process_together(ready)
+                elif ready:
+                    self._process(*ready[0])
+            else:  # each camera's newest frame, taken just before it is analysed
+                for cam in cams:
+                    frame = cam.reader.get(timeout=0)
+                    if frame is None:
+                        self._maybe_flush_idle(cam)
+                        continue
+                    busy = True
                     self._process(cam, frame)
-            if not ready:
+            if not busy:
                 self._stop.wait(0.01)  # nothing new on any camera: a short nap (cheap polling)
 
     @property
