@@ -48,6 +48,7 @@ from revisit.edge.config import CameraConfig, EdgeConfig  # noqa: E402
 from revisit.edge.daemon import EdgeDaemon  # noqa: E402
 from revisit.edge.notify import Notifier  # noqa: E402
 from revisit.edge.pipeline import NaivePipeline  # noqa: E402
+from revisit.shared.config import DetectorSettings, EngineConfig  # noqa: E402
 from revisit.shared.engine import FaceEngine  # noqa: E402
 from tests.mosquitto import Mosquitto  # noqa: E402
 
@@ -335,6 +336,7 @@ def main() -> int:
         action="append",
         help=f"video to stream, re-encoded (repeat; default: {DEFAULT_CLIP} as it is)",
     )
+    parser.add_argument("--detector", help="detector model (default: the engine's, scrfd_2.5g_kps)")
     parser.add_argument("--skip-naive", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -346,7 +348,10 @@ def main() -> int:
     if missing:
         raise SystemExit(f"video not found: {missing[0]} (set REVISIT_FACEDATA, or pass --video)")
     decoders = [d.strip() for d in args.decoders.split(",") if d.strip()]
-    engine = FaceEngine(models_dir=models)
+    engine_config = EngineConfig(
+        detector=DetectorSettings(closeup_retry=False, **({"model": args.detector} if args.detector else {}))
+    )
+    engine = FaceEngine(engine_config, models_dir=models)
     servers = [start_rtsp(videos[i % len(videos)], passthrough) for i in range(args.cameras)]
     urls = [url for _, url in servers]
     rtsp_cpu0 = sum(proc_cpu_s(p.pid) for p, _ in servers)
