@@ -240,7 +240,9 @@ _auto_logged: set[str] = set()
 
 
 def resolve_decoder(choice: str, source: str = "rtsp://") -> DecoderName:
-    """`auto` → gstreamer when PyGObject and the elements it needs exist here, else ffmpeg (logged once)."""
+    """`auto` → gstreamer where it brings something: a hardware H.264 decoder (NVDEC, VA-API) that opens here, or
+    a GStreamer pipeline source; else ffmpeg, whose software decoding costs less CPU than GStreamer's avdec
+    (README, "Edge benchmark"). Logged once per kind of source."""
     if choice in ("ffmpeg", "gstreamer"):
         return choice  # type: ignore[return-value]
     if choice != "auto":
@@ -249,6 +251,10 @@ def resolve_decoder(choice: str, source: str = "rtsp://") -> DecoderName:
 
     kind = source_kind(source)
     reason = capture_gst.unavailable(kind)
+    if reason is None and kind != "gstreamer":
+        h264 = capture_gst.decoder_for("h264")
+        if h264 is None or not h264.hardware:
+            reason = "no hardware decoder here (FFmpeg decodes in software for less CPU than GStreamer's avdec)"
     decoder: DecoderName = "ffmpeg" if reason else "gstreamer"
     if kind not in _auto_logged:
         _auto_logged.add(kind)

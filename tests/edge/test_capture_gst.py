@@ -95,17 +95,26 @@ def test_a_missing_element_is_not_usable(gst):
     assert "h264: avdec_h264 (software)" in capture_gst.describe()
 
 
-def test_auto_takes_gstreamer_where_it_can_else_ffmpeg_and_logs_once(monkeypatch, caplog):
+def test_auto_takes_gstreamer_for_hardware_decoding_else_ffmpeg_and_logs_once(monkeypatch, caplog):
     caplog.set_level(logging.INFO)
     monkeypatch.setattr(capture, "_auto_logged", set())
     monkeypatch.setattr(capture_gst, "unavailable", lambda kind: "PyGObject is not importable (test)")
     assert resolve_decoder("auto", "rtsp://cam/1") == "ffmpeg"
     assert resolve_decoder("auto", "rtsp://cam/2") == "ffmpeg"
     assert caplog.text.count("decoder auto: ffmpeg") == 1 and "PyGObject is not importable (test)" in caplog.text
+    # GStreamer is there but decodes only in software: FFmpeg costs less.
+    monkeypatch.setattr(capture, "_auto_logged", set())
     monkeypatch.setattr(capture_gst, "unavailable", lambda kind: None)
-    monkeypatch.setattr(capture_gst, "describe", lambda: "h264: avdec_h264 (software)")
+    usable = {"avdec_h264"}
+    monkeypatch.setattr(capture_gst, "element_usable", lambda name: name in usable)
+    assert resolve_decoder("auto", "rtsp://cam/1") == "ffmpeg"
+    assert "no hardware decoder here" in caplog.text
+    assert resolve_decoder("auto", "videotestsrc ! appsink") == "gstreamer"  # a pipeline: only GStreamer runs it
+    # A Jetson: NVDEC opens.
+    monkeypatch.setattr(capture, "_auto_logged", set())
+    usable.add("nvv4l2decoder")
     assert resolve_decoder("auto", "/videos/door.mp4") == "gstreamer"
-    assert "decoder auto: gstreamer for file sources (h264: avdec_h264 (software))" in caplog.text
+    assert "decoder auto: gstreamer for file sources (h264: nvv4l2decoder (hardware)" in caplog.text
     assert resolve_decoder("ffmpeg", "rtsp://x") == "ffmpeg" and resolve_decoder("gstreamer", "x") == "gstreamer"
     with pytest.raises(ValueError, match="auto, ffmpeg or gstreamer"):
         resolve_decoder("nvdec")
