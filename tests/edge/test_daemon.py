@@ -185,9 +185,10 @@ def test_in_process_daemon_flushes_and_annotates(grid_clip, models_dir, engine, 
     assert daemon.publisher.spool.stats.depth == 0
 
 
-def test_cameras_share_one_detector_call_where_the_backend_gains(videos, models_dir, mosquitto, tmp_path):
+@pytest.mark.parametrize("batch_detect", [True, False])
+def test_cameras_share_one_detector_call_where_the_backend_gains(videos, models_dir, mosquitto, tmp_path, batch_detect):
     """Three file cameras on a batch-capable YuNet whose session says batches pay (as TensorRT's does): frames
-    ready together go to the detector in one call, and the cameras' tracks still come out."""
+    ready together go to the detector in one call (unless batch_detect = false), and the tracks still come out."""
     pytest.importorskip("onnx", reason="writing the batch-capable YuNet needs the onnx package (dev extra)")
     from revisit.edge.daemon import EdgeDaemon
     from revisit.edge.notify import Notifier
@@ -205,6 +206,7 @@ def test_cameras_share_one_detector_call_where_the_backend_gains(videos, models_
             "state_dir": str(tmp_path / "state"),
             "broker": {"port": mosquitto.port},
             "live": {"enabled": False},
+            "batch_detect": batch_detect,
             "motion": {"enabled": False},  # every frame to the detector: frames of the cameras meet
             "engine": {
                 "detector": {"model": "yunet_batch"},
@@ -221,14 +223,16 @@ def test_cameras_share_one_detector_call_where_the_backend_gains(videos, models_
         deadline = time.monotonic() + 30
         cams = list(daemon.cameras.values())
         while time.monotonic() < deadline and (
-            sum(c.pipeline.stats.detections_batched for c in cams) < 6
+            sum(c.pipeline.stats.detections_batched for c in cams) < (6 if batch_detect else 0)
             or min(c.pipeline.stats.tracks_started for c in cams) < 1
+            or min(c.pipeline.stats.detector_calls for c in cams) < 10
         ):
             time.sleep(0.1)
     finally:
         daemon.request_stop()
         daemon.shutdown()
     stats = [c.pipeline.stats for c in cams]
-    assert sum(s.detections_batched for s in stats) >= 6, [s.counters() for s in stats]
+    batched = sum(s.detections_batched for s in stats)
+    assert batched >= 6 if batch_detect else batched == 0, [s.counters() for s in stats]
     assert all(s.tracks_started >= 1 for s in stats), [s.counters() for s in stats]
     assert daemon.loop_errors == 0
