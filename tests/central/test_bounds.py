@@ -131,10 +131,6 @@ def fuzz_app(tmp_path_factory, engine):
         yield ka.app
 
 
-schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402 - schemathesis brings hypothesis
-from hypothesis.errors import Unsatisfiable  # noqa: E402
-
 FUZZ_EXAMPLES = 12
 
 
@@ -144,6 +140,10 @@ def test_fuzz_api_finds_no_server_error(fuzz_app):
     """Every operation of the OpenAPI schema with generated input, valid (positive) and invalid (negative), as an
     admin token and anonymously, then schemathesis' boundary values: no answer is a 5xx. Bounded: FUZZ_EXAMPLES
     examples per operation and mode (about 25 operations: ~2,500 requests, ~1 min here)."""
+    schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the dev extra")
+    from hypothesis import HealthCheck, given, settings  # schemathesis brings hypothesis
+    from hypothesis.errors import Unsatisfiable
+
     schema = schemathesis.openapi.from_asgi("/openapi.json", fuzz_app)
     token = {"Authorization": f"Bearer {fuzz_app.state.fuzz_token}"}
     failures: list[str] = []
