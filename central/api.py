@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
@@ -20,7 +20,7 @@ from revisit.central import queries
 from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, csrf_token
 from revisit.central.bounds import BoundedTime, Offset
 from revisit.central.cluster import ClusterError
-from revisit.central.pages import audit_details, scoped_site, visible_or_404
+from revisit.central.pages import analytics_range, analytics_scope, audit_details, scoped_site, visible_or_404
 from revisit.central.store import (
     LoyalSort,
     Sighting,
@@ -48,6 +48,7 @@ class VisitorOut(BaseModel):
     last_seen: datetime
     visit_count: int
     sighting_count: int
+    status: str = "customer"  # customer, staff or excluded (staff and excluded leave loyal list and analytics)
     reference_sighting_id: uuid.UUID | None
     reference_crop_url: str | None
     url: str
@@ -64,6 +65,7 @@ class VisitorOut(BaseModel):
             last_seen=v.last_seen,
             visit_count=v.visit_count,
             sighting_count=v.sighting_count,
+            status=v.status,
             reference_sighting_id=v.reference_sighting_id,
             reference_crop_url=queries.crop_url(reference.crop_path) if reference else None,
             url=f"/visitors/{v.id}",
@@ -214,6 +216,9 @@ class Me(BaseModel):
 class VisitorPatch(BaseModel):
     label: str | None = Field(None, max_length=200)
     notes: str | None = Field(None, max_length=10_000)
+    status: Literal["customer", "staff", "excluded"] | None = Field(
+        None, description="staff and excluded visitors leave the loyal list and the analytics (reversible)"
+    )
 
 
 class MergeIn(BaseModel):
@@ -306,8 +311,11 @@ def get_visitor(
 @router.patch("/visitors/{visitor_id}")
 def patch_visitor(service: ServiceDep, user: CurrentUser, visitor_id: uuid.UUID, body: VisitorPatch) -> VisitorOut:
     visible_or_404(service, user, visitor_id)
-    _cluster_call(lambda: service.clusterer.update_visitor(visitor_id, label=body.label, notes=body.notes))
-    audit_details(service, user.actor, visitor_id, body.label, body.notes)
+    if body.label is not None or body.notes is not None:
+        _cluster_call(lambda: service.clusterer.update_visitor(visitor_id, label=body.label, notes=body.notes))
+        audit_details(service, user.actor, visitor_id, body.label, body.notes)
+    if body.status is not None:
+        _cluster_call(lambda: service.clusterer.set_status([visitor_id], body.status, actor=user.actor))
     return _visitor_out(service, visitor_id, user)
 
 
@@ -490,3 +498,62 @@ def _device_out(d: queries.DeviceRow) -> DeviceOut:
         stats=dict(dev.stats or {}),
         cameras=cameras,
     )
+
+
+# --- analytics -------------------------------------------------------------------------------------------------
+
+
+class DayOut(BaseModel):
+    day: date
+    visitors: int
+    new: int
+    returning: int
+    visits: int
+
+
+class WeekReturnOut(BaseModel):
+    week: date
+    new: int
+    returned: int
+    rate: float | None
+    complete: bool = Field(description="false while the 30 days after the week's end have not all passed")
+
+
+class AnalyticsOut(BaseModel):
+    first: date
+    last: date
+    site: str | None
+    timezone: str
+    visits: int
+    unique_visitors: int
+    new_visitors: int
+    median_dwell_s: float | None
+    return_rate: float | None = Field(description="returned / new over the complete weeks")
+    days: list[DayOut]
+    frequency: dict[str, int] = Field(description="visits in the range per visitor (1, 2, 3-5, 6+) -> visitors")
+    arrivals: list[list[int]] = Field(description="[weekday Mon..Sun][hour 0..23] -> visits started")
+    weeks: list[WeekReturnOut]
+
+
+@router.get("/analytics")
+def get_analytics(
+    service: ServiceDep,
+    user: CurrentUser,
+    start: Annotated[date | None, Query(description="first local day (default: 27 days before end)")] = None,
+    end: Annotated[date | None, Query(description="last local day, included (default: today)")] = None,
+    site: Annotated[str, Query(max_length=64, description="one site; empty: all (a site manager's: theirs)")] = "",
+) -> AnalyticsOut:
+    """The Analytics page's figures: customers only (staff and excluded visitors are left out)."""
+    tz = service.config.loyal.timezone
+    first, last = analytics_range(start, end, tz)
+    with service.session() as s:
+        ids = analytics_scope(s, user, site)
+        a = queries.analytics(s, first, last, timezone=tz, site_ids=ids)
+    return AnalyticsOut(
+        first=a.first, last=a.last, site=site or None, timezone=a.zone, visits=a.visits,
+        unique_visitors=a.visitors, new_visitors=a.new_visitors, median_dwell_s=a.median_dwell_s,
+        return_rate=a.return_rate, days=[DayOut(**d.__dict__) for d in a.days], frequency=a.frequency,
+        arrivals=a.heatmap,
+        weeks=[WeekReturnOut(week=w.week, new=w.new, returned=w.returned, rate=w.rate, complete=w.complete)
+               for w in a.weeks],
+    )  # fmt: skip

@@ -36,6 +36,7 @@ from sqlalchemy import delete, or_, update
 from sqlmodel import Session, col, func, select
 
 from revisit.central.store import (
+    VISITOR_STATUSES,
     AuditLog,
     CannotLink,
     CropStore,
@@ -430,6 +431,23 @@ class Clusterer:
                 visitor.notes = notes[:10_000]
             return visitor
 
+    def set_status(self, visitor_ids: list[uuid.UUID], status: str, actor: str = "") -> int:
+        """Mark visitors as customer, staff or excluded (reversible; audit-logged per visitor). Their sightings
+        still attach to them; queries leave staff and excluded visitors out. Returns how many changed."""
+        if status not in VISITOR_STATUSES:
+            raise ClusterError(f"unknown visitor status {status!r} (one of {', '.join(VISITOR_STATUSES)})")
+        changed = 0
+        with self.lock, self.store.begin() as s:
+            for visitor_id in dict.fromkeys(visitor_ids):
+                visitor = self._get(s, visitor_id)
+                if visitor.status == status:
+                    continue
+                details = {"from": visitor.status, "to": status}
+                visitor.status = status
+                s.add(AuditLog(actor=actor, action="status", visitor_id=visitor.id, details=details))
+                changed += 1
+        return changed
+
     def merge(self, visitor_a: uuid.UUID, visitor_b: uuid.UUID, actor: str = "") -> Visitor:
         """Merge visitor_b into visitor_a (a keeps its id; an empty label or notes is taken from b)."""
         if visitor_a == visitor_b:
@@ -578,7 +596,7 @@ class Clusterer:
             s.exec(delete(Sighting).where(col(Sighting.id).in_(chunk)))
 
     def _new_visitor_for(self, s: Session, old: Visitor, rows: list[Sighting]) -> Visitor:
-        new = Visitor(recognizer_id=old.recognizer_id, site_id=rows[0].site_id,
+        new = Visitor(recognizer_id=old.recognizer_id, site_id=rows[0].site_id, status=old.status,
                       first_seen=min(r.first_ts for r in rows), last_seen=max(r.last_ts for r in rows))  # fmt: skip
         s.add(new)
         s.flush()
@@ -695,7 +713,12 @@ class Clusterer:
             first_row.setdefault(c, i)
         for cluster, i in first_row.items():
             if cluster not in owner:
-                visitor = Visitor(recognizer_id=rec, site_id=rows[i][2], first_seen=utcnow(), last_seen=utcnow())
+                # a new cluster keeps the staff/excluded mark of the old visitor most of its sightings came from
+                origin = next((old for (c, old), _ in overlap.most_common() if c == cluster), None)
+                status = old_visitors[origin].status if origin in old_visitors else "customer"
+                visitor = Visitor(
+                    recognizer_id=rec, site_id=rows[i][2], first_seen=utcnow(), last_seen=utcnow(), status=status
+                )
                 s.add(visitor)
                 owner[cluster] = visitor
         s.flush()

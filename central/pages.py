@@ -5,6 +5,9 @@
     /visitors                     every visitor, searchable; merge selected
     /visitors/{id}                timeline, crops, frequency chart, label/notes, merge, split, not this person, erase
     /sites                        sites and devices: status from heartbeats, last seen, counters
+    /analytics                    per site or all: visitors per day, new vs returning, frequency, arrivals, dwell,
+                                  return rate (server-side SVG charts with their numbers as tables and CSV)
+    /exports/{loyal,visits,analytics}.csv   streamed CSV (audit-logged)
     /crops/{ab}/{hex}.jpg         crop files (only CropStore names; everything else is 404)
     /live/camera/{id}.mjpg|.jpg   the edge's live view relayed by central (login required here, none on the edge)
 
@@ -19,7 +22,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -30,9 +33,10 @@ from jinja2 import pass_context
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
-from revisit.central import queries
+from revisit.central import charts, queries
 from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, flash, templates
 from revisit.central.cluster import ClusterError
+from revisit.central.store import VISITOR_STATUSES as STATUSES
 from revisit.central.store import (
     AuditLog,
     LoyalSort,
@@ -87,7 +91,14 @@ def _ago(value: datetime | None) -> str:
     return f"{seconds} s ago"
 
 
+@pass_context
+def _demo_banner(context: Any) -> bool:
+    """True when the app serves a database seeded by `revisit demo` (the banner marks demo data)."""
+    return bool(getattr(context["request"].app.state, "demo_data", False))
+
+
 templates.env.filters.update(localtime=_localtime, ago=_ago)
+templates.env.globals.update(demo_banner=_demo_banner)
 templates.env.globals.update(crop_url=queries.crop_url, short_id=queries.short_id, visitor_name=queries.visitor_name)
 
 
@@ -236,6 +247,8 @@ def visitor(
         if detail is None:
             raise HTTPException(404, "no such visitor (merged or erased?)")
         counts = visit_frequency(s, visitor_id, days=30, timezone=tz)
+        weekly = queries.visits_per_week(s, visitor_id, weeks=12, timezone=tz, site_ids=ids)
+        visited = queries.sites_visited(s, visitor_id, site_ids=ids)
     try:
         similar = queries.similar_visitors(service, detail.visitor, site_ids=ids)
     except Exception:  # merge suggestions are optional: the page works without the vector index
@@ -250,8 +263,57 @@ def visitor(
         "page": page,
         "pages": pages,
         "visits_30d": sum(n for _, n in counts),
+        "weekly": weekly,
+        "weekly_chart": charts.bars(
+            [d.strftime("%d %b") for d, _ in weekly],
+            [("visits", [n for _, n in weekly])],
+            label="visits per week, last 12 weeks",
+            cls="weekly",
+            height=140,
+            max_ticks=6,
+        ),
+        "visited": visited,
+        "statuses": STATUSES,
     }
     return _render(request, "visitor.html", context)
+
+
+@router.post("/visitors/status")
+def status_selected(
+    request: Request,
+    service: ServiceDep,
+    user: CurrentUser,
+    status: Annotated[str, Form(max_length=16)],
+    visitor_ids: Annotated[list[uuid.UUID], Form(max_length=10_000)] = [],  # noqa: B006 - FastAPI copies defaults
+) -> Response:
+    """Mark the selected visitors as staff, excluded or customers again (the visitors grid)."""
+    if not visitor_ids:
+        flash(request, "Select visitors first.", "error")
+        return _back("/visitors")
+    for vid in visitor_ids:
+        visible_or_404(service, user, vid)
+    try:
+        n = service.clusterer.set_status(visitor_ids, status, actor=user.actor)
+    except ClusterError as exc:
+        flash(request, str(exc), "error")
+    else:
+        flash(request, f"{n} visitor(s) marked {status}.")
+    return _back(_visitors_referer(request))
+
+
+@router.post("/visitors/{visitor_id}/status")
+def set_status(
+    request: Request,
+    service: ServiceDep,
+    user: CurrentUser,
+    visitor_id: uuid.UUID,
+    status: Annotated[str, Form(max_length=16)],
+) -> Response:
+    visible_or_404(service, user, visitor_id)
+    message = "Marked as a customer again." if status == "customer" else (
+        f"Marked as {status}: left out of the loyal list and the analytics.")  # fmt: skip
+    _edit(request, lambda: service.clusterer.set_status([visitor_id], status, actor=user.actor), message)
+    return _back(f"/visitors/{visitor_id}")
 
 
 @router.post("/visitors/{visitor_id}/details")
@@ -360,6 +422,154 @@ def sites(request: Request, service: ServiceDep, user: CurrentUser) -> Response:
     return _render(request, "sites.html", {"sites": rows})
 
 
+# --- analytics and exports ----------------------------------------------------------------------------------------
+
+DEFAULT_RANGE_DAYS = 28
+
+
+def analytics_range(start: date | None, end: date | None, timezone: str) -> tuple[date, date]:
+    """The [first, last] local days asked for: by default the 4 weeks ending today; 422 when reversed or longer
+    than a year."""
+    last = end or utcnow().astimezone(ZoneInfo(timezone)).date()
+    first = start or last - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+    if first > last:
+        raise HTTPException(422, "the range starts after it ends")
+    if (last - first).days + 1 > queries.MAX_RANGE_DAYS:
+        raise HTTPException(422, f"at most {queries.MAX_RANGE_DAYS} days at once")
+    return first, last
+
+
+def analytics_scope(session: Any, user: Any, site: str) -> set[uuid.UUID] | None:
+    """The site ids the figures cover: one site (404 when not the user's), else all the user may see."""
+    ids = queries.site_ids(session, user.sites)
+    if not site:
+        return ids
+    row = session.exec(select(Site).where(Site.name == site)).first()
+    if row is None or (ids is not None and row.id not in ids):
+        raise HTTPException(404, "no such site")
+    return {row.id}
+
+
+def _sites_of(session: Any, user: Any) -> list[str]:
+    return [n for n in session.exec(select(Site.name).order_by(Site.name)) if user.sees_site(n)]
+
+
+@router.get("/analytics")
+def analytics_page(
+    request: Request,
+    service: ServiceDep,
+    user: CurrentUser,
+    start: date | None = None,
+    end: date | None = None,
+    site: Annotated[str, Query(max_length=64)] = "",
+) -> Response:
+    tz = service.config.loyal.timezone
+    first, last = analytics_range(start, end, tz)
+    with service.session() as s:
+        ids = analytics_scope(s, user, site)
+        a = queries.analytics(s, first, last, timezone=tz, site_ids=ids)
+        sites = _sites_of(s, user)
+    day_labels = [d.day.strftime("%d %b") for d in a.days]
+    context = {
+        "a": a,
+        "sites": sites,
+        "query": {"start": first.isoformat(), "end": last.isoformat(), "site": site},
+        "weekdays": queries.WEEKDAYS,
+        "daily_chart": charts.bars(
+            day_labels,
+            [("new", [d.new for d in a.days]), ("returning", [d.returning for d in a.days])],
+            label="unique visitors per day, new and returning", cls="daily",
+        ),
+        "frequency_chart": charts.bars(
+            [f"{b} visit{'s' if b != '1' else ''}" for b in a.frequency], [("visitors", list(a.frequency.values()))],
+            label="visitors by number of visits in the range", cls="frequency", width=420, height=180,
+        ),
+        "heatmap": charts.heatmap(
+            a.heatmap, queries.WEEKDAYS, [f"{h:02d}" for h in range(24)], label="arrivals by weekday and hour"
+        ),
+    }  # fmt: skip
+    return _render(request, "analytics.html", context)
+
+
+def _csv_response(service: Any, user: Any, what: str, details: dict[str, Any], rows: Any) -> StreamingResponse:
+    """A streamed CSV download; the export is written to the audit log (who, what, range) before it starts."""
+    with service.store.begin() as s:
+        s.add(AuditLog(actor=user.actor, action="export", details={"what": what, **details}))
+    name = "-".join(["revisit", what, *(str(v) for v in details.values() if v)]).replace("/", "_")[:120]
+    headers = {"Content-Disposition": f'attachment; filename="{name}.csv"', "Cache-Control": "no-store"}
+    body = queries.csv_stream(service.session, rows)
+    return StreamingResponse(body, media_type="text/csv; charset=utf-8", headers=headers)
+
+
+@router.get("/exports/analytics.csv")
+def export_analytics(
+    service: ServiceDep,
+    user: CurrentUser,
+    start: date | None = None,
+    end: date | None = None,
+    site: Annotated[str, Query(max_length=64)] = "",
+) -> Response:
+    tz = service.config.loyal.timezone
+    first, last = analytics_range(start, end, tz)
+    with service.session() as s:
+        ids = analytics_scope(s, user, site)
+
+    def rows(session: Any) -> Any:
+        return queries.analytics_rows(queries.analytics(session, first, last, timezone=tz, site_ids=ids))
+
+    details = {"start": first.isoformat(), "end": last.isoformat(), "site": site}
+    return _csv_response(service, user, "analytics", details, rows)
+
+
+@router.get("/exports/visits.csv")
+def export_visits(
+    service: ServiceDep,
+    user: CurrentUser,
+    start: date | None = None,
+    end: date | None = None,
+    site: Annotated[str, Query(max_length=64)] = "",
+) -> Response:
+    """Every visit (staff and excluded ones too, with their status) starting in the range."""
+    tz = service.config.loyal.timezone
+    first, last = analytics_range(start, end, tz)
+    zone = ZoneInfo(tz)
+    lo = datetime.combine(first, datetime.min.time(), zone)
+    hi = datetime.combine(last + timedelta(days=1), datetime.min.time(), zone)
+    with service.session() as s:
+        ids = analytics_scope(s, user, site)
+    details = {"start": first.isoformat(), "end": last.isoformat(), "site": site}
+    return _csv_response(
+        service, user, "visits", details, lambda session: queries.visits_rows(session, lo, hi, ids, tz)
+    )
+
+
+@router.get("/exports/loyal.csv")
+def export_loyal(
+    service: ServiceDep,
+    user: CurrentUser,
+    min_visits: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    window_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
+    site: Annotated[str, Query(max_length=64)] = "",
+    sort: LoyalSort = "-arrival",
+) -> Response:
+    """Today's loyal list, as on the page with the same filters."""
+    cfg = service.config.loyal
+    min_visits, window_days = min_visits or cfg.min_visits, window_days or cfg.window_days
+    site = scoped_site(user, site)
+
+    def rows(session: Any) -> Any:
+        def page(offset: int, limit: int) -> Any:
+            return loyal_customers(
+                session, min_visits=min_visits, window_days=window_days, timezone=cfg.timezone,
+                site=site or None, sort=sort, offset=offset, limit=limit,
+            )  # fmt: skip
+
+        return queries.loyal_rows(page)
+
+    details = {"site": site, "min_visits": min_visits, "window_days": window_days}
+    return _csv_response(service, user, "loyal", details, rows)
+
+
 # --- files -----------------------------------------------------------------------------------------------------
 
 
@@ -451,6 +661,16 @@ def scoped_site(user: Any, site: str) -> str:
     if site not in user.sites:
         raise HTTPException(404, "no such site")
     return site
+
+
+def _visitors_referer(request: Request) -> str:
+    """Back to the visitors grid page the form was on (same host only), else the first page."""
+    from urllib.parse import urlsplit
+
+    ref = urlsplit(request.headers.get("referer", ""))
+    if ref.netloc == request.url.netloc and ref.path == "/visitors":
+        return "/visitors" + (f"?{ref.query}" if ref.query else "")
+    return "/visitors"
 
 
 def visible_or_404(service: Any, user: Any, visitor_id: uuid.UUID) -> None:

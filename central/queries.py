@@ -7,10 +7,10 @@ Qdrant and the crop files consistent and writes the audit log.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 import numpy as np
@@ -23,6 +23,7 @@ from revisit.central.store import (
     Device,
     Sighting,
     Site,
+    UTCDateTime,
     Visit,
     Visitor,
     day_bounds,
@@ -333,3 +334,290 @@ def frequency_bars(counts: list[tuple[date, int]], width: float = 300, height: f
         h = (height - 2) * n / peak
         bars.append(Bar(day, n, round(i * step + 1, 2), round(height - h, 2), round(h, 2)))
     return bars
+
+
+# --- analytics (staff and excluded visitors are left out of every figure) ----------------------------------------
+
+FREQUENCY_BUCKETS = ("1", "2", "3-5", "6+")
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+RETURN_DAYS = 30  # a week's new visitors count as returned when seen again within this many days
+MAX_RANGE_DAYS = 366
+
+
+def counted():
+    """The filter of every analytics figure: customers only (staff and excluded visitors are left out)."""
+    return Visitor.status == "customer"
+
+
+def _in_scope(stmt, site_ids: set[uuid.UUID] | None):
+    return stmt if site_ids is None else stmt.where(col(Visit.site_id).in_(list(site_ids)))
+
+
+@dataclass
+class DayFigures:
+    day: date
+    visitors: int  # unique visitors with a visit starting this local day
+    new: int  # of them, seen for the first time (in scope) this day
+    returning: int
+    visits: int
+
+
+@dataclass
+class WeekReturn:
+    week: date  # the Monday
+    new: int  # visitors first seen (in scope) that week
+    returned: int  # of them, seen again on a later day within RETURN_DAYS of their first visit
+    complete: bool  # False while the RETURN_DAYS after the week's end have not all passed
+
+    @property
+    def rate(self) -> float | None:
+        return self.returned / self.new if self.new else None
+
+
+@dataclass
+class Analytics:
+    first: date
+    last: date  # inclusive
+    zone: str
+    days: list[DayFigures]
+    frequency: dict[str, int]  # visits per visitor in the range -> visitors
+    heatmap: list[list[int]]  # [weekday Mon..Sun][hour 0..23] -> arrivals (visit starts)
+    weeks: list[WeekReturn]
+    visits: int
+    visitors: int
+    new_visitors: int
+    median_dwell_s: float | None
+
+    @property
+    def return_rate(self) -> float | None:
+        new = sum(w.new for w in self.weeks if w.complete)
+        return sum(w.returned for w in self.weeks if w.complete) / new if new else None
+
+
+def frequency_bucket(visits: int) -> str:
+    return "1" if visits <= 1 else "2" if visits == 2 else "3-5" if visits <= 5 else "6+"
+
+
+def analytics(
+    session: Session,
+    first: date,
+    last: date,
+    *,
+    timezone: str = "UTC",
+    site_ids: set[uuid.UUID] | None = None,
+    now: datetime | None = None,
+) -> Analytics:
+    """The figures of the Analytics page for the local days [first, last] in `timezone`, over the visits at
+    `site_ids` (None: every site). Visits belong to the local day on which they start."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(timezone)
+    now = now or utcnow()
+    lo, _ = day_bounds(datetime.combine(first, datetime.min.time(), zone), timezone)
+    hi, _ = day_bounds(datetime.combine(last + timedelta(days=1), datetime.min.time(), zone), timezone)
+    horizon = hi + timedelta(days=RETURN_DAYS + 1)
+    # first visit ever (in scope) of each customer with a visit in the range
+    in_range = _in_scope(select(Visit.visitor_id).where(Visit.start >= lo, Visit.start < hi), site_ids)
+    firsts_stmt = _in_scope(
+        select(Visit.visitor_id, func.min(Visit.start))
+        .join(Visitor, col(Visitor.id) == Visit.visitor_id)
+        .where(counted(), col(Visit.visitor_id).in_(in_range))
+        .group_by(Visit.visitor_id),
+        site_ids,
+    )
+    dialect = session.get_bind().dialect
+    firsts = {v: UTCDateTime().process_result_value(t, dialect) for v, t in session.exec(firsts_stmt)}
+    visits_stmt = _in_scope(
+        select(Visit.visitor_id, Visit.start, Visit.end)
+        .join(Visitor, col(Visitor.id) == Visit.visitor_id)
+        .where(counted(), Visit.start >= lo, Visit.start < horizon)
+        .order_by(Visit.start),
+        site_ids,
+    ).execution_options(yield_per=2000)
+    n_days = (last - first).days + 1
+    per_day: dict[date, set[uuid.UUID]] = {first + timedelta(days=i): set() for i in range(n_days)}
+    visits_per_day: dict[date, int] = dict.fromkeys(per_day, 0)
+    per_visitor: dict[uuid.UUID, int] = {}
+    heat = [[0] * 24 for _ in range(7)]
+    dwell: list[float] = []
+    later: dict[uuid.UUID, list[date]] = {}
+    for visitor_id, start, end in session.exec(visits_stmt):
+        local = start.astimezone(zone)
+        day = local.date()
+        later.setdefault(visitor_id, []).append(day)
+        if start >= hi:
+            continue
+        per_day[day].add(visitor_id)
+        visits_per_day[day] += 1
+        per_visitor[visitor_id] = per_visitor.get(visitor_id, 0) + 1
+        heat[local.weekday()][local.hour] += 1
+        dwell.append(max(0.0, (end - start).total_seconds()))
+    first_day = {v: t.astimezone(zone).date() for v, t in firsts.items()}
+    days = []
+    for day, who in per_day.items():
+        new = sum(1 for v in who if first_day.get(v) == day)
+        days.append(DayFigures(day, len(who), new, len(who) - new, visits_per_day[day]))
+    frequency = dict.fromkeys(FREQUENCY_BUCKETS, 0)
+    for n in per_visitor.values():
+        frequency[frequency_bucket(n)] += 1
+    weeks: dict[date, WeekReturn] = {}
+    monday = first - timedelta(days=first.weekday())
+    while monday <= last:
+        done = datetime.combine(monday + timedelta(days=7 + RETURN_DAYS), datetime.min.time(), zone) <= now
+        weeks[monday] = WeekReturn(monday, 0, 0, done)
+        monday += timedelta(days=7)
+    for v, d in first_day.items():
+        if not first <= d <= last:
+            continue
+        week = weeks[d - timedelta(days=d.weekday())]
+        week.new += 1
+        if any(d < other <= d + timedelta(days=RETURN_DAYS) for other in later.get(v, [])):
+            week.returned += 1
+    new_total = sum(1 for d in first_day.values() if first <= d <= last)
+    median = float(np.median(dwell)) if dwell else None
+    return Analytics(
+        first, last, timezone, days, frequency, heat, list(weeks.values()), len(dwell), len(per_visitor),
+        new_total, median,
+    )  # fmt: skip
+
+
+def analytics_rows(a: Analytics) -> Iterator[list[Any]]:
+    """The analytics as long-format CSV rows: chart, key, column, value (the same numbers as the page)."""
+    yield ["chart", "key", "column", "value"]
+    yield ["summary", a.first.isoformat(), "first_day", a.first.isoformat()]
+    yield ["summary", a.last.isoformat(), "last_day", a.last.isoformat()]
+    yield ["summary", "", "visits", a.visits]
+    yield ["summary", "", "unique_visitors", a.visitors]
+    yield ["summary", "", "new_visitors", a.new_visitors]
+    yield ["summary", "", "median_dwell_s", "" if a.median_dwell_s is None else round(a.median_dwell_s, 1)]
+    yield ["summary", "", "return_rate", "" if a.return_rate is None else round(a.return_rate, 4)]
+    for d in a.days:
+        for column in ("visitors", "new", "returning", "visits"):
+            yield ["daily", d.day.isoformat(), column, getattr(d, column)]
+    for bucket, n in a.frequency.items():
+        yield ["frequency", bucket, "visitors", n]
+    for wd, hours in enumerate(a.heatmap):
+        for hour, n in enumerate(hours):
+            yield ["arrivals", WEEKDAYS[wd], f"{hour:02d}", n]
+    for w in a.weeks:
+        yield ["return", w.week.isoformat(), "new", w.new]
+        yield ["return", w.week.isoformat(), "returned", w.returned]
+        yield ["return", w.week.isoformat(), "complete", int(w.complete)]
+
+
+# --- exports (streamed: rows come from the database in chunks, never all at once) -------------------------------
+
+EXPORT_CHUNK = 1000
+
+
+def visits_rows(
+    session: Session, lo: datetime, hi: datetime, site_ids: set[uuid.UUID] | None = None, timezone: str = "UTC"
+) -> Iterator[list[Any]]:
+    """Visits starting in [lo, hi) at `site_ids`, oldest first, as CSV rows (with a header), read with a
+    server-side cursor in chunks."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(timezone)
+    names = Names.load(session, site_ids)
+    yield ["visit_id", "visitor_id", "label", "status", "site", "start", "end", "local_day", "dwell_s", "sightings"]
+    stmt = _in_scope(
+        select(Visit, Visitor.label, Visitor.status)
+        .join(Visitor, col(Visitor.id) == Visit.visitor_id)
+        .where(Visit.start >= lo, Visit.start < hi)
+        .order_by(Visit.start, Visit.id),
+        site_ids,
+    ).execution_options(stream_results=True, yield_per=EXPORT_CHUNK)
+    for visit, label, status in session.exec(stmt):
+        yield [
+            visit.id, visit.visitor_id, label, status, names.site(visit.site_id), visit.start.isoformat(),
+            visit.end.isoformat(), visit.start.astimezone(zone).date().isoformat(),
+            round((visit.end - visit.start).total_seconds(), 1), visit.sighting_count,
+        ]  # fmt: skip
+
+
+def loyal_rows(pages: Callable[[int, int], Any]) -> Iterator[list[Any]]:
+    """The loyal list as CSV rows: `pages(offset, limit)` returns a LoyalPage; read EXPORT_CHUNK rows at a time."""
+    yield ["visitor_id", "label", "site", "arrived", "visits_before", "visits_7d", "visits_window"]
+    offset = 0
+    while True:
+        page = pages(offset, EXPORT_CHUNK)
+        for r in page.rows:
+            yield [
+                r.visitor.id, r.visitor.label, r.site, r.arrived_today.isoformat(), r.visits_before, r.visits_7d,
+                r.visits_window,
+            ]  # fmt: skip
+        offset += EXPORT_CHUNK
+        if not page.rows or offset >= page.total:
+            return
+
+
+def csv_stream(open_session: Callable[[], Session], rows: Callable[[Session], Iterator[list[Any]]]) -> Iterator[str]:
+    """CSV text of `rows(session)` in chunks of lines, the session open only while the response streams."""
+    import csv
+    import io
+
+    with open_session() as session:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        for i, row in enumerate(rows(session)):
+            writer.writerow(row)
+            if i % 500 == 499:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+
+# --- the visitor page ------------------------------------------------------------------------------------------
+
+
+def visits_per_week(
+    session: Session,
+    visitor_id: uuid.UUID,
+    weeks: int = 12,
+    now: datetime | None = None,
+    timezone: str = "UTC",
+    site_ids: set[uuid.UUID] | None = None,
+) -> list[tuple[date, int]]:
+    """Visits started in each of the last `weeks` local weeks (Monday first), oldest first."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(timezone)
+    today = (now or utcnow()).astimezone(zone).date()
+    last_monday = today - timedelta(days=today.weekday())
+    first = last_monday - timedelta(weeks=weeks - 1)
+    counts = {first + timedelta(weeks=i): 0 for i in range(weeks)}
+    since, _ = day_bounds(datetime.combine(first, datetime.min.time(), zone), timezone)
+    stmt = _in_scope(select(Visit.start).where(Visit.visitor_id == visitor_id, Visit.start >= since), site_ids)
+    for start in session.exec(stmt):
+        d = start.astimezone(zone).date()
+        monday = d - timedelta(days=d.weekday())
+        if monday in counts:
+            counts[monday] += 1
+    return sorted(counts.items())
+
+
+@dataclass
+class SiteVisits:
+    site: str
+    visits: int
+    first: datetime
+    last: datetime
+
+
+def sites_visited(session: Session, visitor_id: uuid.UUID, site_ids: set[uuid.UUID] | None = None) -> list[SiteVisits]:
+    """The sites a visitor was seen at: visits, first and last visit start (most visits first)."""
+    stmt = _in_scope(
+        select(Site.name, func.count(), func.min(Visit.start), func.max(Visit.start))
+        .join(Site, col(Site.id) == Visit.site_id)
+        .where(Visit.visitor_id == visitor_id)
+        .group_by(Site.name),
+        site_ids,
+    )
+    dialect = session.get_bind().dialect
+    t = UTCDateTime()
+    rows = [
+        SiteVisits(name, int(n), t.process_result_value(a, dialect), t.process_result_value(b, dialect))
+        for name, n, a, b in session.exec(stmt)
+    ]
+    return sorted(rows, key=lambda r: (-r.visits, r.site))

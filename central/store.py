@@ -22,7 +22,19 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, LargeBinary, TypeDecorator, UniqueConstraint, event, func
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Index,
+    LargeBinary,
+    TypeDecorator,
+    UniqueConstraint,
+    event,
+    func,
+    inspect,
+    text,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
@@ -113,7 +125,16 @@ class Visitor(SQLModel, table=True):
     notes: str = Field("", max_length=10_000)
     proto_sum: bytes = Field(b"", sa_type=LargeBinary, description="float64 quality-weighted sum of members")
     proto_weight: float = 0.0
+    status: str = Field(
+        "customer",
+        max_length=16,
+        description="customer, staff or excluded: staff and excluded leave the loyal "
+        "list, the analytics and the new-visitor counts (their sightings still attach)",
+    )
     created_at: datetime = _time(default_factory=utcnow)
+
+
+VISITOR_STATUSES = ("customer", "staff", "excluded")
 
 
 class Sighting(SQLModel, table=True):
@@ -259,8 +280,18 @@ class Store:
     def create_all(self) -> None:
         try:
             SQLModel.metadata.create_all(self.engine)
+            self._add_missing_columns()
         except Exception as exc:
             raise StoreError(f"cannot open database {_redact(self.url)}: {exc}") from exc
+
+    def _add_missing_columns(self) -> None:
+        """Columns added after a database was made (create_all never alters a table): added with their default."""
+        added = (("visitor", "status", "VARCHAR(16) NOT NULL DEFAULT 'customer'"),)
+        inspector = inspect(self.engine)
+        for table, column, ddl in added:
+            if column not in {c["name"] for c in inspector.get_columns(table)}:
+                with self.engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -422,6 +453,8 @@ def loyal_customers(
 
     before = scoped(
         select(Visit.visitor_id, func.count().label("n"))
+        .join(Visitor, col(Visitor.id) == Visit.visitor_id)
+        .where(Visitor.status == "customer")  # staff and excluded visitors are never loyal customers
         .where(Visit.start >= window_start, Visit.start < today)
         .group_by(Visit.visitor_id)
         .having(func.count() >= min_visits)
