@@ -528,7 +528,7 @@ class AnalyticsOut(BaseModel):
     unique_visitors: int
     new_visitors: int
     median_dwell_s: float | None
-    return_rate: float | None = Field(description="returned / new over the complete weeks")
+    return_rate: float | None = Field(description="returned / new over the weeks of the range")
     days: list[DayOut]
     frequency: dict[str, int] = Field(description="visits in the range per visitor (1, 2, 3-5, 6+) -> visitors")
     arrivals: list[list[int]] = Field(description="[weekday Mon..Sun][hour 0..23] -> visits started")

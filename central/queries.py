@@ -390,8 +390,9 @@ class Analytics:
 
     @property
     def return_rate(self) -> float | None:
-        new = sum(w.new for w in self.weeks if w.complete)
-        return sum(w.returned for w in self.weeks if w.complete) / new if new else None
+        """Returned / new over every week of the range (weeks still open may yet rise)."""
+        new = sum(w.new for w in self.weeks)
+        return sum(w.returned for w in self.weeks) / new if new else None
 
 
 def frequency_bucket(visits: int) -> str:

@@ -3,6 +3,11 @@
 The central service (in-process MQTT broker, Qdrant local mode, SQLite, the pages) runs in this process; one
 edge daemon runs as a child process and reads a video file as its camera (looping). Everything lives under
 `--data` (default ./var/demo); Ctrl-C stops both.
+
+On first start the database is seeded with four weeks of demo history at three "Demo-…" sites and a kiosk event
+(`revisit.central.demo_data`: the dev photos through the real face engine and the ingest's backfill path), so the
+loyal list, visitor timelines and analytics have content; a restart keeps it (`demo_seed.json`). `--fresh` starts
+over, `--no-seed` skips the seeding.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--video", type=Path, help="the edge's camera: a video file or an rtsp:// URL")
     p.add_argument("--data", type=Path, default=Path("var/demo"), help="where the demo keeps its data")
     p.add_argument("--port", type=int, default=8080, help="port of the pages")
-    p.add_argument("--fresh", action="store_true", help="delete the demo data first")
+    p.add_argument("--fresh", action="store_true", help="delete the demo data first (and seed it again)")
+    p.add_argument("--no-seed", action="store_true", help="no demo history or demo event: start empty")
     add_models_option(p)
     p.set_defaults(func=run)
 
@@ -54,6 +60,37 @@ def default_video() -> Path | None:
         return preferred
     videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".mp4", ".mkv", ".avi", ".mpg"})
     return videos[0] if videos else None
+
+
+def _seed(service, data_dir: Path):
+    """The demo history: seeded once per data directory (demo_seed.json), kept across restarts."""
+    import time
+
+    from revisit.central.demo_data import load_marker, seed_demo
+    from revisit.shared.engine import FaceEngine
+
+    seeded = load_marker(data_dir)
+    if seeded is not None:
+        print(f"revisit demo: demo history already seeded on {seeded.seeded_at[:10]} (--fresh starts over)", flush=True)
+        return seeded
+    env = os.environ.get("REVISIT_FACEDATA")
+    facedata = Path(env) if env else DEFAULT_VIDEOS.parent
+    if not (facedata / "labels.csv").is_file():
+        print(f"revisit demo: no labelled photos in {facedata} (set REVISIT_FACEDATA): no demo history", flush=True)
+        return None
+    start = time.perf_counter()
+    print("revisit demo: seeding four weeks of demo visits from the dev photos (once; about a minute)", flush=True)
+    seeded = seed_demo(service, FaceEngine(service.config.engine), facedata)
+    print(f"revisit demo: seeded {seeded.observations} observations in {time.perf_counter() - start:.0f} s", flush=True)
+    return seeded
+
+
+def _seed_lines(seeded) -> str:
+    selfie = seeded.sample_selfies[0] if seeded.sample_selfies else ""
+    lines = f"  demo:   sites {', '.join(seeded.sites)} (demo data from labelled test photos)\n"
+    if seeded.event_code:
+        lines += f"  kiosk event code: {seeded.event_code}   sample selfie: {selfie}\n"
+    return lines
 
 
 def _toml(value: object) -> str:
@@ -94,17 +131,23 @@ def run(args: argparse.Namespace) -> int:
     password = os.environ.get("REVISIT_ADMIN_PASSWORD") or secrets.token_urlsafe(9)
     os.environ["REVISIT_ADMIN_PASSWORD"] = password
     os.environ.setdefault("REVISIT_SECRET_KEY", secrets.token_urlsafe(32))
-    central = CentralConfig.model_validate({
-        "data_dir": str(data / "central"),
-        "embedded_broker": {"bind": "127.0.0.1", "port": mqtt_port},
-        "web": {"bind": "127.0.0.1", "port": args.port, "live_urls": {"demo/edge-1": f"http://127.0.0.1:{live_port}"}},
-    })
+    central = CentralConfig.model_validate(
+        {
+            "data_dir": str(data / "central"),
+            "embedded_broker": {"bind": "127.0.0.1", "port": mqtt_port},
+            "web": {
+                "bind": "127.0.0.1",
+                "port": args.port,
+                "live_urls": {"demo/edge-1": f"http://127.0.0.1:{live_port}"},
+            },
+        }
+    )
     edge_toml = data / "edge.toml"
     edge_toml.write_text(
         f'site = "demo"\ndevice = "edge-1"\nstate_dir = {_toml(data / "edge")}\n\n'
         f'[broker]\nhost = "127.0.0.1"\nport = {mqtt_port}\nheartbeat_s = 10\n\n'
         f'[[cameras]]\nid = "entrance"\nsource = {_toml(source)}\nfps = 5\n\n'
-        f'[recognise]\npublish_interval_s = 30\n\n'
+        f"[recognise]\npublish_interval_s = 30\n\n"
         f'[live]\nbind = "127.0.0.1"\nport = {live_port}\n'
     )
 
@@ -115,7 +158,9 @@ def run(args: argparse.Namespace) -> int:
     edge: subprocess.Popen | None = None
     edge_failed: list[int] = []
     try:
+        seeded = None if args.no_seed else _seed(service, Path(central.data_dir))
         app = create_app(service, live_urls=central.web.live_urls)
+        app.state.demo_data = seeded is not None
         command = [sys.executable, "-m", "revisit.cli", "edge", "run", "--config", str(edge_toml)]
         if args.models:
             command += ["--models", str(args.models)]
@@ -136,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
             f"\nRevisit demo\n  pages:  http://127.0.0.1:{args.port}/   login: {central.admin.username} / {password}\n"
             f"  camera: {video} (looping) -> edge daemon -> MQTT 127.0.0.1:{mqtt_port} -> central\n"
             f"  edge live view: http://127.0.0.1:{live_port}/   event kiosk: http://127.0.0.1:{args.port}/kiosk\n"
-            f"  data:   {data}   (Ctrl-C stops)\n",
+            f"  data:   {data}   (Ctrl-C stops)\n" + (_seed_lines(seeded) if seeded else ""),
             flush=True,
         )
         server.run()
