@@ -165,7 +165,8 @@ def plan_visits(
                     add(_day_time(day, rng), who, site, rng.uniform(240, 1800))
             elapsed_h = (now - today).total_seconds() / 3600
             when = today + timedelta(hours=rng.uniform(max(0.0, elapsed_h - 6), max(0.0, elapsed_h - 0.5)))
-            visits.append((min(when, now - timedelta(minutes=20)), who, home, rng.uniform(120, 900)))
+            when = max(today + timedelta(minutes=1), min(when, now - timedelta(minutes=20)))
+            visits.append((when, who, home, rng.uniform(120, 900)))
         elif kind == "staff":
             for back in range(DAYS, -1, -1):
                 day = today - timedelta(days=back)
