@@ -81,6 +81,7 @@ def test_the_demo_in_chromium(browser_page, demo_server, tmp_path):  # noqa: F81
     assert page.locator("#visitor-status").inner_text() == "staff"
     assert page.locator("svg.weekly rect.mark").count() >= 1
     assert page.locator("#sites-visited tbody tr").count() >= 1
+    page.screenshot(path=str(tmp_path / "visitor.png"), full_page=True)
     page.goto(f"{base}/loyal")
     now_listed = page.locator("table.loyal tbody tr")
     assert target not in [now_listed.nth(i).get_attribute("data-visitor") for i in range(now_listed.count())]
