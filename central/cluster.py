@@ -27,6 +27,7 @@ import threading
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -59,6 +60,7 @@ from revisit.shared.schema import Observation
 
 log = logging.getLogger(__name__)
 Scope = Literal["all", "site"]
+CHUNK = 2000  # rows per chunk when streaming sightings (reindex, recluster)
 MAX_FEEDBACK_LINKS = 200  # "not this person": links to at most this many of the visitor's best sightings
 
 
@@ -710,38 +712,52 @@ class Clusterer:
 
     def reindex(self, since: datetime | None = None) -> int:
         """Upsert sightings (created since `since`, or all after dropping the collections) and the prototypes
-        of their visitors from the database into Qdrant. Returns the number of sightings written."""
+        of their visitors (all visitors when `since` is None) from the database into the vector index. Streams
+        the rows in chunks (bounded memory at millions of sightings). Returns the number of sightings written."""
         written = 0
-        with self.lock, self.store.session() as s:
-            stmt = select(Sighting).where(col(Sighting.embedding).is_not(None))
+        full = since is None
+        with self.lock, self.vectors.bulk() if full else nullcontext(), self.store.session() as s:
+            cols = (Sighting.id, Sighting.recognizer_id, Sighting.visitor_id, Sighting.site_id, Sighting.best_ts,
+                    Sighting.embedding)  # fmt: skip
+            stmt = select(*cols).where(col(Sighting.embedding).is_not(None))
             if since is not None:
                 stmt = stmt.where(Sighting.created_at >= since)
             seen_rec: set[str] = set()
             visitors: set[uuid.UUID] = set()
             batch: dict[str, list[SightingPoint]] = defaultdict(list)
-            for row in s.exec(stmt.order_by(Sighting.created_at)):
-                vec = _vector(row)
-                assert vec is not None
-                if row.recognizer_id not in seen_rec:
-                    if since is None:
-                        self.vectors.drop(row.recognizer_id)
-                    self.vectors.ensure(row.recognizer_id, len(vec))
-                    seen_rec.add(row.recognizer_id)
-                batch[row.recognizer_id].append(SightingPoint(
-                    row.id, vec, row.visitor_id, self._site_name(row.site_id), row.best_ts.timestamp()))  # fmt: skip
-                visitors.add(row.visitor_id)
-                if len(batch[row.recognizer_id]) >= 512:
-                    self.vectors.upsert_sightings(row.recognizer_id, batch.pop(row.recognizer_id))
+            rows = s.exec(stmt.order_by(Sighting.created_at).execution_options(yield_per=CHUNK))
+            for sid, rec, vid, site_id, best_ts, blob in rows:
+                vec = np.frombuffer(blob, dtype="<f4")
+                if rec not in seen_rec:
+                    if full:
+                        self.vectors.drop(rec)
+                    self.vectors.ensure(rec, len(vec))
+                    seen_rec.add(rec)
+                batch[rec].append(SightingPoint(sid, vec, vid, self._site_name(site_id), best_ts.timestamp()))
+                if not full:
+                    visitors.add(vid)
+                if len(batch[rec]) >= CHUNK:
+                    self.vectors.upsert_sightings(rec, batch.pop(rec))
                 written += 1
             for rec, points in batch.items():
                 self.vectors.upsert_sightings(rec, points)
-            vids = list(visitors)
-            for k in range(0, len(vids), 500):
-                protos: dict[str, list[tuple[uuid.UUID, np.ndarray, str]]] = defaultdict(list)
-                for v in s.exec(select(Visitor).where(col(Visitor.id).in_(vids[k : k + 500]))):
-                    if v.proto_sum:
-                        vec = Prototype(np.frombuffer(v.proto_sum, dtype=np.float64)).vector
-                        protos[v.recognizer_id].append((v.id, vec, self._site_name(v.site_id)))
-                for rec, items in protos.items():
-                    self.vectors.upsert_prototypes(rec, items)
+            vstmt = select(Visitor.id, Visitor.recognizer_id, Visitor.site_id, Visitor.proto_sum).where(
+                col(Visitor.proto_sum).is_not(None)
+            )
+            if full:
+                chunks: Iterable[Any] = [s.exec(vstmt.execution_options(yield_per=CHUNK))]
+            else:
+                vids = list(visitors)
+                chunks = (s.exec(vstmt.where(col(Visitor.id).in_(vids[k : k + 500]))) for k in range(0, len(vids), 500))
+            protos: dict[str, list[tuple[uuid.UUID, np.ndarray, str]]] = defaultdict(list)
+            for chunk in chunks:
+                for vid, rec, site_id, proto_sum in chunk:
+                    if rec not in seen_rec:
+                        continue
+                    vec = Prototype(np.frombuffer(proto_sum, dtype=np.float64)).vector
+                    protos[rec].append((vid, vec, self._site_name(site_id)))
+                    if len(protos[rec]) >= CHUNK:
+                        self.vectors.upsert_prototypes(rec, protos.pop(rec))
+            for rec, items in protos.items():
+                self.vectors.upsert_prototypes(rec, items)
         return written
