@@ -1,4 +1,4 @@
-"""`revisit central run | recluster | retention --config FILE`."""
+"""`revisit central run | recluster | retention | migrate-vectors --config FILE`."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     central.choices["run"].add_argument("--models", metavar="DIR", help="the kiosk's models (default: $REVISIT_MODELS)")
     add("recluster", "rebuild visitors from every stored embedding, keeping manual edits (service stopped)", recluster)
     add("retention", "delete crops and sightings past their TTLs now (service stopped)", retention)
+    add("migrate-vectors", "rebuild the vector index from the database, e.g. from old Qdrant local-mode storage "
+        "(service stopped)", migrate_vectors)  # fmt: skip
     q = central.add_parser("passwd", help="read a password twice and print its argon2 hash for admin.password_hash")
     q.set_defaults(func=lambda _args: _passwd())
 
@@ -87,6 +89,24 @@ def recluster(args: argparse.Namespace) -> int:
     finally:
         service.stop()
     print(json.dumps(asdict(report)))
+    return 0
+
+
+def migrate_vectors(args: argparse.Namespace) -> int:
+    import time
+
+    from revisit.central.service import CentralService
+
+    config = load_config(args)
+    service = CentralService(config).open()
+    try:
+        start = time.perf_counter()
+        written = service.migrate_vectors()
+        recognizers = service.vectors.recognizers()
+    finally:
+        service.stop()
+    print(json.dumps({"engine": config.vector_engine, "sightings": written, "recognizers": recognizers,
+                      "seconds": round(time.perf_counter() - start, 1)}))  # fmt: skip
     return 0
 
 
