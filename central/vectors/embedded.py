@@ -169,28 +169,29 @@ class _Protos:
 
 
 class _Faces:
-    """One event's faces of one recognizer: an exact f32 matrix, face ids and photo ids."""
+    """One event's faces of one recognizer: an exact f32 matrix (grown by doubling), face ids and photo ids."""
 
     def __init__(self, dim: int):
         self.dim = dim
-        self.matrix = np.zeros((0, dim), dtype=np.float32)
+        self.buffer = np.zeros((16, dim), dtype=np.float32)
         self.faces: list[int] = []
         self.photos: list[int] = []
         self.row: dict[int, int] = {}
 
+    @property
+    def matrix(self) -> np.ndarray:
+        return self.buffer[: len(self.faces)]
+
     def upsert(self, points: list[tuple[int, int, np.ndarray]]) -> None:
-        new = [p for p in points if p[0] not in self.row]
         for fid, pid, vec in points:
-            if fid in self.row:
-                r = self.row[fid]
-                self.matrix[r], self.photos[r] = vec, pid
-        if new:
-            start = len(self.faces)
-            self.matrix = np.concatenate([self.matrix, np.stack([v for _, _, v in new]).astype(np.float32)])
-            for i, (fid, pid, _) in enumerate(new):
-                self.row[fid] = start + i
+            r = self.row.get(fid)
+            if r is None:
+                r = self.row[fid] = len(self.faces)
+                if r == len(self.buffer):
+                    self.buffer = np.concatenate([self.buffer, np.zeros_like(self.buffer)])
                 self.faces.append(fid)
                 self.photos.append(pid)
+            self.buffer[r], self.photos[r] = vec, pid
 
     def search(self, vector: np.ndarray, min_cosine: float, limit: int) -> list[tuple[uuid.UUID, uuid.UUID, float]]:
         if not self.faces:
@@ -211,8 +212,9 @@ class _Faces:
     @classmethod
     def load(cls, file: Path) -> _Faces:
         data = np.load(file)
-        self = cls(int(data["matrix"].shape[1]))
-        self.matrix = np.ascontiguousarray(data["matrix"], dtype=np.float32)
+        matrix = data["matrix"]
+        self = cls(int(matrix.shape[1]))
+        self.buffer = np.concatenate([np.asarray(matrix, dtype=np.float32), np.zeros((16, self.dim), np.float32)])
         for hf, lf, hp, lp in data["ids"].tolist():
             self.row[(hf << 64) | lf] = len(self.faces)
             self.faces.append((hf << 64) | lf)
