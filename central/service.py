@@ -40,6 +40,7 @@ class CentralService:
         self._stop = threading.Event()
         self._retention: threading.Thread | None = None
         self.needs_rebuild = False  # the vector index must be rebuilt from the database (set by open())
+        self.index_clean = False  # the embedded index was closed cleanly: no repair needed at start
 
     # --- accessors for the web app ---
 
@@ -135,6 +136,7 @@ class CentralService:
                         "the database", cfg.vectors_path, getattr(vectors, "replayed", 0))  # fmt: skip
         else:
             log.info("vector index: embedded (usearch) at %s", cfg.vectors_path)
+            self.index_clean = True  # closed by a checkpoint: nothing to repair
         return vectors
 
     def migrate_vectors(self) -> int:
@@ -222,6 +224,8 @@ class CentralService:
             written = self.migrate_vectors()
             log.info("vector index rebuilt from the database: %d sightings", written)
             return written
+        if self.index_clean:
+            return 0
         embedded = col(Sighting.embedding).is_not(None)
         with self.session() as s:
             last = s.exec(select(func.max(Sighting.created_at))).one()
