@@ -340,7 +340,8 @@ class Clusterer:
         """The visitor to join (locked for update) or a new one; stale index entries are dropped."""
         scope_site = site.name if self.settings.scope == "site" else None
         limit = self.settings.candidates + len(forbidden)
-        candidates = self.vectors.search_prototypes(obs.recognizer_id, vec, limit, scope_site)
+        candidates = self.vectors.search_prototypes(obs.recognizer_id, vec, limit, scope_site,
+                                                    floor=self.settings.threshold)  # fmt: skip
         while True:
             chosen, score = choose(candidates, self.settings.threshold, forbidden)
             if chosen is None:

@@ -108,9 +108,10 @@ class Vectors(ABC):
 
     @abstractmethod
     def search_prototypes(
-        self, recognizer_id: str, vector: np.ndarray, limit: int, site: str | None = None
+        self, recognizer_id: str, vector: np.ndarray, limit: int, site: str | None = None, floor: float | None = None
     ) -> list[tuple[uuid.UUID, float]]:
-        """(visitor id, cosine) of the nearest prototypes, best first; only `site`'s when given."""
+        """(visitor id, cosine) of the nearest prototypes, best first; only `site`'s when given. `floor`: when
+        the best found is below it, an approximate engine searches harder (the assignment threshold)."""
 
     @abstractmethod
     def upsert_prototypes(self, recognizer_id: str, items: Iterable[tuple[uuid.UUID, np.ndarray, str]]) -> None:

@@ -115,9 +115,8 @@ class QdrantVectors(Vectors):
     # --- prototypes ---
 
     def search_prototypes(
-        self, recognizer_id: str, vector: np.ndarray, limit: int, site: str | None = None
+        self, recognizer_id: str, vector: np.ndarray, limit: int, site: str | None = None, floor: float | None = None
     ) -> list[tuple[uuid.UUID, float]]:
-        """(visitor id, cosine) of the nearest prototypes, best first; only `site`'s when given."""
         protos, _ = self._names(recognizer_id)
         flt = None
         if site is not None:
@@ -125,9 +124,12 @@ class QdrantVectors(Vectors):
         with self.lock:
             if recognizer_id not in self._dims:
                 return []
-            hits = self.client.query_points(
-                protos, query=np.asarray(vector, dtype=np.float32).tolist(), query_filter=flt, limit=limit
-            ).points
+            query = np.asarray(vector, dtype=np.float32).tolist()
+            hits = self.client.query_points(protos, query=query, query_filter=flt, limit=limit).points
+            if floor is not None and not self.local and (not hits or hits[0].score < floor):
+                wider = models.SearchParams(hnsw_ef=max(512, limit))  # a server's HNSW: look again, wider
+                hits = self.client.query_points(protos, query=query, query_filter=flt, limit=limit,
+                                                search_params=wider).points  # fmt: skip
         return [(uuid.UUID(str(h.id)), float(h.score)) for h in hits]
 
     def upsert_prototypes(self, recognizer_id: str, items: Iterable[tuple[uuid.UUID, np.ndarray, str]]) -> None:
