@@ -25,7 +25,7 @@ the last minutes from the database (`repair_index`), the source of truth. Bulk l
 reindex) skip the journal and mark the manifest: if they are interrupted, the next open starts empty and the
 service rebuilds from the database.
 
-Approximate search: HNSW with connectivity 16, expansion 64 at build and `EXPANSION_SEARCH` at query; when
+Approximate search: HNSW with connectivity 32, expansion 128 at build and `EXPANSION_SEARCH` at query; when
 the best found is below the caller's `floor` (the assignment threshold: the observation would start a new
 visitor) it searches again with `EXPANSION_RETRY`, because a missed returning visitor becomes a duplicate.
 bench/central.py measures `exact_top1` against brute force (README "Central benchmark").
@@ -55,8 +55,8 @@ from revisit.central.vectors import SightingPoint, Vectors, VectorStoreError, co
 
 log = logging.getLogger(__name__)
 FORMAT = 1
-CONNECTIVITY = 16
-EXPANSION_ADD = 64
+CONNECTIVITY = 32
+EXPANSION_ADD = 128
 EXPANSION_SEARCH = 256
 EXPANSION_RETRY = 1024  # a search whose best is below the caller's floor looks again, wider
 JOURNAL_LIMIT = 64 << 20
