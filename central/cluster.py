@@ -778,7 +778,8 @@ class Clusterer:
             if cluster not in owner:
                 # a new cluster keeps the staff/excluded mark of the old visitor most of its sightings came from
                 origin = next((old for (c, old), _ in overlap.most_common() if c == cluster), None)
-                status = old_visitors[origin].status if origin in old_visitors else "customer"
+                status = s.exec(select(Visitor.status).where(Visitor.id == origin)).first() if origin else None
+                status = status or "customer"
                 visitor = Visitor(
                     recognizer_id=rec, site_id=rows[i][2], first_seen=utcnow(), last_seen=utcnow(), status=status
                 )
