@@ -30,9 +30,10 @@ lint: install
 
 # The main job on embedded defaults: central (in-process MQTT broker, Qdrant local mode, SQLite, pages) and
 # one edge daemon reading a video (VIDEO=file or rtsp:// URL; default: a clip from ../shared/facedata).
+# The first start seeds four weeks of demo history; DEMO_ARGS=--fresh starts over, DEMO_ARGS=--no-seed skips it.
 demo: install
 	$(BIN)/revisit models list
-	$(BIN)/revisit demo --port $(PORT) $(if $(VIDEO),--video $(VIDEO))
+	$(BIN)/revisit demo --port $(PORT) $(if $(VIDEO),--video $(VIDEO)) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
