@@ -100,11 +100,12 @@ def test_analytics_equal_a_direct_count(month):
     assert len(api["days"]) == 28 and sum(w["new"] for w in api["weeks"]) == api["new_visitors"]
 
 
-def test_return_rate_counts_later_days_within_30_days():
-    """A unit check of the week figures on a hand-made store (no faces needed)."""
+def test_read_model_and_stream_on_sqlite_and_postgresql(db_url):
+    """The week figures, the frequency buckets and the streamed visits CSV on a hand-made store (no faces
+    needed), on both databases: person 0 returns 5 days later, person 1 twice the same day (not a return)."""
     from revisit.central.store import Site
 
-    store = Store("sqlite://")
+    store = Store(db_url)
     store.create_all()
     now = utcnow()
     today, _ = day_bounds(now, "UTC")
@@ -112,20 +113,30 @@ def test_return_rate_counts_later_days_within_30_days():
         site = Site(name="x")
         s.add(site)
         s.flush()
-        people = [Visitor(recognizer_id="r", first_seen=now, last_seen=now) for _ in range(3)]
+        people = [Visitor(recognizer_id="r", first_seen=now, last_seen=now) for _ in range(4)]
+        people[3].status = "staff"
         s.add_all(people)
         s.flush()
         back = today - timedelta(days=20, hours=-10)
-        spans = [(people[0], 0), (people[0], 5), (people[1], 0), (people[1], 0.01), (people[2], 0)]
-        for p, days in spans:  # person 1's second visit is the same day: not a return
+        spans = [(people[0], 0), (people[0], 5), (people[1], 0), (people[1], 0.01), (people[2], 0), (people[3], 1)]
+        for p, days in spans:
             start = back + timedelta(days=days)
             s.add(Visit(visitor_id=p.id, site_id=site.id, start=start, end=start + timedelta(minutes=10)))
-    with store.session() as s:
-        a = queries.analytics(s, (today - timedelta(days=27)).date(), now.date(), now=now)
-    week = [w for w in a.weeks if w.new]
-    assert len(week) == 1 and (week[0].new, week[0].returned) == (3, 1)
-    assert a.return_rate == pytest.approx(1 / 3)
-    assert a.frequency == {"1": 1, "2": 2, "3-5": 0, "6+": 0}
+    try:
+        with store.session() as s:
+            a = queries.analytics(s, (today - timedelta(days=27)).date(), now.date(), now=now)
+        week = [w for w in a.weeks if w.new]
+        assert len(week) == 1 and (week[0].new, week[0].returned) == (3, 1)
+        assert a.return_rate == pytest.approx(1 / 3)
+        assert a.frequency == {"1": 1, "2": 2, "3-5": 0, "6+": 0}
+        assert a.visits == 5 and a.median_dwell_s == pytest.approx(600)  # the staff member's visit is left out
+        text = "".join(
+            queries.csv_stream(store.session, lambda s: queries.visits_rows(s, today - timedelta(days=30), now))
+        )
+        rows = list(csv.reader(io.StringIO(text)))
+        assert len(rows) == 7 and Counter(r[3] for r in rows[1:]) == {"customer": 5, "staff": 1}
+    finally:
+        store.dispose()
 
 
 def test_staff_leave_loyal_list_and_analytics_and_come_back(month):
