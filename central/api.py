@@ -20,7 +20,14 @@ from revisit.central import queries
 from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, csrf_token
 from revisit.central.bounds import BoundedTime, Offset
 from revisit.central.cluster import ClusterError
-from revisit.central.pages import analytics_range, analytics_scope, audit_details, scoped_site, visible_or_404
+from revisit.central.pages import (
+    analytics_range,
+    analytics_scope,
+    analytics_zone,
+    audit_details,
+    scoped_site,
+    visible_or_404,
+)
 from revisit.central.store import (
     LoyalSort,
     Sighting,
@@ -544,10 +551,10 @@ def get_analytics(
     site: Annotated[str, Query(max_length=64, description="one site; empty: all (a site manager's: theirs)")] = "",
 ) -> AnalyticsOut:
     """The Analytics page's figures: customers only (staff and excluded visitors are left out)."""
-    tz = service.config.loyal.timezone
-    first, last = analytics_range(start, end, tz)
     with service.session() as s:
         ids = analytics_scope(s, user, site)
+        tz = analytics_zone(s, site, service.config.loyal.timezone)
+        first, last = analytics_range(start, end, tz)
         a = queries.analytics(s, first, last, timezone=tz, site_ids=ids)
     return AnalyticsOut(
         first=a.first, last=a.last, site=site or None, timezone=a.zone, visits=a.visits,

@@ -450,6 +450,14 @@ def analytics_scope(session: Any, user: Any, site: str) -> set[uuid.UUID] | None
     return {row.id}
 
 
+def analytics_zone(session: Any, site: str, default: str) -> str:
+    """The zone whose days the figures use: one site's own zone where sites have one, else head office's."""
+    if not site:
+        return default
+    row = session.exec(select(Site).where(Site.name == site)).first()
+    return getattr(row, "timezone", None) or default
+
+
 def _sites_of(session: Any, user: Any) -> list[str]:
     return [n for n in session.exec(select(Site.name).order_by(Site.name)) if user.sees_site(n)]
 
@@ -463,10 +471,10 @@ def analytics_page(
     end: date | None = None,
     site: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
-    tz = service.config.loyal.timezone
-    first, last = analytics_range(start, end, tz)
     with service.session() as s:
         ids = analytics_scope(s, user, site)
+        tz = analytics_zone(s, site, service.config.loyal.timezone)
+        first, last = analytics_range(start, end, tz)
         a = queries.analytics(s, first, last, timezone=tz, site_ids=ids)
         sites = _sites_of(s, user)
     day_labels = [d.day.strftime("%d %b") for d in a.days]
@@ -509,10 +517,10 @@ def export_analytics(
     end: date | None = None,
     site: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
-    tz = service.config.loyal.timezone
-    first, last = analytics_range(start, end, tz)
     with service.session() as s:
         ids = analytics_scope(s, user, site)
+        tz = analytics_zone(s, site, service.config.loyal.timezone)
+    first, last = analytics_range(start, end, tz)
 
     def rows(session: Any) -> Any:
         return queries.analytics_rows(queries.analytics(session, first, last, timezone=tz, site_ids=ids))
@@ -530,13 +538,13 @@ def export_visits(
     site: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
     """Every visit (staff and excluded ones too, with their status) starting in the range."""
-    tz = service.config.loyal.timezone
+    with service.session() as s:
+        ids = analytics_scope(s, user, site)
+        tz = analytics_zone(s, site, service.config.loyal.timezone)
     first, last = analytics_range(start, end, tz)
     zone = ZoneInfo(tz)
     lo = datetime.combine(first, datetime.min.time(), zone)
     hi = datetime.combine(last + timedelta(days=1), datetime.min.time(), zone)
-    with service.session() as s:
-        ids = analytics_scope(s, user, site)
     details = {"start": first.isoformat(), "end": last.isoformat(), "site": site}
     return _csv_response(
         service, user, "visits", details, lambda session: queries.visits_rows(session, lo, hi, ids, tz)

@@ -345,8 +345,11 @@ MAX_RANGE_DAYS = 366
 
 
 def counted():
-    """The filter of every analytics figure: customers only (staff and excluded visitors are left out)."""
-    return Visitor.status == "customer"
+    """The filter of every analytics figure: customers only (staff and excluded visitors are left out), and no
+    holder of an unassigned low-quality sighting where the store has those."""
+    rule = Visitor.status == "customer"
+    unassigned = getattr(Visitor, "unassigned", None)
+    return rule if unassigned is None else rule & col(unassigned).is_(False)
 
 
 def _in_scope(stmt, site_ids: set[uuid.UUID] | None):
