@@ -87,6 +87,23 @@ def test_the_demo_in_chromium(browser_page, demo_server, tmp_path):  # noqa: F81
     assert target not in [now_listed.nth(i).get_attribute("data-visitor") for i in range(now_listed.count())]
     assert now_listed.count() == len(listed) - 1
 
+    # in bulk from the visitors grid: two more marked as staff, then made customers again
+    page.goto(f"{base}/visitors?sort=-visits")
+    tiles = page.locator(".tile[data-visitor]")
+    chosen = [tiles.nth(i).get_attribute("data-visitor") for i in range(3) if tiles.nth(i).get_attribute(
+        "data-visitor") != target][:2]  # fmt: skip
+    for vid in chosen:
+        page.check(f'.tile[data-visitor="{vid}"] input[type=checkbox]')
+    page.click("#mark-staff")
+    page.wait_for_url(f"{base}/visitors?sort=-visits")
+    assert "2 visitor(s) marked staff" in page.locator(".flash").inner_text()
+    assert all(page.locator(f'.tile[data-visitor="{v}"] .badge.staff').count() == 1 for v in chosen)
+    for vid in chosen:
+        page.check(f'.tile[data-visitor="{vid}"] input[type=checkbox]')
+    page.click("button[value=customer]")
+    page.wait_for_url(f"{base}/visitors?sort=-visits")
+    assert "2 visitor(s) marked customer" in page.locator(".flash").inner_text()
+
     # the analytics page: three charts with marks, and figures equal to a direct count from the database
     page.click("nav >> text=Analytics")
     page.wait_for_url(f"{base}/analytics")
