@@ -69,6 +69,8 @@ class DemoSeed:
     event_photos: int = 0
     sample_selfies: list[str] = field(default_factory=list)
     staff_visitor: str = ""
+    homes: dict[str, str] = field(default_factory=dict)  # regular's identity -> home site (for `top_up_today`)
+    topped_up: list[str] = field(default_factory=list)  # later days that got today's visits of the regulars
 
 
 def load_marker(data_dir: Path) -> DemoSeed | None:
@@ -143,7 +145,12 @@ def _day_time(day_start: datetime, rng: random.Random, hours: tuple[int, int] = 
 
 
 def plan_visits(
-    people: dict[str, tuple[str, list[DemoFace]]], staff: str, now: datetime, zone: ZoneInfo, rng: random.Random
+    people: dict[str, tuple[str, list[DemoFace]]],
+    staff: str,
+    now: datetime,
+    zone: ZoneInfo,
+    rng: random.Random,
+    homes: dict[str, str] | None = None,
 ) -> list[tuple[datetime, str, str, float]]:
     """(arrival, identity, site, dwell seconds) for DAYS days before today and today up to `now`."""
     today = now.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -155,6 +162,8 @@ def plan_visits(
 
     for who, (kind, _faces) in people.items():
         home = DEMO_SITES[rng.randrange(len(DEMO_SITES))]
+        if homes is not None and kind == "regular":
+            homes[who] = home
         other = rng.choice([s for s in DEMO_SITES if s != home])
         if kind == "regular":
             rate = rng.uniform(0.25, 0.5)
@@ -231,7 +240,8 @@ def seed_demo(
         if analyzed % 25 < k:
             progress(f"demo: face engine on the dev photos {analyzed}/{total}")
     recognizer = engine.recognizer_id
-    visits = plan_visits(people, staff, now, zone, rng)
+    homes: dict[str, str] = {}
+    visits = plan_visits(people, staff, now, zone, rng, homes)
     handle = _handle_backfill(service.ingestor)
     stored = 0
     track = 0
@@ -252,15 +262,50 @@ def seed_demo(
             progress(f"demo: backfilled {i + 1}/{len(visits)} visits ({stored} observations)")
     seed = DemoSeed(
         seeded_at=now.isoformat(), sites=list(DEMO_SITES), observations=stored, visits_planned=len(visits),
-        photos_analyzed=analyzed, seconds=0.0,
+        photos_analyzed=analyzed, seconds=0.0, homes=homes,
     )  # fmt: skip
     seed.staff_visitor = str(_label_people(service, people, fed) or "")
     if with_event:
         _demo_event(service, engine, groups, regulars, seed, progress)
     seed.seconds = round(time.perf_counter() - started, 1)
-    Path(service.config.data_dir).mkdir(parents=True, exist_ok=True)
-    (Path(service.config.data_dir) / MARKER).write_text(json.dumps(asdict(seed), indent=2))
+    save_marker(Path(service.config.data_dir), seed)
     return seed
+
+
+def save_marker(data_dir: Path, seed: DemoSeed) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = data_dir / (MARKER + ".tmp")
+    tmp.write_text(json.dumps(asdict(seed), indent=2))
+    tmp.replace(data_dir / MARKER)
+
+
+def top_up_today(service: Any, engine: Any, facedata: Path, seed: DemoSeed, *, now: datetime | None = None) -> int:
+    """A demo restarted on a later day: today's visit of each regular (at their home site, earlier today), so
+    the loyal list is not empty before the camera has seen anyone. Once per day; returns the visits added."""
+    from revisit.shared.dataset import by_identity, load_labels
+
+    now = now or utcnow()
+    zone = ZoneInfo(service.config.loyal.timezone)
+    today = now.astimezone(zone).date()
+    if not seed.homes or today.isoformat() in seed.topped_up or seed.seeded_at[:10] >= today.isoformat():
+        return 0
+    groups = by_identity(load_labels(Path(facedata)))
+    start = now.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    rng = random.Random(f"{SEED}-{today}")
+    handle = _handle_backfill(service.ingestor)
+    added = 0
+    for i, (name, site) in enumerate(sorted(seed.homes.items())):
+        face = next((f for r in groups.get(name, [])[:3] if (f := _face(engine, r.path, name))), None)
+        if face is None:
+            continue
+        elapsed = (now - start).total_seconds()
+        arrival = start + timedelta(seconds=rng.uniform(0.2, 0.9) * max(60.0, elapsed - 600))
+        obs = _observation(face, site, "door", 900_000 + i, arrival.timestamp(), engine.recognizer_id)
+        if handle(faces_topic(site, DEVICE), encode(obs)).kind == "stored":
+            added += 1
+    seed.topped_up.append(today.isoformat())
+    save_marker(Path(service.config.data_dir), seed)
+    return added
 
 
 def _label_people(

@@ -66,15 +66,19 @@ def _seed(service, data_dir: Path):
     """The demo history: seeded once per data directory (demo_seed.json), kept across restarts."""
     import time
 
-    from revisit.central.demo_data import load_marker, seed_demo
+    from revisit.central.demo_data import load_marker, seed_demo, top_up_today
     from revisit.shared.engine import FaceEngine
 
+    env = os.environ.get("REVISIT_FACEDATA")
+    facedata = Path(env) if env else DEFAULT_VIDEOS.parent
     seeded = load_marker(data_dir)
     if seeded is not None:
         print(f"revisit demo: demo history already seeded on {seeded.seeded_at[:10]} (--fresh starts over)", flush=True)
+        if (facedata / "labels.csv").is_file():
+            added = top_up_today(service, FaceEngine(service.config.engine), facedata, seeded)
+            if added:
+                print(f"revisit demo: added today's visits of {added} demo regulars", flush=True)
         return seeded
-    env = os.environ.get("REVISIT_FACEDATA")
-    facedata = Path(env) if env else DEFAULT_VIDEOS.parent
     if not (facedata / "labels.csv").is_file():
         print(f"revisit demo: no labelled photos in {facedata} (set REVISIT_FACEDATA): no demo history", flush=True)
         return None

@@ -10,6 +10,7 @@ import io
 import threading
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlmodel import select
@@ -53,7 +54,7 @@ def _csv(response) -> list[list[str]]:
     return list(csv.reader(io.StringIO(response.text())))
 
 
-def test_the_demo_in_chromium(browser_page, demo_server, tmp_path):  # noqa: F811 - fixture
+def test_the_demo_in_chromium(browser_page, demo_server, engine, tmp_path):  # noqa: F811 - fixture
     base, service, seed = demo_server
     page = browser_page
     assert seed.observations > 300 and seed.event_code and seed.sample_selfies
@@ -148,3 +149,15 @@ def test_the_demo_in_chromium(browser_page, demo_server, tmp_path):  # noqa: F81
     assert event is not None
     status = events.photo_status(event.id)
     assert status["done"] == seed.event_photos >= 20 and status["faces"] >= 20
+
+    # a restart on a later day adds today's visit of each regular, once
+    from revisit.central.demo_data import top_up_today
+    from revisit.central.store import loyal_customers
+
+    later = utcnow() + timedelta(days=1)
+    facedata = Path(seed.sample_selfies[0]).parents[2]
+    assert top_up_today(service, engine, facedata, seed, now=later) == len(seed.homes) == 10
+    assert top_up_today(service, engine, facedata, seed, now=later) == 0
+    assert load_marker(Path(service.config.data_dir)).topped_up == [later.date().isoformat()]
+    with service.session() as s:
+        assert loyal_customers(s, min_visits=3, now=later).total >= 5
