@@ -555,6 +555,13 @@ def loyal_rows(pages: Callable[[int, int], Any]) -> Iterator[list[Any]]:
             return
 
 
+def _cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula (=, +, -, @, tab, CR first) gets a leading quote."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def csv_stream(open_session: Callable[[], Session], rows: Callable[[Session], Iterator[list[Any]]]) -> Iterator[str]:
     """CSV text of `rows(session)` in chunks of lines, the session open only while the response streams."""
     import csv
@@ -564,7 +571,7 @@ def csv_stream(open_session: Callable[[], Session], rows: Callable[[Session], It
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         for i, row in enumerate(rows(session)):
-            writer.writerow(row)
+            writer.writerow([_cell(v) for v in row])
             if i % 500 == 499:
                 yield buffer.getvalue()
                 buffer.seek(0)

@@ -237,6 +237,13 @@ def test_exports_parse_and_match_the_api(month):
     with service.session() as s:
         assert {r[0] for r in visits[1:]} == {str(v.id) for v in s.exec(select(Visit))}
 
+    with service.session() as s:
+        some = s.exec(select(Visit)).first()
+    service.clusterer.update_visitor(some.visitor_id, label='=HYPERLINK("http://x")')
+    labelled = [r for r in _csv(client.get("/exports/visits.csv", params=params)) if r[1] == str(some.visitor_id)]
+    assert labelled and all(r[2] == '\'=HYPERLINK("http://x")' for r in labelled)  # not a formula in a spreadsheet
+    service.clusterer.update_visitor(some.visitor_id, label="")
+
     loyal = _csv(client.get("/exports/loyal.csv"))
     listed = client.get("/api/v1/loyal").json()
     assert [r[0] for r in loyal[1:]] == [i["visitor"]["id"] for i in listed["items"]] and listed["total"] >= 1
