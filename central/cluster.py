@@ -72,6 +72,7 @@ class ClusterSettings:
     scope: Scope = "all"
     visit_gap: timedelta = timedelta(minutes=30)
     candidates: int = 8
+    found_min_quality: float = 0.0  # below this a face never founds a visitor: it joins one or waits unassigned
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class Assignment:
     created: bool  # a new visitor was started
     duplicate: bool  # the observation was already stored: nothing changed
     score: float  # cosine to the best allowed prototype (-1 when there was none)
+    unassigned: bool = False  # a low-quality face that matched nobody: held apart, founding nothing
 
 
 @dataclass
@@ -131,12 +133,14 @@ def cluster_offline(
     scopes: Sequence[str] | None = None,
     must: Sequence[Sequence[int]] = (),
     cannot: Iterable[tuple[int, int]] = (),
+    found_min_quality: float = 0.0,
 ) -> list[int]:
     """Cluster rows in order with the assignment rule; returns a cluster index per row.
 
     `scopes`: rows only join clusters of their own scope key. `must`: groups of rows that share a cluster
     (the first to arrive decides it; a person's edit wins over the threshold). `cannot`: row pairs that never
-    share a cluster through the rule.
+    share a cluster through the rule. A row below `found_min_quality` that joins nothing founds no cluster: its
+    label is -1 (unassigned), unless a must-link group holds it.
     """
     n = len(vectors)
     group_of = list(range(n))
@@ -148,6 +152,7 @@ def cluster_offline(
         banned[group_of[a]].add(b)
         banned[group_of[b]].add(a)
     label = [-1] * n
+    group_size = Counter(group_of)
     group_label: dict[int, int] = {}
     protos: list[Prototype] = []
     scope_rows: dict[str, list[int]] = defaultdict(list)  # scope -> its cluster ids, in matrix row order
@@ -166,6 +171,8 @@ def cluster_offline(
                 forbidden = {label[j] for j in banned[g] if label[j] >= 0}
                 pos, _ = decide(((k, float(s)) for k, s in enumerate(sims) if ids[k] not in forbidden), threshold)
                 cluster = None if pos is None else ids[pos]
+            if cluster is None and qualities[i] < found_min_quality and group_size[g] == 1:
+                continue  # label stays -1
         if cluster is None:
             cluster = len(protos)
             protos.append(Prototype.of(vec, qualities[i]))
@@ -234,6 +241,7 @@ class Clusterer:
                     device.observations += 1
                     co = self._co_track_sightings(s, obs, camera.id, first, last)
                     visitor, created, score = self._pick(s, obs, vec, site, {c.visitor_id for c in co})
+                    held = visitor.unassigned
                     if save_crop and self.crops is not None:
                         crop_path = self.crops.save(obs.crop_jpeg)
                     sighting = Sighting(
@@ -259,7 +267,7 @@ class Clusterer:
                     visit = self._add_to_visit(s, visitor.id, site.id, sighting)
                     s.flush()
                     visitor.visit_count = self._count_visits(s, visitor.id)
-                    result = Assignment(sighting.id, visitor.id, visit.id, created, False, score)
+                    result = Assignment(sighting.id, visitor.id, visit.id, created, False, score, held)
                     site_name, proto_vec = site.name, proto.vector
             except BaseException:
                 if crop_path and self.crops is not None:
@@ -269,7 +277,8 @@ class Clusterer:
             self.vectors.upsert_sightings(
                 rec, [SightingPoint(result.sighting_id, vec, result.visitor_id, site_name, obs.best_ts)]
             )
-            self.vectors.upsert_prototypes(rec, [(result.visitor_id, proto_vec, site_name)])
+            if not held:  # a held sighting has no prototype: nothing can join it
+                self.vectors.upsert_prototypes(rec, [(result.visitor_id, proto_vec, site_name)])
             return result
 
     def _resync(self, s: Session, found: Sighting, obs: Observation, vec: np.ndarray) -> None:
@@ -301,8 +310,9 @@ class Clusterer:
             forbidden = forbidden | {chosen}
         first = from_epoch(obs.first_ts)
         visitor = Visitor(
-            recognizer_id=obs.recognizer_id, site_id=site.id, first_seen=first, last_seen=from_epoch(obs.last_ts)
-        )
+            recognizer_id=obs.recognizer_id, site_id=site.id, first_seen=first, last_seen=from_epoch(obs.last_ts),
+            unassigned=obs.quality.score < self.settings.found_min_quality,
+        )  # fmt: skip
         s.add(visitor)
         s.flush()  # no ORM relationships: insert the visitor before its sighting
         return visitor, True, score
@@ -347,6 +357,11 @@ class Clusterer:
         s.flush()
         sighting.visit_id = visit.id
         return visit
+
+    def unassigned_count(self) -> int:
+        """Low-quality sightings waiting unassigned (each held by an `unassigned` visitor row)."""
+        with self.store.session() as s:
+            return int(s.exec(select(func.count()).select_from(Visitor).where(col(Visitor.unassigned).is_(True))).one())
 
     @staticmethod
     def _count_visits(s: Session, visitor_id: uuid.UUID) -> int:
@@ -402,7 +417,7 @@ class Clusterer:
     def _sync_visitor(self, visitor: Visitor, alive: bool) -> None:
         """Push a recomputed visitor's prototype (or its removal) to Qdrant (after commit)."""
         rec = visitor.recognizer_id
-        if not alive or not visitor.proto_sum:
+        if not alive or not visitor.proto_sum or visitor.unassigned:
             self.vectors.delete_prototypes(rec, [visitor.id])
             return
         vec = Prototype(np.frombuffer(visitor.proto_sum, dtype=np.float64)).vector
@@ -453,6 +468,7 @@ class Clusterer:
                     for other in [*ids_a, *ids_b]:
                         self._link(s, MustLink, anchor, other, "merge")
                 s.exec(update(Sighting).where(col(Sighting.visitor_id) == b.id).values(visitor_id=a.id, visit_id=None))
+                a.unassigned = False  # a person placed a held sighting: it is a visitor now
                 a.label = a.label or b.label
                 a.notes = "\n".join(n for n in (a.notes, b.notes) if n)[:10_000]
                 a.first_seen = min(a.first_seen, b.first_seen)
@@ -680,7 +696,9 @@ class Clusterer:
             scopes=[str(r[2]) for r in rows] if self.settings.scope == "site" else None,
             must=[g for g in groups.values() if len(g) > 1],
             cannot=[(index[a], index[b]) for a, b in cannots if a in index and b in index],
+            found_min_quality=self.settings.found_min_quality,
         )
+        labels = [c if c >= 0 else -1 - i for i, c in enumerate(labels)]  # each held row on its own
         report.sightings += len(rows)
         # keep an old visitor's id (and label, notes) for the new cluster holding most of its sightings
         overlap = Counter((labels[i], rows[i][1]) for i in range(len(rows)))
@@ -698,6 +716,7 @@ class Clusterer:
                 visitor = Visitor(recognizer_id=rec, site_id=rows[i][2], first_seen=utcnow(), last_seen=utcnow())
                 s.add(visitor)
                 owner[cluster] = visitor
+            owner[cluster].unassigned = cluster < 0
         s.flush()
         by_visitor: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
         for i, c in enumerate(labels):
@@ -739,7 +758,7 @@ class Clusterer:
             for k in range(0, len(vids), 500):
                 protos: dict[str, list[tuple[uuid.UUID, np.ndarray, str]]] = defaultdict(list)
                 for v in s.exec(select(Visitor).where(col(Visitor.id).in_(vids[k : k + 500]))):
-                    if v.proto_sum:
+                    if v.proto_sum and not v.unassigned:
                         vec = Prototype(np.frombuffer(v.proto_sum, dtype=np.float64)).vector
                         protos[v.recognizer_id].append((v.id, vec, self._site_name(v.site_id)))
                 for rec, items in protos.items():

@@ -27,6 +27,8 @@ from revisit.central.store import (
     Visitor,
     day_bounds,
     devices_overview,
+    local_day,
+    site_zone,
     utcnow,
 )
 from revisit.shared.assign import Prototype
@@ -82,13 +84,21 @@ class VisitorPage:
     visitors: list[Visitor]
     references: dict[uuid.UUID, Sighting]  # visitor id -> reference sighting
     total: int
+    unassigned: int = 0  # low-quality sightings waiting unassigned (each held apart, never a visitor)
 
 
 def list_visitors(
-    session: Session, *, q: str = "", sort: VisitorSort = "-last_seen", offset: int = 0, limit: int = 50
+    session: Session,
+    *,
+    q: str = "",
+    sort: VisitorSort = "-last_seen",
+    offset: int = 0,
+    limit: int = 50,
+    unassigned: bool = False,
 ) -> VisitorPage:
-    """Visitors whose label or notes contain `q` (or whose id is `q`), sorted and paged."""
-    stmt = select(Visitor)
+    """Visitors whose label or notes contain `q` (or whose id is `q`), sorted and paged; with `unassigned`, the
+    held low-quality sightings instead (each in a row of its own that founds no visitor)."""
+    stmt = select(Visitor).where(col(Visitor.unassigned).is_(unassigned))
     q = q.strip()
     if q:
         try:
@@ -106,7 +116,8 @@ def list_visitors(
         "first_seen": col(Visitor.first_seen),
     }[sort]
     visitors = list(session.exec(stmt.order_by(order, Visitor.id).offset(offset).limit(limit)))
-    return VisitorPage(visitors, references(session, visitors), int(total))
+    held = session.exec(select(func.count()).select_from(Visitor).where(col(Visitor.unassigned).is_(True))).one()
+    return VisitorPage(visitors, references(session, visitors), int(total), int(held))
 
 
 def references(session: Session, visitors: Iterable[Visitor]) -> dict[uuid.UUID, Sighting]:
@@ -194,25 +205,33 @@ class SiteRow:
     devices: list[DeviceRow]
     visits_today: int
     sightings_today: int
+    zone: str = "UTC"  # the site's zone (its own, or the global default)
+    today: date | None = None  # the site's local day
 
 
 def sites_overview(
     session: Session, live_urls: Mapping[str, str], timezone: str = "UTC", now: datetime | None = None
 ) -> list[SiteRow]:
+    """Sites with their devices; "today" is each site's own local day (visits by the day they start)."""
     now = now or utcnow()
-    today, tomorrow = day_bounds(now, timezone)
-    per_camera = dict(
-        session.exec(
-            select(Sighting.camera_id, func.count())
-            .where(Sighting.best_ts >= today, Sighting.best_ts < tomorrow)
-            .group_by(Sighting.camera_id)
-        ).all()
-    )
-    today_visits = select(Visit.site_id, func.count()).where(Visit.end >= today, Visit.start < tomorrow)
-    visits_today = dict(session.exec(today_visits.group_by(Visit.site_id)).all())
     rows: dict[uuid.UUID, SiteRow] = {}
+    per_camera: dict[uuid.UUID, int] = {}
     for site in session.exec(select(Site).order_by(Site.name)):
-        rows[site.id] = SiteRow(site, [], int(visits_today.get(site.id, 0)), 0)
+        zone = site_zone(site, timezone)
+        today, tomorrow = day_bounds(now, zone)
+        visits = session.exec(
+            select(func.count()).select_from(Visit).join(Visitor, col(Visitor.id) == Visit.visitor_id)
+            .where(Visit.site_id == site.id, col(Visitor.unassigned).is_(False))
+            .where(Visit.start >= today, Visit.start < tomorrow)
+        ).one()  # fmt: skip
+        per_camera |= dict(
+            session.exec(
+                select(Sighting.camera_id, func.count())
+                .where(Sighting.site_id == site.id, Sighting.best_ts >= today, Sighting.best_ts < tomorrow)
+                .group_by(Sighting.camera_id)
+            ).all()
+        )
+        rows[site.id] = SiteRow(site, [], int(visits), 0, zone, local_day(now, zone))
     for site, device, cameras in devices_overview(session):
         base = live_base(live_urls, site.name, device.name)
         cams = [CameraRow(c, int(per_camera.get(c.id, 0)), base) for c in cameras]

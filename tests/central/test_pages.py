@@ -58,7 +58,7 @@ def test_loyal_customers_shows_the_regular_with_photos(seeded):
     for url in images:
         r = client.get(url)
         assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content[:2] == b"\xff\xd8"
-    assert "4 visits this week, 4 in 30 days" in table and "3 before today" in table
+    assert "4 visits this week, 4 in 30 days" in table and "3 before this day" in table
     assert "<td>s1</td>" in table
     with service.session() as s:
         today = s.exec(select(Sighting).where(Sighting.visitor_id == loyal).order_by(Sighting.best_ts.desc())).first()
