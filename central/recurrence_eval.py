@@ -84,6 +84,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, help="cosine to join a visitor (default: the service's)")
     p.add_argument("--found-min-quality", type=float, help="quality floor to found a visitor (default: service's)")
     p.add_argument("--mean-shots", type=int, help="edge: publish the mean of the best K embedded shots")
+    p.add_argument("--edge-min-quality", type=float, help="edge: shots below this are never embedded")
     add_models_option(p)
     add_engine_options(p)
     p.set_defaults(func=run_recurrence)
@@ -208,12 +209,16 @@ class FaceCache:
         self.engine = engine
         self.level = level
         self.seed = seed
-        tag = f"{engine.config.detector.model}_{engine.recognizer_id}".replace("@", "_")
+        from revisit.shared.degrade import FRAME_SIZE
+
+        frame = "x".join(map(str, FRAME_SIZE))
+        tag = f"{engine.config.detector.model}_{engine.recognizer_id}_{frame}".replace("@", "_")
         self.dir = root / tag / level / f"seed{seed}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.computed = 0
         self.hits = 0
         self._mem: dict[str, dict[int, FrameFace]] = {}
+        self._frames: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}  # the current photo's frames
 
     def _file(self, photo: Record) -> Path:
         return self.dir / (hashlib.sha1(photo.relpath.encode()).hexdigest()[:20] + ".npz")
@@ -239,10 +244,16 @@ class FaceCache:
         from revisit.shared.engine import central_face
         from revisit.shared.image import read_image
 
+        key = (photo.relpath, self._key(variant))
+        if key in self._frames:
+            return self._frames[key]
+        if len(self._frames) > 64:
+            self._frames.clear()
         image = read_image(photo.path)
         clean = self._clean_box(photo, image, central_face)
         v = degrade(image, clean, self.level, rng_for(self.seed, photo.relpath, self.level, self._key(variant)))
-        return v.frame, v.face_box
+        self._frames[key] = (v.frame, v.face_box)
+        return self._frames[key]
 
     def _clean_box(self, photo: Record, image: np.ndarray, central_face: Any) -> np.ndarray:
         faces = self._load(photo)
@@ -481,7 +492,8 @@ def run_recurrence(args: argparse.Namespace) -> int:
     sc = build_scenario(groups, args.days, args.sites, args.seed)
     engine = FaceEngine(engine_config(args), args.models)
     cache = FaceCache(args.cache or default_cache(), engine, args.degrade, args.seed)
-    rec_config = RecogniseConfig(**({"mean_shots": args.mean_shots} if args.mean_shots else {}))
+    edge = {"mean_shots": args.mean_shots, "min_quality": args.edge_min_quality}
+    rec_config = RecogniseConfig(**{k: v for k, v in edge.items() if v is not None})
     defaults = ClusterConfig()
     threshold = args.threshold if args.threshold is not None else defaults.threshold
     floor = args.found_min_quality if args.found_min_quality is not None else defaults.found_min_quality
@@ -520,6 +532,7 @@ def run_recurrence(args: argparse.Namespace) -> int:
             "threshold": threshold,
             "found_min_quality": floor,
             "mean_shots": rec_config.mean_shots,
+            "edge_min_quality": rec_config.min_quality,
         }
         result |= score(sc, store, owner, args.days)
         result["unassigned"] = ingestor.clusterer.unassigned_count()

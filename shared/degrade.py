@@ -2,7 +2,8 @@
 
 A variant is drawn from a seeded generator, so the same (photo, level, seed, variant) always gives the same
 frame: a small rotation, the face resized to a drawn width (from its box in the clean photo), Gaussian blur,
-dim light and sensor noise, the result pasted into a 640x360 frame of dull background, and the whole frame
+dim light and sensor noise, the result pasted into a 320x240 frame of dull background (a part of a camera's view:
+the face size in pixels is what matters, and a small frame keeps evaluations affordable), and the whole frame
 JPEG-compressed at a low quality. Levels:
 
 - ``none``: the photo itself (no frame);
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-FRAME_SIZE = (640, 360)  # width, height
+FRAME_SIZE = (320, 240)  # width, height
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,8 @@ def degrade(image: np.ndarray, face_box: np.ndarray, level: str, rng: np.random.
     y0 = int(rng.integers(0, max(1, fh - size[1])))
     pw, ph = min(size[0], fw - x0), min(size[1], fh - y0)
     frame[y0 : y0 + ph, x0 : x0 + pw] = img[:ph, :pw]
-    frame = frame * float(rng.uniform(*spec.light)) + rng.normal(0, float(rng.uniform(*spec.noise)), frame.shape)
+    frame *= float(rng.uniform(*spec.light))
+    frame += rng.standard_normal(frame.shape, dtype=np.float32) * float(rng.uniform(*spec.noise))
     frame = np.clip(frame, 0, 255).astype(np.uint8)
     quality = int(rng.integers(spec.jpeg[0], spec.jpeg[1] + 1))
     ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
