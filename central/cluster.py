@@ -73,6 +73,12 @@ class ClusterSettings:
     visit_gap: timedelta = timedelta(minutes=30)
     candidates: int = 8
     found_min_quality: float = 0.0  # below this a face never founds a visitor: it joins one or waits unassigned
+    low_quality_threshold: float | None = None  # the cosine such a face needs to join ("clearly"); None: threshold
+
+    def join_threshold(self, quality: float) -> float:
+        if quality < self.found_min_quality and self.low_quality_threshold is not None:
+            return max(self.threshold, self.low_quality_threshold)
+        return self.threshold
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,7 @@ def cluster_offline(
     must: Sequence[Sequence[int]] = (),
     cannot: Iterable[tuple[int, int]] = (),
     found_min_quality: float = 0.0,
+    low_quality_threshold: float | None = None,
 ) -> list[int]:
     """Cluster rows in order with the assignment rule; returns a cluster index per row.
 
@@ -169,7 +176,9 @@ def cluster_offline(
             if ids:
                 sims = matrices[key] @ vec
                 forbidden = {label[j] for j in banned[g] if label[j] >= 0}
-                pos, _ = decide(((k, float(s)) for k, s in enumerate(sims) if ids[k] not in forbidden), threshold)
+                poor = qualities[i] < found_min_quality and low_quality_threshold is not None
+                need = max(threshold, low_quality_threshold) if poor else threshold  # type: ignore[type-var]
+                pos, _ = decide(((k, float(s)) for k, s in enumerate(sims) if ids[k] not in forbidden), need)
                 cluster = None if pos is None else ids[pos]
             if cluster is None and qualities[i] < found_min_quality and group_size[g] == 1:
                 continue  # label stays -1
@@ -299,7 +308,7 @@ class Clusterer:
         limit = self.settings.candidates + len(forbidden)
         candidates = self.vectors.search_prototypes(obs.recognizer_id, vec, limit, scope_site)
         while True:
-            chosen, score = choose(candidates, self.settings.threshold, forbidden)
+            chosen, score = choose(candidates, self.settings.join_threshold(obs.quality.score), forbidden)
             if chosen is None:
                 break
             visitor = s.get(Visitor, chosen, with_for_update=True)
@@ -697,6 +706,7 @@ class Clusterer:
             must=[g for g in groups.values() if len(g) > 1],
             cannot=[(index[a], index[b]) for a, b in cannots if a in index and b in index],
             found_min_quality=self.settings.found_min_quality,
+            low_quality_threshold=self.settings.low_quality_threshold,
         )
         labels = [c if c >= 0 else -1 - i for i, c in enumerate(labels)]  # each held row on its own
         report.sightings += len(rows)

@@ -88,6 +88,9 @@ class ClusterConfig(Strict):
         0.0, ge=0, le=1,
         description="a face below this quality never founds a visitor: it joins one it matches or waits unassigned",
     )  # fmt: skip
+    low_quality_threshold: float | None = Field(
+        None, gt=0, lt=1, description="cosine a face below found_min_quality needs to join a visitor; None: threshold"
+    )
 
 
 class LoyalConfig(Strict):

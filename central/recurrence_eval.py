@@ -83,6 +83,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=Path, metavar="DIR", help="embedding cache (default ~/.cache/revisit/...)")
     p.add_argument("--threshold", type=float, help="cosine to join a visitor (default: the service's)")
     p.add_argument("--found-min-quality", type=float, help="quality floor to found a visitor (default: service's)")
+    p.add_argument("--low-quality-threshold", type=float, help="cosine a face below the floor needs to join")
     p.add_argument("--mean-shots", type=int, help="edge: publish the mean of the best K embedded shots")
     p.add_argument("--edge-min-quality", type=float, help="edge: shots below this are never embedded")
     add_models_option(p)
@@ -497,8 +498,9 @@ def run_recurrence(args: argparse.Namespace) -> int:
     defaults = ClusterConfig()
     threshold = args.threshold if args.threshold is not None else defaults.threshold
     floor = args.found_min_quality if args.found_min_quality is not None else defaults.found_min_quality
+    low = args.low_quality_threshold if args.low_quality_threshold is not None else defaults.low_quality_threshold
     settings = ClusterSettings(threshold=threshold, visit_gap=timedelta(minutes=defaults.visit_gap_min),
-                               found_min_quality=floor)  # fmt: skip
+                               found_min_quality=floor, low_quality_threshold=low)  # fmt: skip
     stats: Counter[str] = Counter()
     owner: dict[str, str] = {}
     start = time.perf_counter()
@@ -531,6 +533,7 @@ def run_recurrence(args: argparse.Namespace) -> int:
             "observations": len(owner),
             "threshold": threshold,
             "found_min_quality": floor,
+            "low_quality_threshold": low,
             "mean_shots": rec_config.mean_shots,
             "edge_min_quality": rec_config.min_quality,
         }

@@ -101,6 +101,7 @@ class CentralService:
             visit_gap=timedelta(minutes=cfg.cluster.visit_gap_min),
             candidates=cfg.cluster.candidates,
             found_min_quality=cfg.cluster.found_min_quality,
+            low_quality_threshold=cfg.cluster.low_quality_threshold,
         )
         self._clusterer = Clusterer(self._store, self._vectors, CropStore(cfg.crops_dir), settings)
         self._apply_site_zones()

@@ -215,8 +215,9 @@ class Recogniser:
                 embedded = state.embedded.face if state.embedded else None
                 if should_reembed(embedded, state.best.face, state.embeds, self.rules):
                     out.append((state.key, state.best.face))
-            if state.track_id and self.config.mean_shots > 1:  # the pool's other shots, within the budget
-                budget = self.rules.max_embeds - state.embeds - sum(f is not None for _, f in out if _ == state.key)
+            if state.track_id and self.config.mean_shots > 1:  # the pool's other shots: K embeds at most
+                queued = sum(1 for key, _ in out if key == state.key)
+                budget = min(self.config.mean_shots, self.rules.max_embeds) - state.embeds - queued
                 for shot in state.pool:
                     if budget <= 0:
                         break

@@ -331,3 +331,27 @@ def test_cluster_offline_quality_floor():
     assert labels == [0, 1, -1, 0]  # a poor face joins its clear match
     labels = cluster_offline(vecs, [0.1, 0.9, 0.1, 0.1], 0.37, found_min_quality=0.4, must=[[0, 2]])
     assert labels[0] == labels[2] >= 0  # a person's must-link wins over the floor
+
+
+def _at_cosine(base: np.ndarray, cos: float, seed: int) -> np.ndarray:
+    """A unit vector at exactly `cos` to `base`."""
+    base = base / np.linalg.norm(base)
+    other = np.random.default_rng(seed).standard_normal(base.shape)
+    other -= (other @ base) * base
+    return cos * base + np.sqrt(1 - cos * cos) * other / np.linalg.norm(other)
+
+
+def test_a_low_quality_face_must_match_clearly_to_join(make_clusterer):
+    c = make_clusterer(threshold=0.37, found_min_quality=0.4, low_quality_threshold=0.5)
+    assert c.settings.join_threshold(0.2) == 0.5 and c.settings.join_threshold(0.6) == 0.37
+    (face,) = people(1)
+    good = c.ingest(make_obs(face, ts=1_800_000_000, quality=0.9))
+    unclear = c.ingest(make_obs(_at_cosine(face, 0.45, 1), ts=1_800_100_000, quality=0.2))
+    assert unclear.unassigned and unclear.visitor_id != good.visitor_id  # 0.45: enough for a good face only
+    clear = c.ingest(make_obs(_at_cosine(face, 0.6, 2), ts=1_800_200_000, quality=0.2))
+    assert clear.visitor_id == good.visitor_id
+    fine = c.ingest(make_obs(_at_cosine(face, 0.45, 3), ts=1_800_300_000, quality=0.9))
+    assert fine.visitor_id == good.visitor_id
+    labels = cluster_offline(np.stack([face, _at_cosine(face, 0.45, 1)]), [0.9, 0.2], 0.37,
+                             found_min_quality=0.4, low_quality_threshold=0.5)  # fmt: skip
+    assert labels == [0, -1]
