@@ -90,7 +90,7 @@ def test_eval_recurrence_does_not_regress(capsys, models_dir, facedata, tmp_path
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("degrade", "identities", "regulars", "visits", "observations_planned", "threshold",
-                "found_min_quality", "mean_shots", "loyal_lists"):  # fmt: skip
+                "found_min_quality", "low_quality_threshold", "mean_shots", "loyal_lists"):  # fmt: skip
         assert result[key] == baseline[key], key
     assert abs(result["observations"] - baseline["observations"]) <= 2
     assert result["loyal_precision"] >= baseline["loyal_precision"] - TOLERANCE
