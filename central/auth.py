@@ -225,6 +225,7 @@ ACCESS: dict[str, str] = {
     "GET /exports/visits.csv": "sites",
     "GET /exports/loyal.csv": "sites",
     "GET /api/v1/analytics": "sites",
+    "POST /sites/{site_id}/timezone": "admin",  # a chain-wide setting
     "GET /crops/{path:path}": "sites",
     "GET /live/camera/{camera_id}.mjpg": "sites",
     "GET /live/camera/{camera_id}.jpg": "sites",

@@ -34,7 +34,7 @@ from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from revisit.central import charts, queries
-from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, flash, templates
+from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, can, flash, templates
 from revisit.central.cluster import ClusterError
 from revisit.central.store import VISITOR_STATUSES as STATUSES
 from revisit.central.store import (
@@ -46,9 +46,11 @@ from revisit.central.store import (
     Visitor,
     latest_sightings,
     loyal_customers,
+    site_zone,
     utcnow,
     visit_frequency,
     visitor_detail,
+    zone_info,
 )
 
 log = logging.getLogger(__name__)
@@ -73,12 +75,15 @@ LOYAL_SORTS: dict[str, str] = {
 
 
 def _zone(request: Request) -> ZoneInfo:
-    return ZoneInfo(request.app.state.service.config.loyal.timezone)
+    return zone_info(request.app.state.service.config.loyal.timezone)
 
 
 @pass_context
-def _localtime(context: Any, value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    return value.astimezone(_zone(context["request"])).strftime(fmt) if value else ""
+def _localtime(context: Any, value: datetime | None, fmt: str = "%Y-%m-%d %H:%M", zone: str | None = None) -> str:
+    """`value` in `zone` (a site's), else head office's zone."""
+    if not value:
+        return ""
+    return value.astimezone(zone_info(zone) if zone else _zone(context["request"])).strftime(fmt)
 
 
 def _ago(value: datetime | None) -> str:
@@ -143,6 +148,7 @@ def loyal(
     min_visits: Annotated[int | None, Query(ge=1, le=1000)] = None,
     window_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
     site: Annotated[str, Query(max_length=64)] = "",
+    as_of: Annotated[str, Query(max_length=10, description="YYYY-MM-DD; default today in the site's zone")] = "",
     sort: LoyalSort = "-arrival",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
@@ -150,11 +156,16 @@ def loyal(
     min_visits = min_visits or cfg.min_visits
     window_days = window_days or cfg.window_days
     site = scoped_site(user, site)
+    try:
+        day = date.fromisoformat(as_of) if as_of else None
+    except ValueError:
+        raise HTTPException(422, "as_of: a date as YYYY-MM-DD") from None
     with service.session() as s:
         result = loyal_customers(
             s,
             min_visits=min_visits,
             window_days=window_days,
+            as_of=day,
             timezone=cfg.timezone,
             site=site or None,
             sort=sort,
@@ -163,7 +174,7 @@ def loyal(
         )
         sites = [n for n in s.exec(select(Site.name).order_by(Site.name)) if user.sees_site(n)]
     pages = max(1, -(-result.total // LOYAL_PAGE_SIZE))
-    query = {"min_visits": min_visits, "window_days": window_days, "site": site, "sort": sort}
+    query = {"min_visits": min_visits, "window_days": window_days, "site": site, "as_of": as_of, "sort": sort}
     context = {
         "result": result,
         "sites": sites,
@@ -172,6 +183,7 @@ def loyal(
         "page": page,
         "pages": pages,
         "frequency": queries.frequency_text,
+        "head_office_zone": cfg.timezone,
     }
     return _render(request, "loyal.html", context)
 
@@ -184,11 +196,18 @@ def visitors(
     q: Annotated[str, Query(max_length=200)] = "",
     sort: queries.VisitorSort = "-last_seen",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    unassigned: bool = False,
 ) -> Response:
     with service.session() as s:
         ids = queries.site_ids(s, user.sites)
         result = queries.list_visitors(
-            s, q=q, sort=sort, offset=(page - 1) * VISITORS_PAGE_SIZE, limit=VISITORS_PAGE_SIZE, site_ids=ids
+            s,
+            q=q,
+            sort=sort,
+            offset=(page - 1) * VISITORS_PAGE_SIZE,
+            limit=VISITORS_PAGE_SIZE,
+            site_ids=ids,
+            unassigned=unassigned,
         )
         names = queries.Names.load(s, ids)
     pages = max(1, -(-result.total // VISITORS_PAGE_SIZE))
@@ -197,6 +216,7 @@ def visitors(
         "names": names,
         "q": q,
         "sort": sort,
+        "unassigned": unassigned,
         "sorts": queries.VISITOR_SORTS,
         "page": page,
         "pages": pages,
@@ -419,7 +439,42 @@ def sites(request: Request, service: ServiceDep, user: CurrentUser) -> Response:
     with service.session() as s:
         ids = queries.site_ids(s, user.sites)
         rows = queries.sites_overview(s, _live_urls(request), service.config.loyal.timezone, site_ids=ids)
-    return _render(request, "sites.html", {"sites": rows})
+    context = {
+        "sites": rows,
+        "configured": set(service.config.sites),
+        "default_zone": service.config.loyal.timezone,
+        "can_set_zone": can(user, "admin"),
+    }
+    return _render(request, "sites.html", context)
+
+
+@router.post("/sites/{site_id}/timezone")
+def set_site_timezone(
+    request: Request,
+    service: ServiceDep,
+    user: CurrentUser,
+    site_id: uuid.UUID,
+    timezone: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    """Set a site's time zone (empty: follow head office's); a zone set in the configuration wins."""
+    name = timezone.strip()
+    try:
+        if name:
+            zone_info(name)
+    except StoreError as exc:
+        flash(request, str(exc), "error")
+        return _back("/sites")
+    with service.store.begin() as s:
+        site = s.get(Site, site_id)
+        if site is None:
+            raise HTTPException(404, "no such site")
+        if site.name in service.config.sites:
+            flash(request, f"{site.name}: its time zone is set in the configuration", "error")
+            return _back("/sites")
+        old, site.timezone = site.timezone, name or None
+        s.add(AuditLog(actor=user.actor, action="site_timezone", details={"site": site.name, "from": old, "to": name}))
+    flash(request, f"{site.name}: time zone {name or 'of head office (' + service.config.loyal.timezone + ')'}.")
+    return _back("/sites")
 
 
 # --- analytics and exports ----------------------------------------------------------------------------------------
@@ -455,7 +510,7 @@ def analytics_zone(session: Any, site: str, default: str) -> str:
     if not site:
         return default
     row = session.exec(select(Site).where(Site.name == site)).first()
-    return getattr(row, "timezone", None) or default
+    return site_zone(row, default) if row else default
 
 
 def _sites_of(session: Any, user: Any) -> list[str]:
@@ -558,23 +613,28 @@ def export_loyal(
     min_visits: Annotated[int | None, Query(ge=1, le=1000)] = None,
     window_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
     site: Annotated[str, Query(max_length=64)] = "",
+    as_of: Annotated[str, Query(max_length=10, description="YYYY-MM-DD; default today in the site's zone")] = "",
     sort: LoyalSort = "-arrival",
 ) -> Response:
-    """Today's loyal list, as on the page with the same filters."""
+    """The loyal list of a day (default today), as on the page with the same filters."""
     cfg = service.config.loyal
     min_visits, window_days = min_visits or cfg.min_visits, window_days or cfg.window_days
     site = scoped_site(user, site)
+    try:
+        day = date.fromisoformat(as_of) if as_of else None
+    except ValueError:
+        raise HTTPException(422, "as_of: a date as YYYY-MM-DD") from None
 
     def rows(session: Any) -> Any:
         def page(offset: int, limit: int) -> Any:
             return loyal_customers(
-                session, min_visits=min_visits, window_days=window_days, timezone=cfg.timezone,
+                session, min_visits=min_visits, window_days=window_days, as_of=day, timezone=cfg.timezone,
                 site=site or None, sort=sort, offset=offset, limit=limit,
             )  # fmt: skip
 
         return queries.loyal_rows(page)
 
-    details = {"site": site, "min_visits": min_visits, "window_days": window_days}
+    details = {"site": site, "as_of": as_of, "min_visits": min_visits, "window_days": window_days}
     return _csv_response(service, user, "loyal", details, rows)
 
 

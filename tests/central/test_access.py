@@ -48,6 +48,7 @@ TABLE: dict[str, str] = {
     "GET /exports/visits.csv": "AHS",
     "GET /exports/loyal.csv": "AHS",
     "GET /api/v1/analytics": "AHS",
+    "POST /sites/{site_id}/timezone": "A",
     "GET /crops/{path:path}": "AHS",
     "GET /live/camera/{camera_id}.mjpg": "AHS",
     "GET /live/camera/{camera_id}.jpg": "AHS",
@@ -97,7 +98,7 @@ FILL = {
     "{visitor_id}": str(uuid.uuid4()), "{sighting_id}": str(uuid.uuid4()), "{camera_id}": str(uuid.uuid4()),
     "{event_id}": str(uuid.uuid4()), "{photo_id}": str(uuid.uuid4()), "{token_id}": str(uuid.uuid4()),
     "{path:path}": "ab/" + "a" * 32 + ".jpg", "{code}": "ZZZZ2345", "{token}": "x" * 64, "{kind}": "thumb",
-    "{username}": "nobody",
+    "{username}": "nobody", "{site_id}": str(uuid.uuid4()),
 }  # fmt: skip
 
 
