@@ -394,7 +394,7 @@ def build_bundle(
             shutil.copy2(source / rel, root / name)
         manifest = {
             "revisit": __version__,
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "python": python_version or f"{sys.version_info.major}.{sys.version_info.minor}",
             "platform": platform or "this machine's",
             "dependencies": deps,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
-import tomllib
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from revisit.cli import main
 from revisit.edge.config import EdgeConfig
 from revisit.pki import CertificateAuthority
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 
 def mode(path: Path) -> int:
