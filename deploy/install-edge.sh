@@ -200,7 +200,7 @@ if (( JETSON )); then
         printf '    %s\n' "${missing[@]}" >&2
         die "install those packages, then run this installer again (nothing was installed)"
     fi
-    "$PYTHON" -c 'import cv2, sys; sys.exit("GStreamer:                   YES" not in cv2.getBuildInformation())' \
+    "$PYTHON" -c 'import cv2, re, sys; sys.exit(not re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()))' \
         || warn "this OpenCV is built without GStreamer: no hardware decoding (JetPack's nvidia-opencv has it)"
     "$PYTHON" -c 'import gi; gi.require_version("Gst", "1.0"); from gi.repository import Gst' 2>/dev/null \
         || warn "GStreamer's Python bindings are missing: sudo apt install python3-gi gir1.2-gstreamer-1.0 gstreamer1.0-plugins-bad"

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+from revisit.deploy.errors import DeployError
+from revisit.shared.errors import RevisitError
+
 
 def run_build_engines(args: argparse.Namespace) -> int:
     from revisit.edge.config import load
@@ -23,5 +26,11 @@ def run_build_engines(args: argparse.Namespace) -> int:
     for name, role in ((engine.detector.model, "detector"), (engine.recognizer, "recognizer")):
         model = store.resolve(manifest.get(name, role), directory)
         print(f"{name}: building (minutes on a Jetson) ...", flush=True)
-        print(f"{name}: {build_engine(model, engine.backend)}")
+        try:
+            path = build_engine(model, engine.backend)
+        except RevisitError:
+            raise
+        except Exception as exc:  # TensorRT/CUDA failures come as their own types: say which model and why
+            raise DeployError(f"{name}: the TensorRT engine build failed: {type(exc).__name__}: {exc}") from exc
+        print(f"{name}: {path}")
     return 0

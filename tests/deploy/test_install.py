@@ -262,6 +262,7 @@ def test_on_a_jetson_the_config_uses_tensorrt_and_a_failed_engine_build_stops_th
     config = load(prefix / "etc/revisit/edge.toml")
     assert config.engine.backend.type == "tensorrt"
     assert config.engine.backend.cache_dir == prefix / "var/lib/revisit-edge/engines"
+    assert "the TensorRT engine build failed: AttributeError" in result.stdout + result.stderr
     assert "building the TensorRT engines failed" in result.stderr
     assert "revisit deploy build-engines --config" in result.stderr
     assert not (prefix / "etc/systemd").exists()
