@@ -353,8 +353,10 @@ def build_bundle(
             "revisit": __version__,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "target": {
-                "name": spec.name if spec else "this-machine",
-                "description": spec.description if spec else f"the machine that built it ({host_platform.machine()})",
+                "name": spec.name if spec else ("custom" if tags else "this-machine"),
+                "description": spec.description
+                if spec
+                else (f"--platform {' '.join(tags)}" if tags else f"the machine that built it ({machine})"),
                 "machine": machine,
                 "python": python,
                 "platforms": tags or ["this machine's"],
