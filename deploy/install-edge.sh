@@ -84,6 +84,12 @@ JETSON=0 JETPACK="" L4T=""
 if [[ -f "$JETSON_RELEASE" ]]; then
     JETSON=1
     L4T="$(sed -n 's/^# R\([0-9][0-9]*\) (release), REVISION: \([0-9.]*\).*/\1.\2/p' "$JETSON_RELEASE" | head -n 1)"
+elif [[ -z "${REVISIT_JETSON_RELEASE:-}" ]] && L4T="$(dpkg-query -W -f='${Version}' nvidia-l4t-core 2>/dev/null)" \
+    && [[ -n "$L4T" ]]; then
+    JETSON=1  # no release file, but L4T's core package, e.g. 36.4.3-20250107174145
+    L4T="${L4T%%-*}"
+fi
+if (( JETSON )); then
     case "${L4T%%.*}" in
         36 | 37) JETPACK=6 ;;
         38 | 39 | 4[0-9]) JETPACK=7 ;;
