@@ -22,7 +22,7 @@ from revisit import __version__
 from revisit.shared.errors import RevisitError
 
 # What `pip install 'revisit[central]'` adds, by import name: a central command checks them before it starts.
-CENTRAL_IMPORTS = ("sqlmodel", "qdrant_client", "fastapi", "uvicorn", "amqtt", "jinja2", "argon2", "httpx")
+CENTRAL_IMPORTS = ("sqlmodel", "qdrant_client", "usearch", "fastapi", "uvicorn", "amqtt", "jinja2", "argon2", "httpx")
 # Missing modules (ModuleNotFoundError.name) that mean the central extra is absent.
 _CENTRAL_ROOTS = {
     *CENTRAL_IMPORTS,
