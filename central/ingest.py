@@ -109,8 +109,8 @@ class Ingestor:
         self.counters = Counters()
         self._last_log: dict[str, float] = {}
 
-    def handle(self, topic: str, payload: bytes) -> Outcome:
-        """Never raises: every failure is an Outcome."""
+    def handle(self, topic: str, payload: bytes, *, backfill: bool = False) -> Outcome:
+        """Never raises: every failure is an Outcome. `backfill`: history (imports, evaluations), same path."""
         try:
             outcome = self._handle(topic, bytes(payload))
         except Exception:  # a bug, not bad input: count it, keep the message out of a redelivery loop

@@ -78,6 +78,11 @@ EVAL_PARTS = (
         central=True,
     ),
     Part(
+        "revisit.central.recurrence_eval",
+        {"recurrence": "weeks of visits at sites in several time zones: loyal-list accuracy"},
+        central=True,
+    ),
+    Part(
         "revisit.central.kiosk_eval",
         {"search": "event kiosk: selfie search over one event of labelled photos"},
         central=True,
