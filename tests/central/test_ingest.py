@@ -36,7 +36,8 @@ def count(store: Store, model, **where) -> int:
 
 
 def service_config(tmp_path: Path, broker_port: int | None, **extra) -> CentralConfig:
-    data: dict = {"data_dir": str(tmp_path / "central"), "ingest": {"recognizers": {REC: DIM}}}
+    # The test observations are of 2027: no clock-skew stamping ahead (tests of it set their own bounds).
+    data: dict = {"data_dir": str(tmp_path / "central"), "ingest": {"recognizers": {REC: DIM}, "max_future_s": None}}
     if broker_port is None:
         data["embedded_broker"] = {"port": 0}
     else:
@@ -110,7 +111,7 @@ def _run_photo_flow(service: CentralService, port: int, photo_observations) -> N
 @pytest.mark.facedata
 def test_photos_through_mosquitto(tmp_path, mosquitto, photo_observations):
     rec = photo_observations[0][1].recognizer_id
-    config = service_config(tmp_path, mosquitto.port, ingest={"recognizers": {rec: 512}})
+    config = service_config(tmp_path, mosquitto.port, ingest={"recognizers": {rec: 512}, "max_future_s": None})
     with CentralService(config) as service:
         assert service.mqtt.subscribed.wait(10)
         _run_photo_flow(service, mosquitto.port, photo_observations)
@@ -210,7 +211,7 @@ def test_sigkill_mid_ingest_loses_nothing(tmp_path, mosquitto):
     config_path = tmp_path / "central.toml"
     config_path.write_text(
         f'data_dir = "{data}"\n[broker]\nhost = "127.0.0.1"\nport = {mosquitto.port}\nclient_id = "central-kill"\n'
-        f'[ingest.recognizers]\n"{REC}" = {DIM}\n[web]\nport = 0\n'
+        f'[ingest]\nmax_future_s = 1e9\n[ingest.recognizers]\n"{REC}" = {DIM}\n[web]\nport = 0\n'
     )
     log = tmp_path / "central.log"
     store = Store(f"sqlite:///{data / 'revisit.db'}")
@@ -276,15 +277,15 @@ def test_transient_store_errors_are_retried_not_acknowledged(make_clusterer):
 
     c = make_clusterer()
     failures = {"left": 2}
-    real = c.ingest
+    real = c.ingest_batch
 
-    def flaky(obs, *a, **kw):
+    def flaky(observations, *a, **kw):
         if failures["left"]:
             failures["left"] -= 1
             raise PoolTimeout("QueuePool limit reached")
-        return real(obs, *a, **kw)
+        return real(observations, *a, **kw)
 
-    c.ingest = flaky
+    c.ingest_batch = flaky
     ingestor = Ingestor(c, c.store, {REC: DIM}, retry_delays=(0.01, 0.01))
     obs = make_obs(people(1)[0])
     outcome = ingestor.handle(faces_topic("s1", "d1"), encode(obs))
