@@ -37,7 +37,8 @@ def test_enrolled_device_publishes_through_the_edge_publisher_and_central_receiv
     # Central on a shared subscription, as several workers would be.
     sub = central(pki, secure_broker, "$share/central/revisit/v1/+/+/faces")
     ca, cert, key = pki.device("s1/d1")
-    config = BrokerConfig(host="localhost", port=secure_broker.port, tls=TLSConfig(ca=ca, cert=cert, key=key))
+    tls = TLSConfig(ca=ca, cert=cert, key=key)
+    config = BrokerConfig(host="localhost", port=secure_broker.port, tls=tls, delivery="broker")  # no central here
     pub = Publisher(config, "s1", "d1", Spool(tmp_path / "spool.sqlite", 10_000_000))
     pub.start()
     try:

@@ -25,6 +25,8 @@ SITE, DEVICE = "s1", "d1"
 
 
 def make_publisher(port: int, state: Path, **broker) -> Publisher:
+    """The transport tests: no central here, so the spool is emptied by PUBACKs (tests/central test "stored")."""
+    broker = {"delivery": "broker"} | broker
     config = BrokerConfig(host="127.0.0.1", port=port, reconnect_max_s=2, heartbeat_s=1, **broker)
     return Publisher(config, SITE, DEVICE, Spool(state / "spool.sqlite", 50_000_000))
 
@@ -113,7 +115,7 @@ _CHILD = textwrap.dedent("""
     from tests.edge.conftest_transport import fake_observation
 
     port, state, n = int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-    pub = Publisher(BrokerConfig(port=port, reconnect_max_s=1), "s1", "d1", Spool(state / "spool.sqlite", 50_000_000))
+    pub = Publisher(BrokerConfig(port=port, reconnect_max_s=1, delivery="broker"), "s1", "d1", Spool(state / "spool.sqlite", 50_000_000))
     pub.start()
     for i in range(n):
         pub.publish(fake_observation(i))
