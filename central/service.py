@@ -137,7 +137,7 @@ class CentralService:
         self.repair_index()
         if cfg.broker is None:
             emb = cfg.embedded_broker
-            self.broker = EmbeddedBroker(emb.bind, emb.port, emb.password_file)
+            self.broker = EmbeddedBroker(emb.bind, emb.port, emb.password_file, central=emb.username)
             self.broker.start()
         self.ingestor = self.make_ingestor()
         b, emb = cfg.broker, cfg.embedded_broker
