@@ -163,8 +163,9 @@ def test_kill9_central_mid_burst_loses_and_duplicates_nothing(tmp_path, broker_k
 
 
 def _fsize_limit(pid: int, limit: int | None) -> None:
-    value = resource.RLIM_INFINITY if limit is None else limit
-    resource.prlimit(pid, resource.RLIMIT_FSIZE, (value, resource.RLIM_INFINITY if limit is None else value))
+    """The soft limit only: it can be raised again without privileges."""
+    soft = resource.RLIM_INFINITY if limit is None else limit
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (soft, resource.prlimit(pid, resource.RLIMIT_FSIZE)[1]))
 
 
 @pytest.mark.slow
