@@ -17,9 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 
 from amqtt.broker import Broker
 from amqtt.contexts import Action
@@ -86,7 +85,11 @@ class EmbeddedBroker:
     """amqtt in a background thread with its own event loop; `port` is the bound port once started."""
 
     def __init__(
-        self, bind: str = "127.0.0.1", port: int = 1883, password_file: Path | None = None, central: str = "revisit-central"
+        self,
+        bind: str = "127.0.0.1",
+        port: int = 1883,
+        password_file: Path | None = None,
+        central: str = "revisit-central",
     ):
         self.bind = bind
         self.central = central

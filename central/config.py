@@ -107,7 +107,9 @@ class IngestConfig(Strict):
         description="extra recognizer ids (custom models) and their embedding dims; the manifest's are known",
     )
     max_crop_pixels: int = Field(1024 * 1024, ge=64 * 64, description="crops larger than this are rejected")
-    queue_size: int = Field(1000, ge=1, le=1_000_000, description="messages received and not yet stored; beyond: flow control")
+    queue_size: int = Field(
+        1000, ge=1, le=1_000_000, description="messages received and not yet stored; beyond: flow control"
+    )
     batch_size: int = Field(64, ge=1, le=10_000, description="observations stored in one transaction at most")
     batch_ms: float = Field(50, ge=0, le=10_000, description="how long a batch waits to fill up")
     max_past_s: float | None = Field(

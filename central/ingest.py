@@ -27,6 +27,7 @@ no-op that is acknowledged again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import socket
@@ -106,7 +107,9 @@ class RetryPolicy:
         self.on_failure = on_failure
         self.on_success = on_success
 
-    def run(self, work: Callable[[], Any], what: str, *, forever: bool = False, stop: threading.Event | None = None) -> Any:
+    def run(
+        self, work: Callable[[], Any], what: str, *, forever: bool = False, stop: threading.Event | None = None
+    ) -> Any:
         """`work()`'s result; StoreUnavailable when the failures outlast the policy (or `stop` is set)."""
         transient = _transient()
         attempt = 0
@@ -291,7 +294,9 @@ class Ingestor:
         except SchemaError as exc:
             return reject(exc.reason, exc.detail)
         if (obs.site, obs.device) != (site, device):
-            return _Prepared(topic, self._reject("topic_mismatch", f"message of {obs.site}/{obs.device} on {topic}", topic))
+            return _Prepared(
+                topic, self._reject("topic_mismatch", f"message of {obs.site}/{obs.device} on {topic}", topic)
+            )
         dim = self.recognizers.get(obs.recognizer_id)
         if dim is None:
             return reject("unknown_recognizer", f"recognizer {obs.recognizer_id[:128]!r}")
@@ -599,7 +604,5 @@ class MqttIngest:
         sock = self.client.socket()
         log.warning("ingest queue has room again: reconnecting to receive the refused messages")
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # paho sees the connection drop and reconnects (session kept)
-            except OSError:
-                pass

@@ -436,8 +436,12 @@ class Publisher:
         gone = self.spool.confirm(rejected) if rejected else []
         if gone:
             self.stats.rejected_by_central += len(gone)
-            log.warning(event("rejected_by_central", observations=len(gone), total=self.stats.rejected_by_central,
-                              detail="invalid for central: deleted from the spool; see central's rejected metrics"))  # fmt: skip
+            detail = "invalid for central: deleted from the spool; see central's rejected metrics"
+            log.warning(
+                event(
+                    "rejected_by_central", observations=len(gone), total=self.stats.rejected_by_central, detail=detail
+                )
+            )
         for seq in done + gone:
             self._unconfirmed.pop(seq, None)
             self._attempts.pop(seq, None)
@@ -479,10 +483,20 @@ class Publisher:
         self._next_warn = now + self.broker.unconfirmed_warn_s
         age = self.spool.oldest_age_s()
         if age >= self.broker.unconfirmed_warn_s:
-            log.warning(event("unconfirmed_observations", count=len(self._unconfirmed), spool_depth=self.spool.stats.depth,
-                              oldest_s=round(age), resent=self.stats.resent,
-                              detail='central has not confirmed them: is it down, or older than delivery acknowledgements '
-                                     '(then set broker.delivery = "broker")?'))  # fmt: skip
+            detail = (
+                "central has not confirmed them: is it down, or older than delivery acknowledgements "
+                '(then set broker.delivery = "broker")?'
+            )
+            log.warning(
+                event(
+                    "unconfirmed_observations",
+                    count=len(self._unconfirmed),
+                    spool_depth=self.spool.stats.depth,
+                    oldest_s=round(age),
+                    resent=self.stats.resent,
+                    detail=detail,
+                )
+            )
 
     def _fill_window(self) -> None:
         while self._connected.is_set():

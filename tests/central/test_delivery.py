@@ -134,7 +134,9 @@ def test_kill9_central_mid_burst_loses_and_duplicates_nothing(tmp_path, broker_k
     pub = None
     try:
         pub = edge(port, tmp_path / "edge")
-        wait_for(lambda: central.count(Device) == 1, timeout=60, interval=0.2, what=f"central subscribed; {central.log}")
+        wait_for(
+            lambda: central.count(Device) == 1, timeout=60, interval=0.2, what=f"central subscribed; {central.log}"
+        )
         sent = observations(500, seed=3)
         for obs in sent:
             pub.publish(obs)
@@ -186,7 +188,9 @@ def test_store_outage_keeps_the_session_and_loses_nothing(tmp_path, broker_kind)
     pub = None
     try:
         pub = edge(port, tmp_path / "edge")
-        wait_for(lambda: central.count(Device) == 1, timeout=60, interval=0.2, what=f"central subscribed; {central.log}")
+        wait_for(
+            lambda: central.count(Device) == 1, timeout=60, interval=0.2, what=f"central subscribed; {central.log}"
+        )
         before = observations(20, seed=1)
         for obs in before:
             pub.publish(obs)

@@ -115,7 +115,8 @@ _CHILD = textwrap.dedent("""
     from tests.edge.conftest_transport import fake_observation
 
     port, state, n = int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-    pub = Publisher(BrokerConfig(port=port, reconnect_max_s=1, delivery="broker"), "s1", "d1", Spool(state / "spool.sqlite", 50_000_000))
+    config = BrokerConfig(port=port, reconnect_max_s=1, delivery="broker")
+    pub = Publisher(config, "s1", "d1", Spool(state / "spool.sqlite", 50_000_000))
     pub.start()
     for i in range(n):
         pub.publish(fake_observation(i))
