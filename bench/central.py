@@ -135,14 +135,15 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
     return out
 
 
-def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path) -> dict:
-    """End to end: publish to a broker, the service ingests; observations per second until all are stored."""
+def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path, batch_size: int = 64) -> dict:
+    """End to end: publish to a broker, the service ingests (micro-batches of up to `batch_size`, 1 = one message
+    per transaction as before the pipeline); observations per second until all are stored."""
     from revisit.central.config import CentralConfig
     from revisit.central.service import CentralService
 
     broker_proc = None
-    data = workdir / "mqtt"
-    cfg: dict = {"data_dir": str(data)}
+    data = workdir / f"mqtt-{batch_size}"
+    cfg: dict = {"data_dir": str(data), "ingest": {"batch_size": batch_size}}
     mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     import socket
     import subprocess
@@ -180,14 +181,14 @@ def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path) -> dict:
         crop = tiny_jpeg()
         payloads = [encode(observation(unit(protos[rng.integers(n)] + 0.03 * rng.normal(size=DIM)), i, crop))
                     for i in range(args.mqtt_messages)]  # fmt: skip
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         for p in payloads:
             info = pub.publish(faces_topic("bench", "d1"), p, qos=1)
         info.wait_for_publish(120)
         published = time.perf_counter() - start
         while service.counters.get("stored") < len(payloads) and time.perf_counter() - start < args.budget:
             time.sleep(0.05)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
         stored = service.counters.get("stored")
         pub.loop_stop()
         pub.disconnect()
@@ -197,7 +198,8 @@ def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path) -> dict:
             broker_proc.terminate()
             broker_proc.wait(10)
     return {"broker": broker, "visitors": n, "messages": len(payloads), "stored": stored,
-            "publish_per_s": len(payloads) / published, "end_to_end_per_s": stored / wall}  # fmt: skip
+            "publish_per_s": len(payloads) / published, "end_to_end_per_s": stored / wall, "batch_size": batch_size,
+            "cpu_s": cpu}  # fmt: skip
 
 
 def main() -> int:
@@ -210,6 +212,7 @@ def main() -> int:
     parser.add_argument("--api-key")
     parser.add_argument("--mqtt", action="store_true", help="also measure end to end through a broker")
     parser.add_argument("--mqtt-messages", type=int, default=1000)
+    parser.add_argument("--batch-sizes", default="1,64", help="ingest batch sizes compared end to end (1: unbatched)")
     args = parser.parse_args()
     mode = f"server {args.qdrant_url}" if args.qdrant_url else ("local, in memory" if args.memory else "local, on disk")
     print(f"Qdrant {mode}; SQLite; {DIM}-d; {os.cpu_count()} CPUs", flush=True)
@@ -225,12 +228,19 @@ def main() -> int:
                   f"{r['assign_p50_ms']:>11.1f} {r['assign_p95_ms']:>8.1f} {r['obs_per_s']:>7.1f}  {r.get('note', '')}",
                   flush=True)  # fmt: skip
         if args.mqtt:
-            r = bench_mqtt(sizes[0], args, workdir)
-            print(
-                f"\nend to end via {r['broker']} at {r['visitors']} visitors: {r['stored']}/{r['messages']} stored, "
-                f"published {r['publish_per_s']:.0f} msg/s, ingested {r['end_to_end_per_s']:.1f} obs/s",
-                flush=True,
-            )
+            rates = {}
+            for b in (int(x) for x in args.batch_sizes.split(",")):
+                r = bench_mqtt(sizes[0], args, workdir, batch_size=b)
+                rates[b] = r["end_to_end_per_s"]
+                print(
+                    f"\nend to end via {r['broker']} at {r['visitors']} visitors, batch {b}: {r['stored']}/"
+                    f"{r['messages']} stored, published {r['publish_per_s']:.0f} msg/s, ingested "
+                    f"{r['end_to_end_per_s']:.1f} obs/s, {r['cpu_s']:.1f} cpu_s",
+                    flush=True,
+                )
+            if len(rates) > 1:
+                first, last = list(rates)[0], list(rates)[-1]
+                print(f"batch {last} / batch {first}: {rates[last] / max(rates[first], 1e-9):.2f}x", flush=True)
     return 0
 
 
