@@ -143,7 +143,7 @@ def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path, batch_size: int 
 
     broker_proc = None
     data = workdir / f"mqtt-{batch_size}"
-    cfg: dict = {"data_dir": str(data), "ingest": {"batch_size": batch_size}}
+    cfg: dict = {"data_dir": str(data), "ingest": {"batch_size": batch_size, "max_future_s": None}}  # 2027 data
     mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     import socket
     import subprocess

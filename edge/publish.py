@@ -105,6 +105,7 @@ class Publisher:
         self._unconfirmed: dict[int, float] = {}  # spool seq → monotonic resend deadline; sender thread only
         self._attempts: dict[int, int] = {}  # spool seq → times sent; sender thread only
         self._next_warn = 0.0
+        self._next_resend_scan = 0.0
         self._wake = threading.Event()
         self._connected = threading.Event()
         self._stop_sender = threading.Event()
@@ -453,9 +454,12 @@ class Publisher:
         """Send again the PUBACKed observations central has not confirmed in time (oldest first, within the window)."""
         now = time.monotonic()
         room = self.broker.max_inflight - len(self._inflight)
-        if room <= 0 or not self._unconfirmed:
+        if room <= 0 or not self._unconfirmed or now < self._next_resend_scan:
             return
-        due = sorted(seq for seq, deadline in self._unconfirmed.items() if deadline <= now)[:room]
+        due = sorted(seq for seq, deadline in self._unconfirmed.items() if deadline <= now)
+        if len(due) <= room:  # all due ones go now: the next scan can wait (it costs a pass over the set)
+            self._next_resend_scan = now + 0.5
+        due = due[:room]
         if not due:
             return
         rows = dict(self.spool.get(due))
