@@ -429,6 +429,8 @@ class MqttIngest:
         self._stopping = False
         self._stop_event = threading.Event()  # wakes a store retry at shutdown
         self._queue: queue.Queue[_Message] = queue.Queue(maxsize=queue_size)
+        self._pending_mids: set[int] = set()  # packet ids queued or being stored (a broker resend is not new)
+        self._mids_lock = threading.Lock()
         self._refused = threading.Event()  # a message was refused (queue full): reconnect for it once there is room
         self._busy_since: float | None = None  # receive time of the oldest message of the batch being stored
         self._worker: threading.Thread | None = None
@@ -528,14 +530,20 @@ class MqttIngest:
             topic = msg.topic
         except UnicodeDecodeError:  # brokers should refuse these; never let one stop the network thread
             topic = "<topic is not UTF-8>"
-        try:
-            self._queue.put_nowait(_Message(topic, msg.payload, msg.mid, msg.qos, time.time()))
-        except queue.Full:
-            # Flow control: neither queued nor acknowledged. The broker keeps it for our persistent session.
-            self.ingestor.counters.inc("flow_refused")
-            if not self._refused.is_set():
-                log.warning("ingest queue full (%d): refusing new messages until it drains", self._queue.maxsize)
-            self._refused.set()
+        with self._mids_lock:
+            if msg.dup and msg.mid in self._pending_mids:
+                return  # the broker's resend (after a reconnect) of a message still queued here: acked once stored
+            try:
+                self._queue.put_nowait(_Message(topic, msg.payload, msg.mid, msg.qos, time.time()))
+                self._pending_mids.add(msg.mid)
+                return
+            except queue.Full:
+                pass
+        # Flow control: neither queued nor acknowledged. The broker keeps it for our persistent session.
+        self.ingestor.counters.inc("flow_refused")
+        if not self._refused.is_set():
+            log.warning("ingest queue full (%d): refusing new messages until it drains", self._queue.maxsize)
+        self._refused.set()
 
     # --- the worker ---
 
@@ -576,6 +584,8 @@ class MqttIngest:
         finally:
             self._busy_since = None
             self._in_batch = 0
+        with self._mids_lock:  # before the PUBACK: the broker may reuse a packet id as soon as it has it
+            self._pending_mids.difference_update(m.mid for m, o in zip(batch, outcomes, strict=True) if o.ack)
         for m, outcome in zip(batch, outcomes, strict=True):
             if outcome.ack:
                 self.client.ack(m.mid, m.qos)
