@@ -295,3 +295,79 @@ def test_client_id_is_unique_per_host_and_data_dir(tmp_path):
     assert CentralConfig(data_dir=tmp_path, instance="w2").mqtt_client_id == "revisit-central-w2"
     named = CentralConfig.model_validate({"data_dir": str(tmp_path), "broker": {"client_id": "mine"}})
     assert named.mqtt_client_id == "mine"
+
+
+class PrivatePostgres:
+    """A PostgreSQL server of this test alone (initdb + pg_ctl as user postgres, a free port), to stop at will."""
+
+    def __init__(self) -> None:
+        import glob
+        import shutil
+        import tempfile
+
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+        if not bins or shutil.which("runuser") is None:
+            pytest.skip("PostgreSQL server binaries (pg_ctl) or runuser not installed")
+        self.bin = Path(bins[-1]).parent
+        self.dir = Path(tempfile.mkdtemp(prefix="revisit-pg-"))
+        self.port = free_port()
+        shutil.chown(self.dir, "postgres", "postgres")
+        self._as_postgres(str(self.bin / "initdb"), "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres")
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_postgres(self, *cmd: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-o", opts,
+                          "-l", str(self.dir / "log"), "-w", "start")  # fmt: skip
+
+    def stop(self) -> None:
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        import shutil
+
+        with __import__("contextlib").suppress(Exception):
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_postgresql_outage_keeps_the_session_and_loses_nothing(tmp_path, mosquitto):
+    """The database server stops while observations arrive: /healthz's store_ok turns false, MQTT stays
+    connected, nothing is confirmed meanwhile; after PostgreSQL is back every observation is stored once."""
+    pg = PrivatePostgres()
+    pg.start()
+    try:
+        service = _service(tmp_path / "c", mosquitto.port, database_url=pg.url, broker={
+            "host": "127.0.0.1", "port": mosquitto.port, "keepalive_s": 5})  # fmt: skip
+        with service:
+            assert service.mqtt.subscribed.wait(10)
+            pub = edge(mosquitto.port, tmp_path / "edge")
+            try:
+                before = observations(30, seed=6)
+                for obs in before:
+                    pub.publish(obs)
+                assert pub.wait_confirmed(60)
+                pg.stop()
+                during = observations(100, seed=7)
+                for obs in during:
+                    pub.publish(obs)
+                wait_for(lambda: not service.health()["ingest"]["store_ok"], timeout=60, what="store_ok false")
+                time.sleep(10)  # > 1.5 x keepalive
+                health = service.health()
+                assert not health["ingest"]["store_ok"] and health["ingest"]["backlog"] > 0
+                assert service.mqtt.connected.is_set() and service.mqtt.disconnects == 0
+                assert pub.stats.confirmed == len(before)
+                pg.start()
+                assert pub.wait_confirmed(180), f"spool depth {pub.spool.stats.depth}"
+                assert service.health()["ingest"]["store_ok"] and service.mqtt.disconnects == 0
+            finally:
+                pub.stop(drain_s=0)
+            with service.session() as s:
+                ids = [str(x) for x in s.exec(select(Sighting.observation_id))]
+            assert len(ids) == len(set(ids)) == 130 and set(ids) == {o.observation_id for o in before + during}
+    finally:
+        pg.remove()
