@@ -433,6 +433,7 @@ class MqttIngest:
         self._mids_lock = threading.Lock()
         self._refused = threading.Event()  # a message was refused (queue full): reconnect for it once there is room
         self._busy_since: float | None = None  # receive time of the oldest message of the batch being stored
+        self._in_batch = 0  # messages of the batch being stored
         self._worker: threading.Thread | None = None
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -488,8 +489,6 @@ class MqttIngest:
     def backlog(self) -> int:
         """Messages received and not yet stored (queued, plus the batch in the worker)."""
         return self._queue.qsize() + self._in_batch
-
-    _in_batch = 0
 
     def oldest_unstored_s(self, now: float | None = None) -> float:
         now = time.time() if now is None else now
