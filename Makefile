@@ -14,6 +14,8 @@ $(BIN)/revisit: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,peer]'
 	$(BIN)/pip install -q --no-deps 'face_recognition>=1.3,<2'
+	@# PyGObject (the GStreamer capture path) compiles against apt's dev packages; without them its tests skip.
+	$(BIN)/pip install -q -e '.[gstreamer]' || echo "warning: PyGObject not built (apt-get install libgirepository1.0-dev libcairo2-dev pkg-config); the GStreamer capture tests will skip"
 	@touch $@
 
 install: $(BIN)/revisit

@@ -1,7 +1,10 @@
 """The pages' data as JSON under /api/v1 (OpenAPI at /docs).
 
-Authentication is the pages' session cookie (log in at /login); writes also need the session's CSRF token
-in the `X-CSRF-Token` header (GET /api/v1/me returns it). Without a login every route answers 401.
+Authentication: the pages' session cookie (log in at /login; writes also need the session's CSRF token in the
+`X-CSRF-Token` header, which GET /api/v1/me returns), or an API token (`Authorization: Bearer rvt_...`, made by an
+admin on /admin/users; no CSRF token). Without either every route answers 401; a role without the route's
+permission gets 403 (`auth.ACCESS`). Site managers' tokens and sessions see only their sites: other visitors are
+404, lists leave them out. Offsets are at most 10^7 and times within 1970..2200 (422 otherwise).
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from revisit.central import queries
-from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, csrf_token, require_user
+from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, csrf_token
+from revisit.central.bounds import BoundedTime, Offset
 from revisit.central.cluster import ClusterError
+from revisit.central.pages import audit_details, scoped_site, visible_or_404
 from revisit.central.store import (
     LoyalSort,
     Sighting,
@@ -27,7 +32,7 @@ from revisit.central.store import (
     visitor_detail,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["api"], dependencies=[Depends(require_user), CSRFChecked])
+router = APIRouter(prefix="/api/v1", tags=["api"], dependencies=[CSRFChecked])
 
 
 # --- response models ---------------------------------------------------------------------------------------
@@ -201,7 +206,9 @@ class SiteOut(BaseModel):
 
 class Me(BaseModel):
     user: str
-    csrf_token: str
+    role: str
+    sites: list[str] | None = Field(description="the sites this user may see; null: all")
+    csrf_token: str | None = Field(description="send as X-CSRF-Token on writes (sessions only; tokens need none)")
 
 
 class VisitorPatch(BaseModel):
@@ -235,31 +242,36 @@ def _cluster_call(action: Any) -> Any:
         raise HTTPException(404 if missing else 409, str(exc)) from None
 
 
-def _visitor_out(service: Any, visitor_id: uuid.UUID) -> VisitorOut:
+def _visitor_out(service: Any, visitor_id: uuid.UUID, user: Any) -> VisitorOut:
     with service.session() as s:
         v = s.get(Visitor, visitor_id)
         if v is None:
             raise HTTPException(404, f"no visitor {visitor_id}")
-        return VisitorOut.of(v, queries.Names.load(s), queries.references(s, [v]).get(v.id))
+        names = queries.Names.load(s, queries.site_ids(s, user.sites))
+        return VisitorOut.of(v, names, queries.references(s, [v]).get(v.id))
 
 
 @router.get("/me")
 def me(request: Request, user: CurrentUser) -> Me:
-    """The logged-in user and the CSRF token that writes must send as X-CSRF-Token."""
-    return Me(user=user, csrf_token=csrf_token(request))
+    """The logged-in user (or token), its role and sites, and the CSRF token that writes must send."""
+    sites = sorted(user.sites) if user.sites is not None else None
+    token = csrf_token(request) if user.kind == "session" else None
+    return Me(user=user.name, role=user.role, sites=sites, csrf_token=token)
 
 
 @router.get("/visitors")
 def list_visitors(
     service: ServiceDep,
+    user: CurrentUser,
     q: Annotated[str, Query(max_length=200, description="label or notes contain this; or a visitor id")] = "",
     sort: queries.VisitorSort = "-last_seen",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page[VisitorOut]:
     with service.session() as s:
-        page = queries.list_visitors(s, q=q, sort=sort, offset=offset, limit=limit)
-        names = queries.Names.load(s)
+        ids = queries.site_ids(s, user.sites)
+        page = queries.list_visitors(s, q=q, sort=sort, offset=offset, limit=limit, site_ids=ids)
+        names = queries.Names.load(s, queries.site_ids(s, user.sites))
     items = [VisitorOut.of(v, names, page.references.get(v.id)) for v in page.visitors]
     return Page[VisitorOut](items=items, total=page.total, offset=offset, limit=limit)
 
@@ -267,15 +279,16 @@ def list_visitors(
 @router.get("/visitors/{visitor_id}")
 def get_visitor(
     service: ServiceDep,
+    user: CurrentUser,
     visitor_id: uuid.UUID,
-    offset: Annotated[int, Query(ge=0, description="of the sightings, newest first")] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000, description="of the sightings, newest first")] = 0,
     limit: Annotated[int, Query(ge=0, le=1000)] = 100,
 ) -> VisitorDetailOut:
     with service.session() as s:
-        d = visitor_detail(s, visitor_id, offset=offset, limit=limit)
+        d = visitor_detail(s, visitor_id, offset=offset, limit=limit, site_ids=queries.site_ids(s, user.sites))
         if d is None:
             raise HTTPException(404, f"no visitor {visitor_id}")
-        names = queries.Names.load(s)
+        names = queries.Names.load(s, queries.site_ids(s, user.sites))
         freq = visit_frequency(s, visitor_id, days=30, timezone=service.config.loyal.timezone)
     return VisitorDetailOut(
         visitor=VisitorOut.of(d.visitor, names, d.reference),
@@ -291,34 +304,44 @@ def get_visitor(
 
 
 @router.patch("/visitors/{visitor_id}")
-def patch_visitor(service: ServiceDep, visitor_id: uuid.UUID, body: VisitorPatch) -> VisitorOut:
+def patch_visitor(service: ServiceDep, user: CurrentUser, visitor_id: uuid.UUID, body: VisitorPatch) -> VisitorOut:
+    visible_or_404(service, user, visitor_id)
     _cluster_call(lambda: service.clusterer.update_visitor(visitor_id, label=body.label, notes=body.notes))
-    return _visitor_out(service, visitor_id)
+    audit_details(service, user.actor, visitor_id, body.label, body.notes)
+    return _visitor_out(service, visitor_id, user)
 
 
 @router.post("/visitors/{visitor_id}/merge")
 def merge_visitor(service: ServiceDep, user: CurrentUser, visitor_id: uuid.UUID, body: MergeIn) -> VisitorOut:
     """Merge `other` into this visitor (this one keeps its id)."""
-    _cluster_call(lambda: service.clusterer.merge(visitor_id, body.other, actor=user))
-    return _visitor_out(service, visitor_id)
+    visible_or_404(service, user, visitor_id)
+    visible_or_404(service, user, body.other)
+    _cluster_call(lambda: service.clusterer.merge(visitor_id, body.other, actor=user.actor))
+    return _visitor_out(service, visitor_id, user)
 
 
 @router.post("/visitors/{visitor_id}/split")
 def split_visitor(service: ServiceDep, user: CurrentUser, visitor_id: uuid.UUID, body: SplitIn) -> VisitorOut:
     """Move these sightings of this visitor to a new visitor; returns the new one."""
+    visible_or_404(service, user, visitor_id)
     with service.session() as s:
-        owners = queries.sighting_owners(s, body.sighting_ids)
+        owners = queries.sighting_owners(s, body.sighting_ids, queries.site_ids(s, user.sites))
     if owners - {visitor_id}:
         raise HTTPException(409, "split: some sightings belong to another visitor")
-    new = _cluster_call(lambda: service.clusterer.split(body.sighting_ids, actor=user))
-    return _visitor_out(service, new.id)
+    new = _cluster_call(lambda: service.clusterer.split(body.sighting_ids, actor=user.actor))
+    return _visitor_out(service, new.id, user)
 
 
 @router.post("/sightings/{sighting_id}/not-this-person")
 def not_this_person(service: ServiceDep, user: CurrentUser, sighting_id: uuid.UUID) -> VisitorOut:
     """This sighting is someone else: it becomes a new visitor (returned) and never rejoins the old one."""
-    new = _cluster_call(lambda: service.clusterer.not_this_person(sighting_id, actor=user))
-    return _visitor_out(service, new.id)
+    with service.session() as s:
+        row = s.get(Sighting, sighting_id)
+        scope = queries.site_ids(s, user.sites)
+    if row is None or (scope is not None and row.site_id not in scope):
+        raise HTTPException(404, f"no sighting {sighting_id}")
+    new = _cluster_call(lambda: service.clusterer.not_this_person(sighting_id, actor=user.actor))
+    return _visitor_out(service, new.id, user)
 
 
 @router.delete("/visitors/{visitor_id}")
@@ -329,23 +352,24 @@ def erase_visitor(
     reason: Annotated[str, Query(max_length=500)] = "",
 ) -> EraseOut:
     """Erase a visitor everywhere (rows, vectors, crops); the erasure is written to the audit log."""
-    counts = _cluster_call(lambda: service.clusterer.erase_visitor(visitor_id, actor=user, reason=reason))
+    visible_or_404(service, user, visitor_id)
+    counts = _cluster_call(lambda: service.clusterer.erase_visitor(visitor_id, actor=user.actor, reason=reason))
     return EraseOut(erased=visitor_id, **counts)
 
 
 @router.get("/sightings")
 def list_sightings(
     service: ServiceDep,
-    since: Annotated[datetime | None, Query(description="only those stored after this (created_at)")] = None,
+    user: CurrentUser,
+    since: Annotated[BoundedTime | None, Query(description="only those stored after this (created_at)")] = None,
     camera_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[SightingOut]:
     """The newest sightings first (the live page polls this with `since`)."""
-    if since is not None and since.tzinfo is None:
-        raise HTTPException(422, "since: give a time zone (e.g. ...Z or +00:00)")
     with service.session() as s:
-        rows = latest_sightings(s, since=since, camera_id=camera_id, limit=limit)
-        names = queries.Names.load(s)
+        ids = queries.site_ids(s, user.sites)
+        rows = latest_sightings(s, since=since, camera_id=camera_id, limit=limit, site_ids=ids)
+        names = queries.Names.load(s, queries.site_ids(s, user.sites))
         labels = queries.visitor_labels(s, (r.visitor_id for r in rows))
     return [SightingOut.of(r, names, labels.get(r.visitor_id, "")) for r in rows]
 
@@ -353,31 +377,34 @@ def list_sightings(
 @router.get("/visits")
 def list_visits(
     service: ServiceDep,
+    user: CurrentUser,
     visitor_id: uuid.UUID | None = None,
-    since: datetime | None = None,
+    since: Annotated[BoundedTime | None, Query(description="visits that started at or after this")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[VisitOut]:
-    if since is not None and since.tzinfo is None:
-        raise HTTPException(422, "since: give a time zone (e.g. ...Z or +00:00)")
     with service.session() as s:
-        rows = queries.visits_of(s, visitor_id=visitor_id, since=since, limit=limit)
-        names = queries.Names.load(s)
+        ids = queries.site_ids(s, user.sites)
+        rows = queries.visits_of(s, visitor_id=visitor_id, since=since, limit=limit, site_ids=ids)
+        names = queries.Names.load(s, queries.site_ids(s, user.sites))
     return [VisitOut.of(v, names) for v in rows]
 
 
 @router.get("/loyal")
 def loyal(
     service: ServiceDep,
+    user: CurrentUser,
     min_visits: Annotated[int | None, Query(ge=1, le=1000, description="visits before today")] = None,
     window_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
     site: Annotated[str | None, Query(max_length=64)] = None,
     sort: LoyalSort = "-arrival",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> LoyalPageOut:
-    """Loyal customers: seen today and with at least `min_visits` visits before today in `window_days`."""
+    """Loyal customers: seen today and with at least `min_visits` visits before today in `window_days`.
+    A site manager's list is of one of their sites (`site`, default their first)."""
     cfg = service.config.loyal
     min_visits, window_days = min_visits or cfg.min_visits, window_days or cfg.window_days
+    site = scoped_site(user, site or "") or None
     with service.session() as s:
         page = loyal_customers(
             s,
@@ -389,7 +416,7 @@ def loyal(
             offset=offset,
             limit=limit,
         )
-        names = queries.Names.load(s)
+        names = queries.Names.load(s, queries.site_ids(s, user.sites))
     items = [
         LoyalOut(
             visitor=VisitorOut.of(r.visitor, names, r.reference),
@@ -415,10 +442,11 @@ def loyal(
 
 
 @router.get("/sites")
-def list_sites(request: Request, service: ServiceDep) -> list[SiteOut]:
+def list_sites(request: Request, service: ServiceDep, user: CurrentUser) -> list[SiteOut]:
     """Sites with their devices (status from heartbeats, counters) and cameras."""
     with service.session() as s:
-        rows = queries.sites_overview(s, request.app.state.live_urls, service.config.loyal.timezone)
+        ids = queries.site_ids(s, user.sites)
+        rows = queries.sites_overview(s, request.app.state.live_urls, service.config.loyal.timezone, site_ids=ids)
     return [
         SiteOut(
             id=r.site.id,
@@ -432,8 +460,8 @@ def list_sites(request: Request, service: ServiceDep) -> list[SiteOut]:
 
 
 @router.get("/devices")
-def list_devices(request: Request, service: ServiceDep) -> list[DeviceOut]:
-    return [d for site in list_sites(request, service) for d in site.devices]
+def list_devices(request: Request, service: ServiceDep, user: CurrentUser) -> list[DeviceOut]:
+    return [d for site in list_sites(request, service, user) for d in site.devices]
 
 
 def _device_out(d: queries.DeviceRow) -> DeviceOut:

@@ -1,4 +1,8 @@
-"""`revisit central run | recluster | retention | backfill --config FILE`."""
+"""`revisit central run | recluster | retention | backfill | passwd | users --config FILE`.
+
+revisit central users add NAME --role site_manager --sites store-1,store-2   (password asked twice)
+revisit central users list | passwd NAME | remove NAME
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import json
 import logging
 import signal
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,6 +35,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     central.choices["backfill"].add_argument("files", nargs="+", type=Path, metavar="FILE")
     q = central.add_parser("passwd", help="read a password twice and print its argon2 hash for admin.password_hash")
     q.set_defaults(func=lambda _args: _passwd())
+
+    u = central.add_parser("users", help="accounts of the pages and API: add, list, passwd, remove")
+    users = u.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    for name, help in (("add", "add a user (password asked twice, or from $REVISIT_NEW_PASSWORD)"),
+                       ("list", "list users, roles and sites"),
+                       ("passwd", "set a user's password (their sessions end)"),
+                       ("remove", "remove a user (their sessions end)")):  # fmt: skip
+        q = users.add_parser(name, help=help)
+        q.add_argument("--config", type=Path, help="TOML file (default: built-in defaults, data in ./revisit-data)")
+        if name != "list":
+            q.add_argument("username")
+        if name == "add":
+            q.add_argument("--role", required=True, choices=["admin", "head_office", "site_manager", "event_staff"])
+            q.add_argument("--sites", default="", help="comma-separated site ids (site managers)")
+        q.set_defaults(func=users_command)
 
 
 def _passwd() -> int:
@@ -69,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             )
         )  # fmt: skip
         mqtt_host, mqtt_port = service.broker_address
-        password = app.state.users.generated_password
+        password = app.state.generated_password
         login = config.admin.username + (f" / {password}" if password else "")
         web_port = config.web.port
         print(f"revisit central: MQTT {mqtt_host}:{mqtt_port}, data {config.data_dir}", flush=True)
@@ -155,3 +175,67 @@ def backfill(args: argparse.Namespace) -> int:
     report["rejected"] = ingestor.counters.rejected()
     print(json.dumps(report))
     return 1 if report["rejected"] or report["error"] or report["unreadable_files"] else 0
+
+
+def users_command(args: argparse.Namespace) -> int:
+    """`revisit central users add|list|passwd|remove`: on the configured database (the service may run)."""
+    import os
+
+    from revisit.central.auth import read_new_password
+    from revisit.central.store import Store
+    from revisit.central.users import AccountError, Accounts
+
+    config = _accounts_config(args)
+    store = Store(config.database)
+    store.create_all()
+    accounts = Accounts(store)
+    action = args.users_command
+
+    def new_password() -> str | None:
+        env = os.environ.get("REVISIT_NEW_PASSWORD")
+        return env if env else read_new_password(what=f"Password for {args.username}: ")
+
+    try:
+        if action == "list":
+            for user in accounts.users():
+                sites = ",".join(user.sites or []) or "-"
+                print(f"{user.username}\t{user.role}\t{sites}\t{accounts.sessions(user.username)} session(s)")
+            return 0
+        if action == "remove":
+            accounts.remove_user(args.username, actor="cli")
+            print(f"removed {args.username}; their sessions have ended")
+            return 0
+        password = new_password()
+        if password is None:
+            return 2
+        if action == "add":
+            sites = [s for s in args.sites.replace(",", " ").split() if s]
+            accounts.add_user(args.username, password, args.role, sites, actor="cli")
+            print(f"added {args.username} ({args.role})")
+        else:
+            accounts.set_password(args.username, password, actor="cli")
+            print(f"password of {args.username} set; their sessions have ended")
+        return 0
+    except AccountError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.dispose()
+
+
+def _accounts_config(args: argparse.Namespace):
+    """The configuration as `users` reads it: only the database matters, so a production file works without the
+    service's secrets in the environment (they live in the unit's environment file)."""
+    from pydantic import model_validator
+
+    from revisit.central.config import CentralConfig
+    from revisit.shared.config import load_toml
+
+    class AccountsOnly(CentralConfig):
+        @model_validator(mode="after")
+        def _production(self) -> AccountsOnly:  # the service's own start still checks them
+            return self
+
+    if not args.config:
+        return CentralConfig(data_dir=Path("revisit-data"))
+    return load_toml(args.config, AccountsOnly)

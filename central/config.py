@@ -5,7 +5,7 @@ Example (see deploy/central.example.toml):
     data_dir = "/var/lib/revisit-central"
     database_url = "postgresql+psycopg://revisit@db/revisit"
     production = true
-    secret_key = "..."                       # or $REVISIT_SECRET_KEY
+    secret_key = "..."                       # or $REVISIT_SECRET_KEY; unset: <data_dir>/secret_key (made once, 0600)
 
     [broker]                                 # leave out for the embedded broker ([embedded_broker])
     host = "mqtt.example.com"
@@ -21,7 +21,7 @@ Example (see deploy/central.example.toml):
     threshold = 0.37
     scope = "all"                            # or "site": visitors never span sites
 
-    [admin]
+    [admin]                                  # ensured as an admin account on start; more: `revisit central users`
     username = "admin"
     password_hash = "$argon2id$..."          # `revisit central passwd`; or the password in $REVISIT_ADMIN_PASSWORD
 
@@ -29,6 +29,8 @@ Example (see deploy/central.example.toml):
     bind = "127.0.0.1"                       # behind an HTTPS reverse proxy in production
     port = 8080
     live_urls = { "store-1/box-a" = "http://10.0.0.20:8090" }   # edges' live views, relayed behind login
+    session_idle_min = 60                    # a session unused this long ends
+    session_max_hours = 12                   # and every session ends this long after its login
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ from revisit.central.events import KioskConfig
 from revisit.shared.assign import DEFAULT_THRESHOLD
 from revisit.shared.config import BrokerConnection, EngineConfig, Ident, Strict, load_toml
 
-DEFAULT_SECRET = "change-me"
+SECRET_FILE = "secret_key"  # under data_dir when no secret_key is configured (development only)
+MIN_SECRET_CHARS = 32
 # The match threshold is shared.assign.DEFAULT_THRESHOLD (its docstring has the measurements).
 DEFAULT_MATCH_THRESHOLD = DEFAULT_THRESHOLD
 
@@ -137,6 +140,10 @@ class WebConfig(Strict):
     live_urls: dict[str, str] = Field(
         default_factory=dict, description="'site/device' -> the edge's live view base URL, relayed behind login"
     )
+    session_idle_min: float = Field(60, gt=0, le=7 * 24 * 60, description="a session unused this long ends")
+    session_max_hours: float = Field(12, gt=0, le=30 * 24, description="every session ends this long after login")
+    max_json_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="request bodies (not uploads)")
+    max_json_depth: int = Field(32, ge=2, le=256, description="nesting of JSON request bodies")
 
 
 class CentralConfig(Strict):
@@ -157,9 +164,10 @@ class CentralConfig(Strict):
     web: WebConfig = WebConfig()
     kiosk: KioskConfig = KioskConfig()
     engine: EngineConfig = Field(EngineConfig(), description="the face engine of the kiosk (event photos, selfies)")
-    secret_key: SecretStr = Field(
-        default_factory=lambda: SecretStr(os.environ.get("REVISIT_SECRET_KEY") or DEFAULT_SECRET),
-        description="signs sessions; default $REVISIT_SECRET_KEY",
+    secret_key: SecretStr | None = Field(
+        default_factory=lambda: SecretStr(key) if (key := os.environ.get("REVISIT_SECRET_KEY")) else None,
+        description="signs session cookies and kiosk photo links; default $REVISIT_SECRET_KEY, else (development "
+        "only) a random one made once in <data_dir>/secret_key",
     )
     production: bool = Field(False, description="refuse default secrets and open brokers")
 
@@ -168,12 +176,12 @@ class CentralConfig(Strict):
         if not self.production:
             return self
         problems = []
-        secret = self.secret_key.get_secret_value()
-        if secret == DEFAULT_SECRET or len(secret) < 32:
+        secret = self.secret_key.get_secret_value() if self.secret_key else ""
+        if len(secret) < MIN_SECRET_CHARS:
             problems.append("secret_key must be set to at least 32 random characters (or $REVISIT_SECRET_KEY)")
         if self.admin.password_hash is None and not self.admin.password():
             problems.append(f"admin.password_hash or ${self.admin.password_env} must be set")
-        if self.admin.password() in {"admin", "password", DEFAULT_SECRET}:
+        if self.admin.password() in {"admin", "password", "change-me"}:
             problems.append("the admin password is a default one")
         if self.broker is None and self.embedded_broker.password_file is None and self.embedded_broker.bind not in {
             "127.0.0.1", "localhost", "::1"

@@ -64,6 +64,10 @@ class KioskConfig(Strict):
     lookup_per_client_min: float = Setting(20, gt=0, description="event code look-ups per minute per client")
     burst: int = Setting(8, ge=1, le=1000, description="bucket size of the per-client limits")
     link_minutes: float = Setting(60, gt=0, le=24 * 60, description="photo links in search results last this long")
+    threshold_floor: float = Setting(
+        DEFAULT_THRESHOLD, ge=0.5, lt=1, description="guests cannot search below this unless staff set an event's own"
+    )
+    max_results: int = Setting(100, ge=1, le=1000, description="photos one search returns at most")
 
 
 def _uuid() -> uuid.UUID:
@@ -125,6 +129,16 @@ class PhotoFace(SQLModel, table=True):
     quality_parts: dict = Field(default_factory=dict, sa_type=JSON)
     recognizer_id: str = Field(max_length=128)
     embedding: bytes = Field(sa_type=LargeBinary, description="float32, unit length")
+
+
+class EventSettings(SQLModel, table=True):
+    """Per-event settings the staff choose (a separate table: existing databases gain it with create_all)."""
+
+    __tablename__ = "event_settings"
+    event_id: uuid.UUID = Field(foreign_key="event.id", primary_key=True, ondelete="CASCADE")
+    min_threshold: float = Field(description="guests' searches use at least this, on the (cos+1)/2 scale")
+    updated_at: datetime = _time(default_factory=utcnow)
+    updated_by: str = Field("", max_length=64)
 
 
 class Order(SQLModel, table=True):
@@ -293,7 +307,7 @@ class Events:
 
     def create_tables(self) -> None:
         """Create the kiosk's tables if missing (`Store.create_all` does too once this module is imported)."""
-        tables = [m.__table__ for m in (Event, Photo, PhotoFace, Order)]  # type: ignore[attr-defined]
+        tables = [m.__table__ for m in (Event, Photo, PhotoFace, Order, EventSettings)]  # type: ignore[attr-defined]
         SQLModel.metadata.create_all(self.store.engine, tables=tables)
 
     # --- events ---
@@ -335,6 +349,22 @@ class Events:
             return None
         return event
 
+    def min_threshold(self, event_id: uuid.UUID) -> float | None:
+        """The floor the staff set for this event's searches (None: the configured default)."""
+        with self.store.session() as s:
+            row = s.get(EventSettings, event_id)
+        return row.min_threshold if row else None
+
+    def set_min_threshold(self, event_id: uuid.UUID, value: float, actor: str = "") -> None:
+        if not 0.5 <= value < 1:
+            raise EventError("the minimum similarity is on the (cos + 1) / 2 scale: from 0.5 to below 1")
+        with self.store.begin() as s:
+            if s.get(Event, event_id) is None:
+                raise EventError(f"no event {event_id}")
+            row = s.get(EventSettings, event_id) or EventSettings(event_id=event_id, min_threshold=value)
+            row.min_threshold, row.updated_at, row.updated_by = float(value), utcnow(), actor[:64]
+            s.add(row)
+
     def list_events(self) -> list[EventSummary]:
         with self.store.session() as s:
             events = list(s.exec(select(Event).order_by(col(Event.date).desc(), col(Event.created_at).desc())))
@@ -362,7 +392,7 @@ class Events:
             self.vectors.drop_event(event_id)
             self.files.delete_event(event_id)
             with self.store.begin() as s:
-                for table in (Order, PhotoFace, Photo):
+                for table in (Order, PhotoFace, Photo, EventSettings):
                     s.exec(delete(table).where(table.event_id == event_id))  # type: ignore[call-overload]
                 s.exec(delete(Event).where(Event.id == event_id))  # type: ignore[call-overload]
         if exists:

@@ -1,6 +1,6 @@
 """The event kiosk's web routes: staff pages, the public kiosk, and the specification's API.
 
-Staff (login and CSRF from `auth`):
+Staff (login and CSRF from `auth`; the "events" permission: admins and event staff):
     GET  /events                         events, and a form to create one
     POST /events                         create (name, date, expiry days)
     GET  /events/{id}                    code, drag-and-drop upload (XHR, progress per file and overall),
@@ -8,10 +8,12 @@ Staff (login and CSRF from `auth`):
     GET  /events/{id}/status             that status as JSON (the page polls it)
     POST /events/{id}/photos             upload one or more files (multipart `files`)
     POST /events/{id}/delete             delete the event: photos, thumbnails, vectors and rows
+    POST /events/{id}/settings           the event's minimum similarity (guests cannot search below it)
     GET  /events/{id}/photos/{pid}/thumb a thumbnail for the status view
     POST /api/v1/events                  JSON {name, date?, expiry_days?} -> the event with its code
     POST /api/v1/photos/upload           multipart: event_id or event_code, files
     GET  /api/v1/events/{id}/photos      processing status;  DELETE /api/v1/events/{id}
+    PATCH /api/v1/events/{id}            JSON {min_threshold}: the event's floor for guests' searches
 
 Public (rate limited per client address and per event; no login):
     GET  /kiosk                          the full-screen kiosk: code -> webcam -> results
@@ -29,6 +31,11 @@ proxy) or from localhost on the kiosk machine itself.
 Photo URLs carry a signed, short-lived token naming the event and the photo (HMAC-SHA256 with the service's
 secret key): photo ids alone open nothing, and a token of one event never opens another event's photo.
 `similarity` and `threshold` are on the specification's (cos + 1) / 2 scale (see `search`).
+
+Privacy: a guest's `threshold` below the event's floor (set by staff; default `[kiosk] threshold_floor`, 0.68) is
+raised to it, and `limit` is capped at `[kiosk] max_results` (100): a selfie cannot list the whole event. Expiry is
+checked on every access, not only by the hourly job: once an event has ended its photo links answer 410, uploads
+and searches are refused (410), its code is not found, and the expiry job is woken to delete it at once.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import hashlib
 import hmac
 import json
 import logging
+import secrets
 import struct
 import threading
 import time
@@ -55,7 +63,7 @@ from sqlmodel import func, select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from revisit.central.auth import CSRFChecked, flash, require_user, templates
+from revisit.central.auth import CSRFChecked, CurrentUser, flash, templates
 from revisit.central.events import (
     AddResult,
     Event,
@@ -67,7 +75,7 @@ from revisit.central.events import (
 )
 from revisit.central.photos import FaceWorker, sanitize_filename
 from revisit.central.search import FaceSearch, RateLimiter, SearchResult, SelfieRejected
-from revisit.central.store import utcnow
+from revisit.central.store import AuditLog, utcnow
 from revisit.shared.errors import RevisitError
 
 log = logging.getLogger(__name__)
@@ -129,9 +137,11 @@ class Kiosk:
         self.client_search = RateLimiter(c.search_per_client_min, c.burst)
         self.event_search = RateLimiter(c.search_per_event_min, max(c.burst, int(c.search_per_event_min // 4)))
         self.client_lookup = RateLimiter(c.lookup_per_client_min, c.burst)
-        self.tokens = PhotoTokens(secret or "revisit", ttl_s=c.link_minutes * 60)
+        # no secret given (tests, tools): a random one, so links last only as long as this process
+        self.tokens = PhotoTokens(secret or secrets.token_bytes(32), ttl_s=c.link_minutes * 60)
         self.expiry_interval_s = expiry_interval_s
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._expiry: threading.Thread | None = None
 
     @classmethod
@@ -145,8 +155,10 @@ class Kiosk:
             from revisit.shared.engine import FaceEngine
 
             engine = FaceEngine(getattr(cfg, "engine", None) or EngineConfig())
+        from revisit.central.auth import load_secret
+
         events = Events.for_service(service, config)
-        return cls(events, engine, config, cfg.secret_key.get_secret_value(), cfg.retention.interval_min * 60)
+        return cls(events, engine, config, load_secret(cfg), cfg.retention.interval_min * 60)
 
     def start(self) -> Kiosk:
         self.worker.start()
@@ -158,6 +170,7 @@ class Kiosk:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._expiry is not None:
             self._expiry.join(10)
             self._expiry = None
@@ -169,8 +182,22 @@ class Kiosk:
                 self.events.expire_events()
             except Exception:
                 log.exception("deleting expired events failed; trying again later")
-            if self._stop.wait(self.expiry_interval_s):
+            self._wake.wait(self.expiry_interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
                 return
+
+    def expired(self, event: Event) -> bool:
+        """Whether the event has ended; an ended one wakes the expiry job, which deletes it now."""
+        if event.expires_at > utcnow():
+            return False
+        self._wake.set()
+        return True
+
+    def floor(self, event_id: uuid.UUID) -> float:
+        """The lowest threshold a guest's search of this event may use."""
+        own = self.events.min_threshold(event_id)
+        return own if own is not None else self.config.threshold_floor
 
     def upload(self, event_id: uuid.UUID, filename: str, data: bytes) -> AddResult:
         result = self.events.add_photo(event_id, filename, data)
@@ -260,12 +287,12 @@ def parse_uuid(value: Any) -> uuid.UUID | None:
 
 
 def resolve_event(kiosk: Kiosk, event_id: Any = None, code: Any = None, *, live: bool = True) -> Event | None:
-    """An event by id or code; with `live`, expired ones are not found."""
+    """An event by id or code; with `live`, an expired one is refused (410) and codes find only live events."""
     if event_id not in (None, ""):
         eid = parse_uuid(event_id)
         event = kiosk.events.get(eid) if eid else None
-        if event is not None and live and event.expires_at <= utcnow():
-            return None
+        if event is not None and live:
+            live_or_410(kiosk, event)
         return event
     if isinstance(code, str) and code:
         return kiosk.events.by_code(code)
@@ -361,6 +388,18 @@ def _event_or_404(kiosk: Kiosk, event_id: uuid.UUID) -> Event:
     return event
 
 
+def live_or_410(kiosk: Kiosk, event: Event) -> Event:
+    if kiosk.expired(event):
+        raise HTTPException(410, "this event has ended: its photos are being deleted")
+    return event
+
+
+def audit(kiosk: Kiosk, actor: str, action: str, **details: Any) -> None:
+    """Staff changes to events in the central audit log."""
+    with kiosk.events.store.begin() as s:
+        s.add(AuditLog(actor=actor[:64], action=action, details={k: str(v) for k, v in details.items()}))
+
+
 def _photo_file(kiosk: Kiosk, photo: Photo, kind: str) -> Path:
     files = kiosk.events.files
     path = files.thumb(photo.event_id, photo.thumb_name) if kind == "thumb" else files.original(
@@ -382,9 +421,9 @@ def _json_body(properties: dict[str, Any], required: list[str]) -> dict[str, Any
 
 # --- staff pages ---------------------------------------------------------------------------------------------
 
-staff = APIRouter(dependencies=[Depends(require_user), CSRFChecked], include_in_schema=False)
+staff = APIRouter(dependencies=[CSRFChecked], include_in_schema=False)
 # uploads: the size is checked before the CSRF check, which may parse the form
-uploads = APIRouter(dependencies=[Depends(require_user), Depends(check_upload_size), CSRFChecked])
+uploads = APIRouter(dependencies=[Depends(check_upload_size), CSRFChecked])
 
 
 @staff.get("/events")
@@ -399,6 +438,7 @@ def events_page(request: Request, kiosk: KioskDep) -> Response:
 def create_event_form(
     request: Request,
     kiosk: KioskDep,
+    user: CurrentUser,
     name: Annotated[str, Form(max_length=200)],
     day: Annotated[date | None, Form(alias="date")] = None,
     expiry_days: Annotated[float | None, Form(gt=0, le=3650)] = None,
@@ -408,6 +448,7 @@ def create_event_form(
     except EventError as exc:
         flash(request, str(exc), "error")
         return RedirectResponse("/events", status_code=303)
+    audit(kiosk, user.actor, "event_add", event=event.id, name=event.name)
     flash(request, f"Event “{event.name}” created: guests enter the code {event.code} at the kiosk.", "ok")
     return RedirectResponse(f"/events/{event.id}", status_code=303)
 
@@ -424,8 +465,25 @@ def event_page(request: Request, event_id: uuid.UUID, kiosk: KioskDep) -> Respon
     return templates.TemplateResponse(request, "kiosk/event.html", {
         "event": event, "status": kiosk.events.photo_status(event_id), "orders": kiosk.events.orders(event_id),
         "photos": {p.id: p for p in kiosk.events.photos(event_id)},
-        "max_upload_mb": kiosk.events.files.max_bytes / 2**20,
+        "max_upload_mb": kiosk.events.files.max_bytes / 2**20, "ended": kiosk.expired(event),
+        "floor": kiosk.floor(event_id), "default_floor": kiosk.config.threshold_floor,
+        "max_results": kiosk.config.max_results,
     })  # fmt: skip
+
+
+@staff.post("/events/{event_id}/settings")
+def event_settings_form(
+    request: Request,
+    event_id: uuid.UUID,
+    kiosk: KioskDep,
+    user: CurrentUser,
+    min_threshold: Annotated[float, Form(ge=0.5, lt=1)],
+) -> Response:
+    live_or_410(kiosk, _event_or_404(kiosk, event_id))
+    kiosk.events.set_min_threshold(event_id, min_threshold, user.actor)
+    audit(kiosk, user.actor, "event_settings", event=event_id, min_threshold=min_threshold)
+    flash(request, f"Guests' searches now use a similarity of at least {min_threshold:.2f}.", "ok")
+    return RedirectResponse(f"/events/{event_id}", status_code=303)
 
 
 @staff.get("/events/{event_id}/status")
@@ -435,24 +493,27 @@ def event_status(event_id: uuid.UUID, kiosk: KioskDep) -> dict[str, Any]:
 
 
 @uploads.post("/events/{event_id}/photos", include_in_schema=False)
-async def upload_photos(request: Request, event_id: uuid.UUID, kiosk: KioskDep) -> JSONResponse:
-    _event_or_404(kiosk, event_id)
+async def upload_photos(request: Request, event_id: uuid.UUID, kiosk: KioskDep, user: CurrentUser) -> JSONResponse:
+    live_or_410(kiosk, _event_or_404(kiosk, event_id))
     form = await request.form(max_files=MAX_FILES_PER_REQUEST)
     files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
     uploaded, rejected = await store_uploads(kiosk, event_id, files)
+    audit(kiosk, user.actor, "event_upload", event=event_id, uploaded=len(uploaded), rejected=len(rejected))
     return upload_response(event_id, uploaded, rejected)
 
 
 @staff.post("/events/{event_id}/delete")
-def delete_event_form(request: Request, event_id: uuid.UUID, kiosk: KioskDep) -> Response:
+def delete_event_form(request: Request, event_id: uuid.UUID, kiosk: KioskDep, user: CurrentUser) -> Response:
     event = _event_or_404(kiosk, event_id)
     kiosk.events.delete_event(event_id)
+    audit(kiosk, user.actor, "event_delete", event=event_id, name=event.name)
     flash(request, f"Event “{event.name}” deleted with its photos.", "ok")
     return RedirectResponse("/events", status_code=303)
 
 
 @staff.get("/events/{event_id}/photos/{photo_id}/thumb")
 def staff_thumb(event_id: uuid.UUID, photo_id: uuid.UUID, kiosk: KioskDep) -> Response:
+    live_or_410(kiosk, _event_or_404(kiosk, event_id))
     photo = kiosk.events.photo(event_id, photo_id)
     if photo is None:
         raise HTTPException(404, "no such photo in this event")
@@ -461,14 +522,14 @@ def staff_thumb(event_id: uuid.UUID, photo_id: uuid.UUID, kiosk: KioskDep) -> Re
 
 # --- staff API -----------------------------------------------------------------------------------------------
 
-staff_api = APIRouter(prefix="/api/v1", tags=["event kiosk"], dependencies=[Depends(require_user), CSRFChecked])
+staff_api = APIRouter(prefix="/api/v1", tags=["event kiosk"], dependencies=[CSRFChecked])
 
 
 @staff_api.post("/events", status_code=201, openapi_extra=_json_body({
     "name": {"type": "string", "maxLength": 200}, "date": {"type": "string", "format": "date"},
     "expiry_days": {"type": "number", "exclusiveMinimum": 0, "maximum": 3650, "default": 30},
 }, ["name"]))  # fmt: skip
-async def api_create_event(request: Request, kiosk: KioskDep) -> dict[str, Any]:
+async def api_create_event(request: Request, kiosk: KioskDep, user: CurrentUser) -> dict[str, Any]:
     """Create an event: JSON `{name, date?: YYYY-MM-DD, expiry_days?}`; the answer has its kiosk `code`."""
     body = await read_json(request, 64 * 1024)
     name = body.get("name")
@@ -485,19 +546,21 @@ async def api_create_event(request: Request, kiosk: KioskDep) -> dict[str, Any]:
         event = await run_in_threadpool(_create, kiosk, name, day, expiry)
     except EventError as exc:
         raise HTTPException(422, str(exc)) from None
+    audit(kiosk, user.actor, "event_add", event=event.id, name=event.name)
     return event_json(event, 0)
 
 
 @uploads.post("/api/v1/photos/upload", tags=["event kiosk"])
-async def api_upload(request: Request, kiosk: KioskDep) -> JSONResponse:
-    """Multipart: `event_id` or `event_code`, and one or more `files` (or `file`)."""
+async def api_upload(request: Request, kiosk: KioskDep, user: CurrentUser) -> JSONResponse:
+    """Multipart: `event_id` or `event_code`, and one or more `files` (or `file`). 410 once the event has ended."""
     form = await request.form(max_files=MAX_FILES_PER_REQUEST)
     event_id, code = form.get("event_id"), form.get("event_code") or form.get("code")
-    event = resolve_event(kiosk, event_id, code if isinstance(code, str) else None, live=False)
+    event = resolve_event(kiosk, event_id, code if isinstance(code, str) else None)
     if event is None:
         raise HTTPException(404, "no such event (give event_id or event_code)")
     files = [f for key in ("files", "file") for f in form.getlist(key) if isinstance(f, UploadFile)]
     uploaded, rejected = await store_uploads(kiosk, event.id, files)
+    audit(kiosk, user.actor, "event_upload", event=event.id, uploaded=len(uploaded), rejected=len(rejected))
     return upload_response(event.id, uploaded, rejected)
 
 
@@ -505,14 +568,32 @@ async def api_upload(request: Request, kiosk: KioskDep) -> JSONResponse:
 def api_event_photos(event_id: uuid.UUID, kiosk: KioskDep) -> dict[str, Any]:
     """The processing status of each photo: processing, done (faces found) or failed (reason)."""
     event = _event_or_404(kiosk, event_id)
-    return {**event_json(event), **kiosk.events.photo_status(event_id)}
+    out = {**event_json(event), **kiosk.events.photo_status(event_id)}
+    return out | {"min_threshold": kiosk.floor(event_id), "ended": kiosk.expired(event)}
+
+
+@staff_api.patch("/events/{event_id}", openapi_extra=_json_body({
+    "min_threshold": {"type": "number", "minimum": 0.5, "exclusiveMaximum": 1,
+                      "description": "guests' searches of this event use at least this (cos + 1) / 2 similarity"},
+}, ["min_threshold"]))  # fmt: skip
+async def api_event_settings(request: Request, event_id: uuid.UUID, kiosk: KioskDep, user: CurrentUser) -> dict:
+    """Set the event's floor for guests' searches: JSON `{min_threshold}` on the (cos+1)/2 scale, 0.5..<1."""
+    body = await read_json(request, 16 * 1024)
+    value = body.get("min_threshold")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 <= value < 1:
+        raise HTTPException(422, "min_threshold is on the (cos + 1) / 2 scale: a number from 0.5 to below 1")
+    event = live_or_410(kiosk, _event_or_404(kiosk, event_id))
+    await run_in_threadpool(kiosk.events.set_min_threshold, event_id, float(value), user.actor)
+    audit(kiosk, user.actor, "event_settings", event=event_id, min_threshold=value)
+    return {**event_json(event), "min_threshold": float(value)}
 
 
 @staff_api.delete("/events/{event_id}")
-def api_delete_event(event_id: uuid.UUID, kiosk: KioskDep) -> dict[str, Any]:
+def api_delete_event(event_id: uuid.UUID, kiosk: KioskDep, user: CurrentUser) -> dict[str, Any]:
     """Delete the event with its photos, thumbnails, faces, vectors and orders."""
     if not kiosk.events.delete_event(event_id):
         raise HTTPException(404, "no such event")
+    audit(kiosk, user.actor, "event_delete", event=event_id)
     return {"deleted": str(event_id)}
 
 
@@ -546,31 +627,37 @@ SEARCH_BODY = _json_body({
     "event_code": {"type": "string", "example": "ABCD2345"},
     "face_image": {"type": "string", "description": "the selfie, JPEG or PNG, base64 (a data: URL is accepted)"},
     "threshold": {"type": "number", "minimum": 0, "maximum": 1,
-                  "description": "(cos + 1) / 2; cosine = 2 * threshold - 1; default: the kiosk's (0.68)"},
-    "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 200},
+                  "description": "(cos + 1) / 2; cosine = 2 * threshold - 1; default: the kiosk's (0.68); never below "
+                                 "the event's floor (raised to it)"},
+    "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100,
+              "description": "capped at the kiosk's max_results (100)"},
 }, ["face_image"])  # fmt: skip
 
 
 @public.post("/api/v1/search/face", openapi_extra=SEARCH_BODY)
 async def api_search(request: Request, kiosk: KioskDep) -> Response:
     """Find an event's photos of the person in a selfie. JSON `{event_id | event_code, face_image: base64,
-    threshold?: 0..1 on the (cos+1)/2 scale, limit?}`. The selfie is processed in memory and never stored."""
+    threshold?: 0..1 on the (cos+1)/2 scale, limit?}`. The selfie is processed in memory and never stored.
+    The threshold is raised to the event's floor and the limit capped; the answer says which were used."""
     wait = kiosk.client_search.take(client_key(request))
     if wait:
         return too_many(wait, "searches")
     body = await read_json(request, MAX_SEARCH_BODY)
-    event = resolve_event(kiosk, body.get("event_id"), body.get("event_code") or body.get("code"))
+    event = await run_in_threadpool(resolve_event, kiosk, body.get("event_id"),
+                                    body.get("event_code") or body.get("code"))  # fmt: skip
     if event is None:
         raise HTTPException(404, "no event with that id or code (or it has ended)")
     wait = kiosk.event_search.take(str(event.id))
     if wait:
         return too_many(wait, "searches for this event")
     threshold = body.get("threshold", kiosk.search.threshold)
-    limit = body.get("limit", 200)
+    limit = body.get("limit", kiosk.config.max_results)
     if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
         raise HTTPException(422, "threshold is on the (cos + 1) / 2 scale: a number from 0 to 1")
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
         raise HTTPException(422, "limit must be an integer from 1 to 1000")
+    threshold = max(float(threshold), await run_in_threadpool(kiosk.floor, event.id))
+    limit = min(limit, kiosk.config.max_results)
     try:
         image = decode_base64_image(body.pop("face_image", None))
     except ValueError as exc:
@@ -583,7 +670,7 @@ async def api_search(request: Request, kiosk: KioskDep) -> Response:
                             status_code=422)  # fmt: skip
     finally:
         del image
-    return JSONResponse({"event_id": str(event.id), **kiosk.match_json(event.id, result)},
+    return JSONResponse({"event_id": str(event.id), **kiosk.match_json(event.id, result), "limit": limit},
                         headers={"Cache-Control": "no-store"})  # fmt: skip
 
 
@@ -592,7 +679,10 @@ def kiosk_photo(token: str, kind: str, kiosk: KioskDep) -> Response:
     if kind not in ("thumb", "view", "download"):
         raise HTTPException(404, "not found")
     ids = kiosk.tokens.verify(token)
-    photo = kiosk.events.photo(*ids) if ids else None
+    event = kiosk.events.get(ids[0]) if ids else None
+    if event is not None:
+        live_or_410(kiosk, event)
+    photo = kiosk.events.photo(*ids) if ids and event else None
     if photo is None or photo.status != "done":
         raise HTTPException(404, "this photo link is not valid (it may have expired): search again")
     path = _photo_file(kiosk, photo, kind)
@@ -616,8 +706,10 @@ async def api_order(request: Request, kiosk: KioskDep) -> Response:
         return too_many(wait, "orders")
     body = await read_json(request, 16 * 1024)
     ids = kiosk.tokens.verify(str(body.get("token", "")))
-    if ids is None:
+    event = kiosk.events.get(ids[0]) if ids else None
+    if event is None:
         raise HTTPException(404, "this photo link is not valid (it may have expired): search again")
+    live_or_410(kiosk, event)
     name, email = body.get("name") or "", body.get("email") or ""
     if not isinstance(name, str) or not isinstance(email, str):
         raise HTTPException(422, "name and email are text")

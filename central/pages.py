@@ -8,7 +8,9 @@
     /crops/{ab}/{hex}.jpg         crop files (only CropStore names; everything else is 404)
     /live/camera/{id}.mjpg|.jpg   the edge's live view relayed by central (login required here, none on the edge)
 
-Every route needs a login; every POST a CSRF token. Edits go through the clusterer, which writes the audit log.
+Every route needs a login with the "sites" permission (`auth.ACCESS`); every POST a CSRF token. Site managers see
+only their sites: other visitors are not found (404), lists and the live view leave them out. Edits go through
+the clusterer, which writes the audit log (label and notes edits are logged here).
 """
 
 from __future__ import annotations
@@ -22,16 +24,17 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 import httpx
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 from jinja2 import pass_context
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from revisit.central import queries
-from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, flash, require_user, templates
+from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, flash, templates
 from revisit.central.cluster import ClusterError
 from revisit.central.store import (
+    AuditLog,
     LoyalSort,
     Sighting,
     Site,
@@ -46,7 +49,7 @@ from revisit.central.store import (
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(dependencies=[Depends(require_user), CSRFChecked], include_in_schema=False)
+router = APIRouter(dependencies=[CSRFChecked], include_in_schema=False)
 
 LOYAL_PAGE_SIZE = 24
 VISITORS_PAGE_SIZE = 48
@@ -104,16 +107,17 @@ def _back(path: str) -> RedirectResponse:
 
 
 @router.get("/")
-def home() -> Response:
-    return _back("/loyal")
+def home(user: CurrentUser) -> Response:
+    return _back("/events" if user.role == "event_staff" else "/loyal")
 
 
 @router.get("/live")
-def live(request: Request, service: ServiceDep) -> Response:
+def live(request: Request, service: ServiceDep, user: CurrentUser) -> Response:
     with service.session() as s:
-        sites = queries.sites_overview(s, _live_urls(request), service.config.loyal.timezone)
-        crops = latest_sightings(s, limit=LIVE_CROPS)
-        names = queries.Names.load(s)
+        ids = queries.site_ids(s, user.sites)
+        sites = queries.sites_overview(s, _live_urls(request), service.config.loyal.timezone, site_ids=ids)
+        crops = latest_sightings(s, limit=LIVE_CROPS, site_ids=ids)
+        names = queries.Names.load(s, ids)
         labels = queries.visitor_labels(s, (c.visitor_id for c in crops))
     since = crops[0].created_at.isoformat() if crops else ""
     context = {"sites": sites, "crops": crops, "names": names, "labels": labels, "since": since}
@@ -124,6 +128,7 @@ def live(request: Request, service: ServiceDep) -> Response:
 def loyal(
     request: Request,
     service: ServiceDep,
+    user: CurrentUser,
     min_visits: Annotated[int | None, Query(ge=1, le=1000)] = None,
     window_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
     site: Annotated[str, Query(max_length=64)] = "",
@@ -133,6 +138,7 @@ def loyal(
     cfg = service.config.loyal
     min_visits = min_visits or cfg.min_visits
     window_days = window_days or cfg.window_days
+    site = scoped_site(user, site)
     with service.session() as s:
         result = loyal_customers(
             s,
@@ -144,7 +150,7 @@ def loyal(
             offset=(page - 1) * LOYAL_PAGE_SIZE,
             limit=LOYAL_PAGE_SIZE,
         )
-        sites = list(s.exec(select(Site.name).order_by(Site.name)))
+        sites = [n for n in s.exec(select(Site.name).order_by(Site.name)) if user.sees_site(n)]
     pages = max(1, -(-result.total // LOYAL_PAGE_SIZE))
     query = {"min_visits": min_visits, "window_days": window_days, "site": site, "sort": sort}
     context = {
@@ -163,15 +169,17 @@ def loyal(
 def visitors(
     request: Request,
     service: ServiceDep,
+    user: CurrentUser,
     q: Annotated[str, Query(max_length=200)] = "",
     sort: queries.VisitorSort = "-last_seen",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
     with service.session() as s:
+        ids = queries.site_ids(s, user.sites)
         result = queries.list_visitors(
-            s, q=q, sort=sort, offset=(page - 1) * VISITORS_PAGE_SIZE, limit=VISITORS_PAGE_SIZE
+            s, q=q, sort=sort, offset=(page - 1) * VISITORS_PAGE_SIZE, limit=VISITORS_PAGE_SIZE, site_ids=ids
         )
-        names = queries.Names.load(s)
+        names = queries.Names.load(s, ids)
     pages = max(1, -(-result.total // VISITORS_PAGE_SIZE))
     context = {
         "result": result,
@@ -195,13 +203,15 @@ def merge_selected(
         flash(request, "Select at least two visitors to merge.", "error")
         return _back("/visitors")
     with service.session() as s:
-        rows = [v for v in (s.get(Visitor, i) for i in ids) if v is not None]
+        scope = queries.site_ids(s, user.sites)
+        found = (s.get(Visitor, i) for i in ids)
+        rows = [v for v in found if v is not None and queries.visitor_visible(s, v.id, scope)]
     if len(rows) < 2:
         raise HTTPException(404, "visitor not found")
     target, *others = sorted(rows, key=lambda v: v.first_seen)
     try:
         for other in others:
-            service.clusterer.merge(target.id, other.id, actor=user)
+            service.clusterer.merge(target.id, other.id, actor=user.actor)
     except ClusterError as exc:
         flash(request, str(exc), "error")
         return _back("/visitors")
@@ -213,17 +223,21 @@ def merge_selected(
 def visitor(
     request: Request,
     service: ServiceDep,
+    user: CurrentUser,
     visitor_id: uuid.UUID,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
     tz = service.config.loyal.timezone
     with service.session() as s:
-        detail = visitor_detail(s, visitor_id, offset=(page - 1) * GALLERY_PAGE_SIZE, limit=GALLERY_PAGE_SIZE)
+        ids = queries.site_ids(s, user.sites)
+        detail = visitor_detail(
+            s, visitor_id, offset=(page - 1) * GALLERY_PAGE_SIZE, limit=GALLERY_PAGE_SIZE, site_ids=ids
+        )
         if detail is None:
             raise HTTPException(404, "no such visitor (merged or erased?)")
         counts = visit_frequency(s, visitor_id, days=30, timezone=tz)
     try:
-        similar = queries.similar_visitors(service, detail.visitor)
+        similar = queries.similar_visitors(service, detail.visitor, site_ids=ids)
     except Exception:  # merge suggestions are optional: the page works without the vector index
         log.warning("merge suggestions for %s failed", visitor_id, exc_info=True)
         similar = []
@@ -244,11 +258,14 @@ def visitor(
 def save_details(
     request: Request,
     service: ServiceDep,
+    user: CurrentUser,
     visitor_id: uuid.UUID,
     label: Annotated[str, Form(max_length=200)] = "",
     notes: Annotated[str, Form(max_length=10_000)] = "",
 ) -> Response:
-    _edit(request, lambda: service.clusterer.update_visitor(visitor_id, label=label, notes=notes), "Saved.")
+    visible_or_404(service, user, visitor_id)
+    if _edit(request, lambda: service.clusterer.update_visitor(visitor_id, label=label, notes=notes), "Saved."):
+        audit_details(service, user.actor, visitor_id, label, notes)
     return _back(f"/visitors/{visitor_id}")
 
 
@@ -261,14 +278,16 @@ def merge(
     other: Annotated[str, Form(max_length=100)],
 ) -> Response:
     """Merge `other` (a visitor id) into this visitor."""
+    visible_or_404(service, user, visitor_id)
     try:
         other_id = uuid.UUID(other.strip())
     except ValueError:
         flash(request, f"Not a visitor id: {other[:40]!r}", "error")
         return _back(f"/visitors/{visitor_id}")
+    visible_or_404(service, user, other_id)
     _edit(
         request,
-        lambda: service.clusterer.merge(visitor_id, other_id, actor=user),
+        lambda: service.clusterer.merge(visitor_id, other_id, actor=user.actor),
         f"Visitor {queries.short_id(other_id)} merged into this one.",
     )
     return _back(f"/visitors/{visitor_id}")
@@ -285,14 +304,13 @@ def split(
     if not sighting_ids:
         flash(request, "Select the sightings to split off first.", "error")
         return _back(f"/visitors/{visitor_id}")
-    if not _exists(service, visitor_id):
-        raise HTTPException(404, "no such visitor")
+    visible_or_404(service, user, visitor_id)
     with service.session() as s:
-        owners = queries.sighting_owners(s, sighting_ids)
+        owners = queries.sighting_owners(s, sighting_ids, queries.site_ids(s, user.sites))
     if owners != {visitor_id}:
         flash(request, "Only this visitor's sightings can be split off here.", "error")
         return _back(f"/visitors/{visitor_id}")
-    new = _edit(request, lambda: service.clusterer.split(sighting_ids, actor=user), "Split into a new visitor.")
+    new = _edit(request, lambda: service.clusterer.split(sighting_ids, actor=user.actor), "Split into a new visitor.")
     return _back(f"/visitors/{new.id}" if isinstance(new, Visitor) else f"/visitors/{visitor_id}")
 
 
@@ -300,11 +318,12 @@ def split(
 def not_this_person(request: Request, service: ServiceDep, user: CurrentUser, sighting_id: uuid.UUID) -> Response:
     with service.session() as s:
         row = s.get(Sighting, sighting_id)
-    if row is None:
+        scope = queries.site_ids(s, user.sites)
+    if row is None or (scope is not None and row.site_id not in scope):
         raise HTTPException(404, "no such sighting")
     _edit(
         request,
-        lambda: service.clusterer.not_this_person(sighting_id, actor=user),
+        lambda: service.clusterer.not_this_person(sighting_id, actor=user.actor),
         "Moved to a new visitor; it will not be matched to this one again.",
     )
     return _back(f"/visitors/{row.visitor_id}")
@@ -322,9 +341,8 @@ def erase(
     if confirm != "yes":
         flash(request, "Tick the confirmation box to erase this visitor.", "error")
         return _back(f"/visitors/{visitor_id}")
-    if not _exists(service, visitor_id):
-        raise HTTPException(404, "no such visitor")
-    counts = service.clusterer.erase_visitor(visitor_id, actor=user, reason=reason)
+    visible_or_404(service, user, visitor_id)
+    counts = service.clusterer.erase_visitor(visitor_id, actor=user.actor, reason=reason)
     log.info("visitor %s erased by %s: %s", visitor_id, user, counts)
     flash(
         request,
@@ -335,9 +353,10 @@ def erase(
 
 
 @router.get("/sites")
-def sites(request: Request, service: ServiceDep) -> Response:
+def sites(request: Request, service: ServiceDep, user: CurrentUser) -> Response:
     with service.session() as s:
-        rows = queries.sites_overview(s, _live_urls(request), service.config.loyal.timezone)
+        ids = queries.site_ids(s, user.sites)
+        rows = queries.sites_overview(s, _live_urls(request), service.config.loyal.timezone, site_ids=ids)
     return _render(request, "sites.html", {"sites": rows})
 
 
@@ -345,34 +364,41 @@ def sites(request: Request, service: ServiceDep) -> Response:
 
 
 @router.get("/crops/{path:path}")
-def crop(path: str, service: ServiceDep) -> FileResponse:
-    """A stored crop; only names the CropStore makes resolve (`ab/<32 hex>.jpg` under its root)."""
+def crop(path: str, service: ServiceDep, user: CurrentUser) -> FileResponse:
+    """A stored crop; only names the CropStore makes resolve (`ab/<32 hex>.jpg` under its root); site managers
+    only those of their sites."""
     try:
         file = service.crops.path(path).resolve()
     except StoreError:
         raise HTTPException(404, "not found") from None
+    if user.sites is not None:
+        with service.session() as s:
+            if not queries.crop_visible(s, path, queries.site_ids(s, user.sites)):
+                raise HTTPException(404, "not found")
     if not file.is_relative_to(service.crops.root) or not file.is_file():
         raise HTTPException(404, "not found")
     return FileResponse(file, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=600"})
 
 
 @router.get("/live/camera/{camera_id}.mjpg")
-async def live_mjpeg(request: Request, service: ServiceDep, camera_id: uuid.UUID) -> Response:
-    return await _relay(request, service, camera_id, "mjpg")
+async def live_mjpeg(request: Request, service: ServiceDep, user: CurrentUser, camera_id: uuid.UUID) -> Response:
+    return await _relay(request, service, user, camera_id, "mjpg")
 
 
 @router.get("/live/camera/{camera_id}.jpg")
-async def live_snapshot(request: Request, service: ServiceDep, camera_id: uuid.UUID) -> Response:
-    return await _relay(request, service, camera_id, "jpg")
+async def live_snapshot(request: Request, service: ServiceDep, user: CurrentUser, camera_id: uuid.UUID) -> Response:
+    return await _relay(request, service, user, camera_id, "jpg")
 
 
-async def _relay(request: Request, service: ServiceDep, camera_id: uuid.UUID, ext: Literal["mjpg", "jpg"]) -> Response:
+async def _relay(
+    request: Request, service: ServiceDep, user: Any, camera_id: uuid.UUID, ext: Literal["mjpg", "jpg"]
+) -> Response:
     """Relay the edge's live view: the browser needs no route to the site network, and the edge's
-    unauthenticated view is only reachable through central's login."""
+    unauthenticated view is only reachable through central's login (site managers: their sites' cameras)."""
 
     def lookup() -> tuple[Any, str] | None:
         with service.session() as s:
-            return queries.camera_source(s, _live_urls(request), camera_id)
+            return queries.camera_source(s, _live_urls(request), camera_id, queries.site_ids(s, user.sites))
 
     found = await run_in_threadpool(lookup)
     if found is None:
@@ -415,9 +441,34 @@ async def _relay(request: Request, service: ServiceDep, camera_id: uuid.UUID, ex
 # --- helpers ---------------------------------------------------------------------------------------------------
 
 
-def _exists(service: Any, visitor_id: uuid.UUID) -> bool:
+def scoped_site(user: Any, site: str) -> str:
+    """The loyal list's site filter for this user: a site manager's own (their first when none is chosen);
+    another site is not theirs to see (404)."""
+    if user.sites is None:
+        return site
+    if not site:
+        return min(user.sites) if user.sites else "\0none"
+    if site not in user.sites:
+        raise HTTPException(404, "no such site")
+    return site
+
+
+def visible_or_404(service: Any, user: Any, visitor_id: uuid.UUID) -> None:
+    """404 unless the visitor exists and (for a site manager) was seen at one of their sites."""
     with service.session() as s:
-        return s.get(Visitor, visitor_id) is not None
+        if not queries.visitor_visible(s, visitor_id, queries.site_ids(s, user.sites)):
+            raise HTTPException(404, "no such visitor")
+
+
+def audit_details(service: Any, actor: str, visitor_id: uuid.UUID, label: str | None, notes: str | None) -> None:
+    """Label and notes edits in the audit log (the clusterer logs merges, splits and erasures itself)."""
+    details: dict[str, Any] = {}
+    if label is not None:
+        details["label"] = label
+    if notes is not None:
+        details["notes_chars"] = len(notes)
+    with service.store.begin() as s:
+        s.add(AuditLog(actor=actor, action="edit", visitor_id=visitor_id, details=details))
 
 
 def _edit(request: Request, action: Any, message: str) -> Any:
@@ -430,4 +481,4 @@ def _edit(request: Request, action: Any, message: str) -> Any:
         flash(request, str(exc), "error")
         return None
     flash(request, message)
-    return result
+    return result if result is not None else True

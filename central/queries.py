@@ -64,10 +64,11 @@ class Names:
     cameras: dict[uuid.UUID, str]
 
     @classmethod
-    def load(cls, session: Session) -> Names:
+    def load(cls, session: Session, site_ids: set[uuid.UUID] | None = None) -> Names:
+        """With `site_ids`, other sites' and their cameras' names are left out (shown as "")."""
         return cls(
-            {s.id: s.name for s in session.exec(select(Site))},
-            {c.id: c.name for c in session.exec(select(Camera))},
+            {s.id: s.name for s in session.exec(select(Site)) if site_ids is None or s.id in site_ids},
+            {c.id: c.name for c in session.exec(select(Camera)) if site_ids is None or c.site_id in site_ids},
         )
 
     def site(self, site_id: uuid.UUID | None) -> str:
@@ -84,11 +85,51 @@ class VisitorPage:
     total: int
 
 
+# --- site scope (site managers see only their sites) ---------------------------------------------------------
+
+
+def site_ids(session: Session, sites: frozenset[str] | None) -> set[uuid.UUID] | None:
+    """The ids of the named sites (None: every site, no filter)."""
+    if sites is None:
+        return None
+    return set(session.exec(select(Site.id).where(col(Site.name).in_(sorted(sites))))) if sites else set()
+
+
+def seen_at(ids: set[uuid.UUID]):
+    """A filter on Visitor: seen (a visit) at one of these sites."""
+    return col(Visitor.id).in_(select(Visit.visitor_id).where(col(Visit.site_id).in_(list(ids))))
+
+
+def visitor_visible(session: Session, visitor_id: uuid.UUID, ids: set[uuid.UUID] | None) -> bool:
+    """The visitor exists and (with a scope) was seen at one of the sites."""
+    stmt = select(Visitor.id).where(Visitor.id == visitor_id)
+    if ids is not None:
+        stmt = stmt.where(seen_at(ids))
+    return session.exec(stmt).first() is not None
+
+
+def crop_visible(session: Session, crop_path: str, ids: set[uuid.UUID] | None) -> bool:
+    """A crop of a sighting at one of the sites (no scope: any crop)."""
+    if ids is None:
+        return True
+    stmt = select(Sighting.id).where(Sighting.crop_path == crop_path, col(Sighting.site_id).in_(list(ids)))
+    return session.exec(stmt).first() is not None
+
+
 def list_visitors(
-    session: Session, *, q: str = "", sort: VisitorSort = "-last_seen", offset: int = 0, limit: int = 50
+    session: Session,
+    *,
+    q: str = "",
+    sort: VisitorSort = "-last_seen",
+    offset: int = 0,
+    limit: int = 50,
+    site_ids: set[uuid.UUID] | None = None,
 ) -> VisitorPage:
-    """Visitors whose label or notes contain `q` (or whose id is `q`), sorted and paged."""
+    """Visitors whose label or notes contain `q` (or whose id is `q`), sorted and paged; with `site_ids`, only
+    those seen at these sites."""
     stmt = select(Visitor)
+    if site_ids is not None:
+        stmt = stmt.where(seen_at(site_ids))
     q = q.strip()
     if q:
         try:
@@ -124,16 +165,29 @@ def visitor_labels(session: Session, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID
     return {v.id: v.label for v in session.exec(select(Visitor).where(col(Visitor.id).in_(ids)))}
 
 
-def sighting_owners(session: Session, sighting_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    """The visitors the given sightings belong to (unknown ids are ignored)."""
+def sighting_owners(
+    session: Session, sighting_ids: Iterable[uuid.UUID], site_ids: set[uuid.UUID] | None = None
+) -> set[uuid.UUID]:
+    """The visitors the given sightings belong to (unknown ids are ignored); with `site_ids`, a sighting at
+    another site counts as owned by nobody visible (None is in the set)."""
     ids = list(set(sighting_ids))
-    return set(session.exec(select(Sighting.visitor_id).where(col(Sighting.id).in_(ids)))) if ids else set()
+    if not ids:
+        return set()
+    rows = session.exec(select(Sighting.visitor_id, Sighting.site_id).where(col(Sighting.id).in_(ids)))
+    return {v if site_ids is None or site in site_ids else None for v, site in rows}  # type: ignore[misc]
 
 
 def visits_of(
-    session: Session, *, visitor_id: uuid.UUID | None = None, since: datetime | None = None, limit: int = 100
+    session: Session,
+    *,
+    visitor_id: uuid.UUID | None = None,
+    since: datetime | None = None,
+    limit: int = 100,
+    site_ids: set[uuid.UUID] | None = None,
 ) -> list[Visit]:
     stmt = select(Visit).order_by(col(Visit.start).desc()).limit(limit)
+    if site_ids is not None:
+        stmt = stmt.where(col(Visit.site_id).in_(list(site_ids)))
     if visitor_id is not None:
         stmt = stmt.where(Visit.visitor_id == visitor_id)
     if since is not None:
@@ -142,7 +196,11 @@ def visits_of(
 
 
 def similar_visitors(
-    service: CentralService, visitor: Visitor, limit: int = 6, min_score: float = SIMILAR_MIN_SCORE
+    service: CentralService,
+    visitor: Visitor,
+    limit: int = 6,
+    min_score: float = SIMILAR_MIN_SCORE,
+    site_ids: set[uuid.UUID] | None = None,
 ) -> list[tuple[Visitor, float]]:
     """The visitors whose prototypes are nearest this one's (same recognizer, cosine >= min_score): merge
     candidates. Strangers score about 0 with the default recognizer, so they are left out."""
@@ -155,7 +213,10 @@ def similar_visitors(
         if vid != visitor.id and score >= min_score
     ][:limit]
     with service.session() as s:
-        rows = {v.id: v for v in s.exec(select(Visitor).where(col(Visitor.id).in_([h[0] for h in hits])))}
+        stmt = select(Visitor).where(col(Visitor.id).in_([h[0] for h in hits]))
+        if site_ids is not None:
+            stmt = stmt.where(seen_at(site_ids))
+        rows = {v.id: v for v in s.exec(stmt)}
     return [(rows[vid], score) for vid, score in hits if vid in rows]
 
 
@@ -197,7 +258,11 @@ class SiteRow:
 
 
 def sites_overview(
-    session: Session, live_urls: Mapping[str, str], timezone: str = "UTC", now: datetime | None = None
+    session: Session,
+    live_urls: Mapping[str, str],
+    timezone: str = "UTC",
+    now: datetime | None = None,
+    site_ids: set[uuid.UUID] | None = None,
 ) -> list[SiteRow]:
     now = now or utcnow()
     today, tomorrow = day_bounds(now, timezone)
@@ -218,7 +283,7 @@ def sites_overview(
         cams = [CameraRow(c, int(per_camera.get(c.id, 0)), base) for c in cameras]
         rows[site.id].devices.append(DeviceRow(site, device, device_status(device, now), cams, base))
         rows[site.id].sightings_today += sum(c.sightings_today for c in cams)
-    return list(rows.values())
+    return [r for r in rows.values() if site_ids is None or r.site.id in site_ids]
 
 
 def live_base(live_urls: Mapping[str, str], site: str, device: str) -> str | None:
@@ -231,10 +296,12 @@ def camera_live_url(base: str, camera_name: str, ext: Literal["mjpg", "jpg"] = "
     return f"{base}/camera/{quote(camera_name, safe='')}.{ext}"
 
 
-def camera_source(session: Session, live_urls: Mapping[str, str], camera_id: uuid.UUID) -> tuple[Camera, str] | None:
-    """A camera and its edge's live base URL, or None when either is unknown."""
+def camera_source(
+    session: Session, live_urls: Mapping[str, str], camera_id: uuid.UUID, site_ids: set[uuid.UUID] | None = None
+) -> tuple[Camera, str] | None:
+    """A camera and its edge's live base URL, or None when either is unknown (or outside `site_ids`)."""
     camera = session.get(Camera, camera_id)
-    if camera is None:
+    if camera is None or (site_ids is not None and camera.site_id not in site_ids):
         return None
     device, site = session.get(Device, camera.device_id), session.get(Site, camera.site_id)
     base = live_base(live_urls, site.name, device.name) if device and site else None

@@ -194,6 +194,50 @@ class SightingFlag(SQLModel, table=True):
     received_at: datetime = _time(default_factory=utcnow)
 
 
+# --- accounts (revisit.central.users) -------------------------------------------------------------------------
+
+
+class User(SQLModel, table=True):
+    """A person who logs in to the pages and the API; `role` decides what they may do (`revisit.central.auth`)."""
+
+    __tablename__ = "web_user"
+    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
+    username: str = Field(max_length=64, unique=True, index=True)
+    password_hash: str = Field(max_length=512, description="argon2id")
+    role: str = Field(max_length=16, description="admin, head_office, site_manager, event_staff")
+    sites: list = Field(default_factory=list, sa_type=JSON, description="site names a site manager may see")
+    created_at: datetime = _time(default_factory=utcnow)
+    password_changed_at: datetime = _time(default_factory=utcnow)
+    config_hash: str | None = Field(None, max_length=512, description="the [admin] password last applied from config")
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token for integrations: only its SHA-256 is kept; scoped to a role and sites; revocable."""
+
+    __tablename__ = "api_token"
+    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
+    name: str = Field(max_length=64)
+    token_hash: str = Field(max_length=64, unique=True, index=True, description="sha256 hex of the token")
+    hint: str = Field(max_length=16, description="the token's first characters, to recognise it in lists")
+    role: str = Field(max_length=16)
+    sites: list = Field(default_factory=list, sa_type=JSON)
+    created_by: str = Field("", max_length=64)
+    created_at: datetime = _time(default_factory=utcnow)
+    last_used_at: datetime | None = _time(default=None)
+    revoked_at: datetime | None = _time(default=None)
+
+
+class WebSession(SQLModel, table=True):
+    """A login: the signed cookie holds a random id whose SHA-256 is this row's key; deleting the row ends it."""
+
+    __tablename__ = "web_session"
+    id: str = Field(max_length=64, primary_key=True, description="sha256 hex of the cookie's session id")
+    user_id: uuid.UUID = Field(foreign_key="web_user.id", index=True, ondelete="CASCADE")
+    created_at: datetime = _time(default_factory=utcnow)
+    last_seen_at: datetime = _time(default_factory=utcnow)
+    client: str = Field("", max_length=64)
+
+
 def pair(a: uuid.UUID, b: uuid.UUID) -> tuple[uuid.UUID, uuid.UUID]:
     """Links are stored with a_id < b_id so each pair has one row."""
     return (a, b) if str(a) < str(b) else (b, a)
@@ -447,21 +491,33 @@ class VisitorDetail:
     cameras: dict[uuid.UUID, str] = field(default_factory=dict)
 
 
-def visitor_detail(session: Session, visitor_id: uuid.UUID, offset: int = 0, limit: int = 100) -> VisitorDetail | None:
+def visitor_detail(
+    session: Session,
+    visitor_id: uuid.UUID,
+    offset: int = 0,
+    limit: int = 100,
+    site_ids: set[uuid.UUID] | None = None,
+) -> VisitorDetail | None:
+    """A visitor with visits and a page of sightings; with `site_ids` only those at these sites (and None when
+    the visitor was never seen there)."""
     visitor = session.get(Visitor, visitor_id)
     if visitor is None:
         return None
-    visits = list(session.exec(select(Visit).where(Visit.visitor_id == visitor_id).order_by(col(Visit.start).desc())))
+    where_visit = [Visit.visitor_id == visitor_id]
+    where_sighting = [Sighting.visitor_id == visitor_id]
+    if site_ids is not None:
+        where_visit.append(col(Visit.site_id).in_(list(site_ids)))
+        where_sighting.append(col(Sighting.site_id).in_(list(site_ids)))
+    visits = list(session.exec(select(Visit).where(*where_visit).order_by(col(Visit.start).desc())))
+    if site_ids is not None and not visits:
+        return None
     sightings = list(
         session.exec(
-            select(Sighting)
-            .where(Sighting.visitor_id == visitor_id)
-            .order_by(col(Sighting.best_ts).desc(), Sighting.id)
-            .offset(offset)
-            .limit(limit)
+            select(Sighting).where(*where_sighting).order_by(col(Sighting.best_ts).desc(), Sighting.id)
+            .offset(offset).limit(limit)
         )
-    )
-    total = session.exec(select(func.count()).select_from(Sighting).where(Sighting.visitor_id == visitor_id)).one()
+    )  # fmt: skip
+    total = session.exec(select(func.count()).select_from(Sighting).where(*where_sighting)).one()
     sites = {s.id: s.name for s in session.exec(select(Site))}
     camera_ids = {s.camera_id for s in sightings}
     cameras = {c.id: c.name for c in session.exec(select(Camera).where(col(Camera.id).in_(camera_ids)))}
@@ -490,10 +546,17 @@ def visit_frequency(
 
 
 def latest_sightings(
-    session: Session, *, since: datetime | None = None, camera_id: uuid.UUID | None = None, limit: int = 50
+    session: Session,
+    *,
+    since: datetime | None = None,
+    camera_id: uuid.UUID | None = None,
+    limit: int = 50,
+    site_ids: set[uuid.UUID] | None = None,
 ) -> list[Sighting]:
-    """Newest sightings first (the live page)."""
+    """Newest sightings first (the live page); with `site_ids`, only at these sites."""
     stmt = select(Sighting).order_by(col(Sighting.created_at).desc()).limit(limit)
+    if site_ids is not None:
+        stmt = stmt.where(col(Sighting.site_id).in_(list(site_ids)))
     if since is not None:
         stmt = stmt.where(Sighting.created_at > since)
     if camera_id is not None:

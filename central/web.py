@@ -1,9 +1,13 @@
 """The central web app: `create_app(service)` builds the FastAPI application on an opened CentralService.
 
-    /login, /logout                 auth.py (argon2 passwords, signed session cookie, CSRF, login rate limit)
+    /login, /logout, /account       auth.py (argon2 passwords, server-side sessions, CSRF, login rate limit)
     /live, /loyal, /visitors, /sites, /crops/..., /live/camera/...      pages.py (login required)
-    /api/v1/...                     api.py (the same data as JSON; login required; OpenAPI at /docs)
+    /api/v1/...                     api.py (the same data as JSON; session or API token; OpenAPI at /docs)
     /events...                      kiosk.py (the event kiosk)
+    /admin/users, /admin/audit      admin.py (users, API tokens, the audit log)
+
+Every route passes one guard (`auth.authorize`, a dependency of the whole app) that applies the route's rule in
+`auth.ACCESS`; the app refuses to start when a route has none. Request bodies are bounded (`BodyLimits`).
     /healthz                        200 while the database answers and ingest stores (503 otherwise), service.health()
     /metrics                        Prometheus text: ingest outcomes and rejections by reason, table sizes, devices
     /static/...                     CSS and JS
@@ -15,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +38,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from revisit.central import api, auth, kiosk, pages, queries
-from revisit.central.auth import LoginRequired, RateLimiter, Users, login_redirect, templates
+from revisit.central import admin, api, auth, kiosk, pages, queries
+from revisit.central.auth import (
+    Accounts,
+    LoginRequired,
+    RateLimiter,
+    bootstrap_accounts,
+    load_secret,
+    login_redirect,
+    templates,
+    unruled_routes,
+)
+from revisit.central.bounds import BodyLimits
 from revisit.central.service import CentralService
 from revisit.central.store import Device, Sighting, Visit, Visitor
 
@@ -41,7 +57,8 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 SESSION_COOKIE = "revisit_session"
-SESSION_MAX_AGE_S = 12 * 3600  # a login lasts a working day
+UPLOAD_PATHS = (r"^/events/[^/]+/photos$", r"^/api/v1/photos/upload$")  # multipart, limited by kiosk.check_upload_size
+LARGE_BODY_PATHS = {"/api/v1/search/face": 12 * 1024 * 1024}  # a base64 selfie (kiosk.MAX_SEARCH_BODY)
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
@@ -58,30 +75,41 @@ def create_app(service: CentralService, *, live_urls: Mapping[str, str] | None =
         summary="Recurring visitors across sites: visitors, sightings, visits, loyal customers, devices.",
         docs_url="/docs",
         redoc_url=None,
+        dependencies=[auth.Guard],
     )
     app.state.service = service
-    app.state.users = Users.from_config(cfg)
+    web = cfg.web
+    idle, absolute = timedelta(minutes=web.session_idle_min), timedelta(hours=web.session_max_hours)
+    app.state.accounts = accounts = Accounts(service.store, idle=idle, absolute=absolute)
+    app.state.generated_password = bootstrap_accounts(cfg, accounts)
     app.state.login_limiter = RateLimiter()
     app.state.live_urls = {str(k): str(v) for k, v in (live_urls or {}).items()}
     app.state.live_streams = asyncio.Semaphore(pages.MAX_LIVE_STREAMS)
 
     app.add_middleware(
         SessionMiddleware,
-        secret_key=cfg.secret_key.get_secret_value(),
+        secret_key=load_secret(cfg),
         session_cookie=SESSION_COOKIE,
-        max_age=SESSION_MAX_AGE_S,
+        max_age=int(absolute.total_seconds()),
         same_site="lax",
         https_only=cfg.production,  # the cookie gets `Secure`; it is always HttpOnly
     )
+    app.state.body_refusals = refusals = Counter()
+    app.add_middleware(
+        BodyLimits, max_bytes=web.max_json_bytes, max_depth=web.max_json_depth, exempt=UPLOAD_PATHS,
+        larger=LARGE_BODY_PATHS, refused=refusals,
+    )  # fmt: skip
     app.add_middleware(SecurityHeaders, hsts=cfg.production)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(auth.router)
     app.include_router(pages.router)
     app.include_router(api.router)
     app.include_router(kiosk.router)
+    app.include_router(admin.router)
 
     registry = CollectorRegistry()
     registry.register(CentralCollector(service))
+    registry.register(RefusalCollector(refusals))
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> JSONResponse:
@@ -118,6 +146,9 @@ def create_app(service: CentralService, *, live_urls: Mapping[str, str] | None =
             request, "error.html", context, status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
 
+    missing = unruled_routes(app)
+    if missing:  # every route needs a rule in auth.ACCESS
+        raise RuntimeError(f"routes without an access rule: {', '.join(missing)}")
     return app
 
 
@@ -154,6 +185,19 @@ class SecurityHeaders:
             yield b"content-security-policy", CSP.encode()
         if self.hsts:
             yield b"strict-transport-security", b"max-age=31536000"
+
+
+class RefusalCollector(Collector):
+    """Request bodies refused by `bounds.BodyLimits`, by reason (size, depth)."""
+
+    def __init__(self, refused: Counter[str]):
+        self.refused = refused
+
+    def collect(self) -> Iterator[Any]:
+        family = CounterMetricFamily("revisit_central_http_refused", "request bodies refused", labels=["reason"])
+        for reason in ("size", "depth"):
+            family.add_metric([reason], self.refused.get(reason, 0))
+        yield family
 
 
 class CentralCollector(Collector):

@@ -1,13 +1,18 @@
 """Capture: one reader thread per camera, frames sampled by timestamp into a newest-frame slot.
 
-Sources: `rtsp://` (and other) URLs through OpenCV's FFmpeg backend, RTSP over TCP; GStreamer pipeline
-strings (they contain '!') through `cv2.CAP_GSTREAMER` (hardware decoding on a Jetson; the pip wheel of
-OpenCV has no GStreamer, so there they fail to open with a clear error); video files, which a reader
-plays at their own pace and restarts at their end, like a camera that never stops.
+Two decoders behind one `FrameSource` interface (grab / position_ms / retrieve / release), chosen by the
+`decoder` setting (`auto | ffmpeg | gstreamer`, see `resolve_decoder`):
 
-Sampling: the first frame of each 1/fps slot of stream time is taken. Frames not taken are only
-`grab()`bed: FFmpeg still demuxes and decodes them (inter-coded streams need every frame) but the
-conversion to BGR and the copy into a numpy array (`retrieve()`) are skipped.
+- ffmpeg: OpenCV's FFmpeg (CPU decoding), RTSP over TCP; GStreamer pipeline strings (they contain '!')
+  through `cv2.CAP_GSTREAMER` (the pip wheel of OpenCV has no GStreamer: there they fail with a clear error).
+- gstreamer: PyGObject pipelines into an appsink (capture_gst.py), with the box's hardware decoder
+  (NVDEC on a Jetson, VA-API on Intel) or avdec in software; pipeline strings run there directly.
+
+Video files are played at their own pace and restarted at their end, like a camera that never stops.
+
+Sampling: the first frame of each 1/fps slot of stream time is taken. Frames not taken are only grabbed:
+the decoder still decodes them (inter-coded streams need every frame) but the conversion to BGR and the
+copy into a numpy array (`retrieve()`) are skipped.
 
 Failures never end a reader: it reconnects with exponential backoff and full jitter, and a stream with
 no frame for `stall_s` is released and reopened. Logs name the source by `CameraConfig.safe_source`.
@@ -24,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 SourceKind = Literal["url", "gstreamer", "file"]
+DecoderName = Literal["ffmpeg", "gstreamer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +68,7 @@ class CaptureStats:
     stalls: int = 0
     connected: bool = False
     last_error: str | None = None
+    decoder: str = ""  # what decodes the stream: "ffmpeg", or "gstreamer/<element>"
 
     def as_dict(self) -> dict[str, int | bool | str | None]:
         return asdict(self)
@@ -187,6 +194,96 @@ def _why_not_open(source: str) -> str:
     return "cannot open the stream (unreachable, refused, wrong path or credentials, or timed out)"
 
 
+class FrameSource(Protocol):
+    """One open stream. `grab` decodes the next frame (no conversion), `retrieve` returns it as BGR."""
+
+    name: str
+    error: str | None  # why the last grab failed, when the decoder said so
+
+    def grab(self) -> bool: ...
+    def position_ms(self) -> float: ...
+    def retrieve(self) -> np.ndarray | None: ...
+    def release(self) -> None: ...
+
+
+class OpenFailed(Exception):
+    """A source could not be opened; the message says why (credentials redacted)."""
+
+
+class FFmpegSource:
+    """`FrameSource` over a cv2.VideoCapture (FFmpeg, or OpenCV's own GStreamer for pipeline strings)."""
+
+    name = "ffmpeg"
+    error: str | None = None
+
+    def __init__(self, source: str, timeout_s: float):
+        self.cap = open_capture(source, timeout_s)
+        if not self.cap.isOpened():
+            self.cap.release()
+            raise OpenFailed(_why_not_open(source))
+
+    def grab(self) -> bool:
+        return bool(self.cap.grab())
+
+    def position_ms(self) -> float:
+        return float(self.cap.get(cv2.CAP_PROP_POS_MSEC))
+
+    def retrieve(self) -> np.ndarray | None:
+        ok, image = self.cap.retrieve()
+        return image if ok else None
+
+    def release(self) -> None:
+        self.cap.release()
+
+
+_auto_logged: set[str] = set()
+
+
+def resolve_decoder(choice: str, source: str = "rtsp://") -> DecoderName:
+    """`auto` → gstreamer where it brings something: a hardware H.264 decoder (NVDEC, VA-API) that opens here, or
+    a GStreamer pipeline source; else ffmpeg, whose software decoding costs less CPU than GStreamer's avdec
+    (README, "Edge benchmark"). Logged once per kind of source."""
+    if choice in ("ffmpeg", "gstreamer"):
+        return choice  # type: ignore[return-value]
+    if choice != "auto":
+        raise ValueError(f"decoder must be auto, ffmpeg or gstreamer, not {choice!r}")
+    from revisit.edge import capture_gst
+
+    kind = source_kind(source)
+    reason = capture_gst.unavailable(kind)
+    if reason is None and kind != "gstreamer":
+        h264 = capture_gst.decoder_for("h264")
+        if h264 is None or not h264.hardware:
+            reason = "no hardware decoder here (FFmpeg decodes in software for less CPU than GStreamer's avdec)"
+    decoder: DecoderName = "ffmpeg" if reason else "gstreamer"
+    if kind not in _auto_logged:
+        _auto_logged.add(kind)
+        if reason:
+            log.info("decoder auto: ffmpeg (OpenCV) for %s sources; GStreamer not used: %s", kind, reason)
+        else:
+            log.info("decoder auto: gstreamer for %s sources (%s)", kind, capture_gst.describe())
+    return decoder
+
+
+def open_source(
+    source: str, timeout_s: float, decoder: DecoderName = "ffmpeg", stop: threading.Event | None = None
+) -> FrameSource:
+    """Open a source with a decoder; raises OpenFailed with the reason."""
+    if decoder == "gstreamer":
+        from revisit.edge import capture_gst
+
+        try:
+            return capture_gst.GstSource(source, source_kind(source), timeout_s, stop)
+        except capture_gst.OpenError as exc:
+            raise OpenFailed(redact(str(exc))) from exc
+    return FFmpegSource(source, timeout_s)
+
+
+def _decoder_label(src: FrameSource) -> str:
+    element = getattr(src, "decoder", None)
+    return f"{src.name}/{element}" if element else src.name
+
+
 class CameraReader:
     """Reads one camera on its own thread and keeps the newest sampled frame for `get`.
 
@@ -198,6 +295,7 @@ class CameraReader:
         self,
         camera: CameraConfig,
         *,
+        decoder: str = "ffmpeg",
         stall_s: float = 10.0,
         reconnect_max_s: float = 60.0,
         backoff_base_s: float = 0.5,
@@ -206,12 +304,13 @@ class CameraReader:
         wall_clock: Callable[[], float] = time.time,
     ):
         self.camera = camera
+        self.decoder = resolve_decoder(decoder, camera.source)
         self.stall_s = stall_s
         self.reconnect_max_s = reconnect_max_s
         self.backoff_base_s = backoff_base_s
         self.open_timeout_s = open_timeout_s or stall_s
         self.kind = source_kind(camera.source)
-        self.stats = CaptureStats()
+        self.stats = CaptureStats(decoder=self.decoder)
         self._rng = rng or random.Random()
         self._wall = wall_clock
         self._slot = LatestFrame()
@@ -249,20 +348,23 @@ class CameraReader:
             if not first:
                 self.stats.reconnects += 1
             first = False
-            cap = open_capture(self.camera.source, self.open_timeout_s)
-            if not cap.isOpened():
-                cap.release()
-                self._fail(f"cannot open {source}: {_why_not_open(self.camera.source)}", attempt)
+            try:
+                src = open_source(self.camera.source, self.open_timeout_s, self.decoder, self._stop)
+            except OpenFailed as exc:
+                if self._stop.is_set():
+                    break
+                self._fail(f"cannot open {source}: {exc}", attempt)
                 attempt += 1
                 continue
             self.stats.connected = True
-            log.info("camera %s: connected to %s", name, source)
+            self.stats.decoder = _decoder_label(src)
+            log.info("camera %s: connected to %s (decoder %s)", name, source, self.stats.decoder)
             try:
-                frames, reason = self._read(cap)
+                frames, reason = self._read(src)
             except Exception as exc:  # a decoder or driver error must not end the reader
                 frames, reason = 0, f"error while reading: {redact(str(exc))}"
             finally:
-                cap.release()
+                src.release()
                 self.stats.connected = False
             if self._stop.is_set():
                 break
@@ -284,7 +386,7 @@ class CameraReader:
         )
         self._stop.wait(delay)
 
-    def _read(self, cap: cv2.VideoCapture) -> tuple[int, str]:
+    def _read(self, cap: FrameSource) -> tuple[int, str]:
         """Read until the stream fails, stalls or ends: (frames read, why it stopped)."""
         opened = time.monotonic()
         clock = StreamClock(opened)
@@ -301,10 +403,10 @@ class CameraReader:
                 if now - last_good >= self.stall_s:
                     self.stats.stalls += 1
                     return frames, f"stalled: no frame for {now - last_good:.1f} s"
-                return frames, "stream ended or read failed"
+                return frames, f"stream ended or read failed{f' ({cap.error})' if cap.error else ''}"
             frames += 1
             self.stats.frames_read += 1
-            pts = clock.pts(cap.get(cv2.CAP_PROP_POS_MSEC), now)
+            pts = clock.pts(cap.position_ms(), now)
             if self.kind == "file":
                 # Play a file at its own pace, as a camera would deliver it.
                 if pace_origin is None:
@@ -315,8 +417,8 @@ class CameraReader:
             if not self._sampler.take(pts):
                 last_good = now
                 continue
-            ok, image = cap.retrieve()
-            if not ok or image is None:
+            image = cap.retrieve()
+            if image is None:
                 if now - last_good >= self.stall_s:
                     self.stats.stalls += 1
                     return frames, f"stalled: no decodable frame for {now - last_good:.1f} s"
@@ -335,6 +437,7 @@ def iter_file_frames(
     camera: str = "video",
     start_ts: float | None = None,
     stats: CaptureStats | None = None,
+    decoder: str = "ffmpeg",
 ) -> Iterator[Frame]:
     """Sampled frames of a video file as fast as it decodes (no pacing): the evaluation's reader.
 
@@ -345,29 +448,30 @@ def iter_file_frames(
     from revisit.shared.errors import RevisitError
 
     stats = stats if stats is not None else CaptureStats()
-    cap = open_capture(str(path), 30.0)
-    if not cap.isOpened():
-        cap.release()
-        raise RevisitError(f"cannot open video {path}: {_why_not_open(str(path))}")
+    try:
+        src = open_source(str(path), 30.0, resolve_decoder(decoder, str(path)))
+    except OpenFailed as exc:
+        raise RevisitError(f"cannot open video {path}: {exc}") from exc
     stats.connected = True
+    stats.decoder = _decoder_label(src)
     start_ts = time.time() if start_ts is None else start_ts
-    native_fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    native_fps = (src.cap.get(cv2.CAP_PROP_FPS) if isinstance(src, FFmpegSource) else 0.0) or 25.0
     clock = StreamClock(0.0)
     sampler = Sampler(fps)
     index = -1
     try:
-        while cap.grab():
+        while src.grab():
             index += 1
             stats.frames_read += 1
             # A file whose positions do not advance falls back to frame counting at its nominal rate.
-            pts = clock.pts(cap.get(cv2.CAP_PROP_POS_MSEC), index / native_fps)
+            pts = clock.pts(src.position_ms(), index / native_fps)
             if not sampler.take(pts):
                 continue
-            ok, image = cap.retrieve()
-            if not ok or image is None:
+            image = src.retrieve()
+            if image is None:
                 continue
             stats.frames_sampled += 1
             yield Frame(camera, image, start_ts + pts, pts, index)
     finally:
-        cap.release()
+        src.release()
         stats.connected = False

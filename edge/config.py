@@ -42,6 +42,8 @@ from revisit.shared.config import (  # noqa: F401  (Ident, TLSConfig: part of th
     load_toml,
 )
 
+# auto: GStreamer (hardware decoding where the box has it) when PyGObject and its elements exist, else FFmpeg.
+Decoder = Literal["auto", "ffmpeg", "gstreamer"]
 Point = tuple[Annotated[float, Field(ge=0, le=1)], Annotated[float, Field(ge=0, le=1)]]
 Polygon = Annotated[list[Point], Field(min_length=3)]
 
@@ -69,6 +71,7 @@ class CameraConfig(Strict):
     roi: list[Polygon] = Field(default_factory=list, description="if set, only faces centred inside count")
     min_face_px: float = Field(24, ge=0, description="smaller faces are tracked but never embedded")
     enabled: bool = True
+    decoder: Decoder | None = Field(None, description="this camera's decoder; default: the edge's `decoder`")
 
     @property
     def safe_source(self) -> str:
@@ -127,6 +130,10 @@ class EdgeConfig(Strict):
     stall_s: float = Field(10, gt=0, description="no frame for this long: reconnect the camera")
     reconnect_max_s: float = Field(60, gt=0, description="cap of the exponential reconnect backoff")
     watchdog_s: float = Field(30, gt=0, description="systemd watchdog period when not given by systemd")
+    decoder: Decoder = Field("auto", description="video decoding: auto, ffmpeg (OpenCV) or gstreamer")
+    batch_detect: bool = Field(
+        True, description="one detector call for the frames of several cameras, where the backend gains from it"
+    )
 
     @field_validator("engine", mode="before")
     @classmethod
@@ -148,6 +155,10 @@ class EdgeConfig(Strict):
         if dupes:
             raise ValueError(f"duplicate camera ids: {', '.join(dupes)}")
         return cameras
+
+
+def camera_decoder(config: EdgeConfig, camera: CameraConfig) -> Decoder:
+    return camera.decoder or config.decoder
 
 
 def load(path: str | Path) -> EdgeConfig:

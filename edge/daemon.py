@@ -26,7 +26,7 @@ import numpy as np
 
 from revisit import __version__
 from revisit.edge.capture import CameraReader, Frame
-from revisit.edge.config import CameraConfig, EdgeConfig
+from revisit.edge.config import CameraConfig, EdgeConfig, camera_decoder
 from revisit.edge.live import LiveServer
 from revisit.edge.logfmt import event
 from revisit.edge.metrics import EdgeCollector, make_registry, render
@@ -99,7 +99,12 @@ class EdgeDaemon:
         first_id = int(time.time() * 1000)
         self.cameras: dict[str, CameraRuntime] = {}
         for cam in cameras:
-            reader = CameraReader(cam, stall_s=config.stall_s, reconnect_max_s=config.reconnect_max_s)
+            reader = CameraReader(
+                cam,
+                decoder=camera_decoder(config, cam),
+                stall_s=config.stall_s,
+                reconnect_max_s=config.reconnect_max_s,
+            )
             pipeline = CameraPipeline(cam, config, self.engine, first_track_id=first_id)
             self.cameras[cam.id] = CameraRuntime(cam, reader, pipeline)
         self.registry = make_registry(EdgeCollector(lambda: self.cameras, self.publisher, self._loop_gauges))
@@ -201,26 +206,83 @@ class EdgeDaemon:
                 self.notifier.status(self.status_line())
                 next_status = now + STATUS_EVERY_S
             busy = False
-            for cam in cams:
-                frame = cam.reader.get(timeout=0)
-                if frame is None:
-                    self._maybe_flush_idle(cam)
-                    continue
-                busy = True
-                self._process(cam, frame)
+            if self._batching:  # the frames ready now, detected together
+                ready: list[tuple[CameraRuntime, Frame]] = []
+                for cam in cams:
+                    frame = cam.reader.get(timeout=0)
+                    if frame is None:
+                        self._maybe_flush_idle(cam)
+                    else:
+                        ready.append((cam, frame))
+                busy = bool(ready)
+                if len(ready) > 1:
+                    self._process_together(ready)
+                elif ready:
+                    self._process(*ready[0])
+            else:  # each camera's newest frame, taken just before it is analysed
+                for cam in cams:
+                    frame = cam.reader.get(timeout=0)
+                    if frame is None:
+                        self._maybe_flush_idle(cam)
+                        continue
+                    busy = True
+                    self._process(cam, frame)
             if not busy:
                 self._stop.wait(0.01)  # nothing new on any camera: a short nap (cheap polling)
+
+    @property
+    def _batching(self) -> bool:
+        return self.config.batch_detect and self.engine.detector.batching
 
     def _process(self, cam: CameraRuntime, frame: Frame) -> None:
         try:
             observations = cam.pipeline.process(frame)
         except Exception:
-            # One bad frame must not stop the site; a persistent failure shows in the log and the metrics.
-            cam.errors += 1
-            self.loop_errors += 1
-            if cam.errors <= 3 or cam.errors % 100 == 0:
-                log.exception(event("process_error", camera=cam.config.id, errors=cam.errors))
+            self._failed(cam)
             return
+        self._done(cam, frame, observations)
+
+    def _process_together(self, ready: list[tuple[CameraRuntime, Frame]]) -> None:
+        """The frames of several cameras: one detector call for those the motion gate lets through."""
+        wanted: list[tuple[CameraRuntime, Frame]] = []
+        for cam, frame in ready:
+            try:
+                if cam.pipeline.begin(frame):
+                    wanted.append((cam, frame))
+                else:
+                    self._done(cam, frame, cam.pipeline.finish(frame, None))
+            except Exception:
+                self._failed(cam)
+        if not wanted:
+            return
+        started = time.perf_counter()
+        try:
+            all_faces = self.engine.detect_many([frame.image for _, frame in wanted])
+        except Exception:
+            log.exception(event("batch_detect_error", frames=len(wanted)))
+            all_faces = [None] * len(wanted)  # each frame on its own below
+        share_ms = (time.perf_counter() - started) * 1000 / len(wanted)
+        batched = len(wanted) > 1
+        for (cam, frame), faces in zip(wanted, all_faces, strict=True):
+            try:
+                if faces is None:
+                    started = time.perf_counter()
+                    faces = self.engine.detect(frame.image)
+                    share_ms, batched = (time.perf_counter() - started) * 1000, False
+                observations = cam.pipeline.finish(frame, faces, share_ms, batched)
+            except Exception:
+                self._failed(cam)
+                continue
+            self._done(cam, frame, observations)
+
+    def _failed(self, cam: CameraRuntime) -> None:
+        # One bad frame must not stop the site; a persistent failure shows in the log and the metrics.
+        cam.errors += 1
+        self.loop_errors += 1
+        if cam.errors <= 3 or cam.errors % 100 == 0:
+            log.exception(event("process_error", camera=cam.config.id, errors=cam.errors))
+
+    def _done(self, cam: CameraRuntime, frame: Frame, observations: list) -> None:
         cam.frame_ms.append((time.time() - frame.ts) * 1000.0)
         cam.latest = frame
         cam.idle_flushed = False

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from revisit.edge.config import CameraConfig, EdgeConfig, load
+from revisit.edge.config import CameraConfig, EdgeConfig, camera_decoder, load
 
 Status = Literal["pass", "fail", "warn", "unknown", "skip"]
 CHECKS = ("cameras", "broker", "models", "disk", "clock")
@@ -94,7 +94,10 @@ def diagnose(
     wanted = set(only or CHECKS)
     jobs: list[tuple[str, Callable[[], list[Check]]]] = []
     if "cameras" in wanted:
-        jobs += [(f"camera {cam.id}", lambda cam=cam: [check_camera(cam, timeout)]) for cam in config.cameras]
+        jobs += [
+            (f"camera {cam.id}", lambda cam=cam: [check_camera(cam, timeout, camera_decoder(config, cam))])
+            for cam in config.cameras
+        ]
     if "broker" in wanted:
         jobs.append(("broker", lambda: check_broker(config, timeout)))
     if "models" in wanted:
@@ -142,25 +145,28 @@ def render(rows: list[Check]) -> str:
 # -- cameras ---------------------------------------------------------------------------------------------------
 
 
-def check_camera(cam: CameraConfig, timeout: float) -> Check:
+def check_camera(cam: CameraConfig, timeout: float, decoder: str = "ffmpeg") -> Check:
     name = f"camera {cam.id}"
     if not cam.enabled:
         return Check(name, "skip", f"{cam.safe_source}: disabled in the configuration")
-    from revisit.edge.capture import open_capture, source_kind
+    from revisit.edge.capture import OpenFailed, open_source, resolve_decoder, source_kind
 
     kind = source_kind(cam.source)
     outcome: dict[str, object] = {}
 
     def probe() -> None:
         started = time.monotonic()
-        cap = open_capture(cam.source, timeout)
         try:
-            outcome["opened"] = cap.isOpened()
-            if outcome["opened"]:
-                ok, frame = cap.read()
-                outcome["frame"] = frame if ok else None
+            src = open_source(cam.source, timeout, resolve_decoder(decoder, cam.source))
+        except OpenFailed as exc:
+            outcome["opened"], outcome["why"] = False, str(exc)
+            return
+        try:
+            outcome["opened"] = True
+            outcome["decoder"] = getattr(src, "decoder", None) or src.name
+            outcome["frame"] = src.retrieve() if src.grab() else None
         finally:
-            cap.release()
+            src.release()
         outcome["s"] = time.monotonic() - started
 
     thread = threading.Thread(target=probe, daemon=True)
@@ -170,7 +176,8 @@ def check_camera(cam: CameraConfig, timeout: float) -> Check:
     if thread.is_alive():
         return Check(name, "fail", f"{source}: no answer within {timeout:g} s", _camera_fix(kind, cam.source))
     if not outcome.get("opened"):
-        return Check(name, "fail", f"{source}: cannot open", _camera_fix(kind, cam.source))
+        why = f" ({outcome['why']})" if outcome.get("why") else ""
+        return Check(name, "fail", f"{source}: cannot open{why}", _camera_fix(kind, cam.source))
     frame = outcome.get("frame")
     if frame is None:
         return Check(
@@ -181,7 +188,7 @@ def check_camera(cam: CameraConfig, timeout: float) -> Check:
             "try its other stream path (e.g. the sub-stream)",
         )
     h, w = frame.shape[:2]  # type: ignore[attr-defined]
-    return Check(name, "pass", f"{source}: {w}x{h} frame decoded in {outcome['s']:.1f} s")
+    return Check(name, "pass", f"{source}: {w}x{h} frame decoded in {outcome['s']:.1f} s by {outcome['decoder']}")
 
 
 def _camera_fix(kind: str, source: str) -> str:

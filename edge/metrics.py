@@ -33,6 +33,7 @@ PIPELINE_COUNTERS = (
     ("frames_analyzed", "frames_analyzed", "Sampled frames analysed"),
     ("frames_motion_skipped", "motion_skipped", "Analysed frames the motion gate kept from the detector"),
     ("detector_calls", "detector_calls", "Detector runs"),
+    ("detections_batched", "detections_batched", "Frames detected in one call with other cameras' frames"),
     ("faces_detected", "faces_detected", "Faces found by the detector"),
     ("faces_dead_zone", "faces_in_dead_zones", "Faces dropped because their centre is in a dead zone"),
     ("faces_outside_roi", "faces_outside_roi", "Faces dropped because their centre is outside the ROI"),

@@ -41,6 +41,7 @@ class PipelineStats:
     frames_analyzed: int = 0
     motion_skipped: int = 0
     detector_calls: int = 0
+    detections_batched: int = 0  # frames detected in one call with other cameras' frames
     faces_detected: int = 0
     faces_in_dead_zones: int = 0
     faces_outside_roi: int = 0
@@ -86,18 +87,39 @@ class CameraPipeline:
         self.tracker = Tracker(config.tracker, first_id=first_track_id)
         self.recogniser = Recogniser(camera, config.recognise, config.site, config.device, engine.recognizer_id)
         self.stats = PipelineStats()
+        self._ended: list[Observation] = []  # observations of expired tracks, between `begin` and `finish`
         # (frame width, height, ((track id, box), ...)) of the last frame, read by `annotate`.
         self._drawn: tuple[int, int, tuple[tuple[int, np.ndarray], ...]] = (0, 0, ())
 
     def process(self, frame: Frame) -> list[Observation]:
         """Analyse one sampled frame; returns the observations of tracks that finished."""
-        image, ts = frame.image, frame.ts
+        if not self.begin(frame):
+            return self.finish(frame, None)
+        started = time.perf_counter()
+        faces = self.engine.detect(frame.image)
+        return self.finish(frame, faces, (time.perf_counter() - started) * 1000)
+
+    def begin(self, frame: Frame) -> bool:
+        """First half of `process`: end expired tracks; should the detector run on this frame (motion gate)?
+        The caller then detects (perhaps with other cameras' frames in one call) and calls `finish`."""
         self.stats.frames_analyzed += 1
-        out = self._end(self.tracker.expire(ts))
-        if self.gate.should_detect(image, self.tracker.alive, ts):
-            out += self._detect_and_track(image, ts)
-        else:
+        self._ended = self._end(self.tracker.expire(frame.ts))
+        return self.gate.should_detect(frame.image, self.tracker.alive, frame.ts)
+
+    def finish(
+        self, frame: Frame, faces: list[Face] | None, detect_ms: float | None = None, batched: bool = False
+    ) -> list[Observation]:
+        """Second half of `process`: faces None when the gate skipped the detector; `detect_ms` its time
+        (this frame's share of a batch); `batched` when other cameras' frames shared the detector call."""
+        image, ts = frame.image, frame.ts
+        self.stats.detections_batched += int(batched and faces is not None)
+        out, self._ended = self._ended, []
+        if faces is None:
             self.stats.motion_skipped += 1
+        else:
+            if detect_ms is not None:
+                self.stats.detect_ms.append(detect_ms)
+            out += self._track(image, ts, faces)
         out += self.recogniser.due(ts)
         self._sync(image)
         return out
@@ -136,9 +158,7 @@ class CameraPipeline:
 
     # -- stages ---------------------------------------------------------------------------------------
 
-    def _detect_and_track(self, image: np.ndarray, ts: float) -> list[Observation]:
-        with _Stopwatch(self.stats.detect_ms):
-            faces = self.engine.detect(image)
+    def _track(self, image: np.ndarray, ts: float, faces: list[Face]) -> list[Observation]:
         self.stats.detector_calls += 1
         self.stats.faces_detected += len(faces)
         if self.regions.active:

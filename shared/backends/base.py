@@ -27,6 +27,11 @@ class Session(ABC):
 
     input_name: str
     output_names: list[str]
+    # Whether one call on a batch of N beats N calls (GPUs: yes). Measured with ONNX Runtime on CPU, a batch
+    # of 4 detector inputs cost 14-27% more CPU than 4 calls (README, "Edge benchmark"), so CPU backends say no.
+    prefers_batches: bool = False
+    # The input's declared batch dimension: 1 = fixed (no batch can be run), None = dynamic or not known.
+    batch_dim: int | None = None
 
     @abstractmethod
     def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:

@@ -23,6 +23,8 @@ class OnnxRuntimeSession(Session):
     def __init__(self, session):
         self._session = session
         self.input_name = session.get_inputs()[0].name
+        shape = session.get_inputs()[0].shape
+        self.batch_dim = shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
         self.output_names = [o.name for o in session.get_outputs()]
 
     def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:

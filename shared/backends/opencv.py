@@ -1,7 +1,13 @@
-"""OpenCV DNN: the fallback backend; needs no package beyond OpenCV."""
+"""OpenCV DNN: the fallback backend; needs no package beyond OpenCV.
+
+A cv2.dnn.Net keeps its input and buffers in the net itself (`setInput`, then `forward`), so one net cannot
+run two inputs at once: a session serialises its runs with a lock (two threads on one session get their
+own outputs, one after the other).
+"""
 
 from __future__ import annotations
 
+import threading
 from typing import Literal
 
 import cv2
@@ -21,11 +27,15 @@ class OpenCVSession(Session):
         self._net = net
         self.input_name = ""
         self.output_names = list(net.getUnconnectedOutLayersNames())
+        self._lock = threading.Lock()
 
     def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
-        self._net.setInput(np.ascontiguousarray(tensor, dtype=np.float32))
-        outputs = self._net.forward(self.output_names)
-        return dict(zip(self.output_names, outputs, strict=True))
+        blob = np.ascontiguousarray(tensor, dtype=np.float32)
+        with self._lock:  # setInput + forward are one step on the shared net
+            self._net.setInput(blob)
+            outputs = self._net.forward(self.output_names)
+            # forward may hand back views of the net's buffers, which the next run overwrites
+            return {name: np.array(out, copy=True) for name, out in zip(self.output_names, outputs, strict=True)}
 
 
 class OpenCVBackend(Backend):

@@ -43,6 +43,9 @@ class TensorRTConfig(BackendConfig):
     )
     device: int = Field(0, ge=0, le=63, description="CUDA device index")
     max_batch: int = Field(32, ge=1, le=512, description="largest recognizer batch the engine accepts")
+    detect_batch: int = Field(
+        8, ge=1, le=64, description="largest detector batch (cameras per call), for graphs with a batch dimension"
+    )
     max_side: int = Field(
         1280, ge=64, le=4096, multiple_of=32, description="largest detector input side the engine accepts"
     )
@@ -71,6 +74,7 @@ class Profile:
 
     def fit(self, declared: Shape) -> Profile:
         """Keep the model's static dims; only its dynamic (-1) dims take the profile's range."""
+
         def pick(shape: Shape) -> Shape:
             return tuple(d if d >= 0 else s for d, s in zip(declared, shape, strict=True))
 
@@ -83,7 +87,8 @@ def profile_for(family: str, config: TensorRTConfig) -> Profile:
         return Profile((1, *crop), (min(8, config.max_batch), *crop), (config.max_batch, *crop))
     if family in ("scrfd", "yunet"):
         opt = min(640, config.max_side)
-        return Profile((1, 3, 32, 32), (1, 3, opt, opt), (1, 3, config.max_side, config.max_side))
+        # The batch range applies only to graphs whose batch dimension is dynamic (`Profile.fit`).
+        return Profile((1, 3, 32, 32), (1, 3, opt, opt), (config.detect_batch, 3, config.max_side, config.max_side))
     raise BackendError(f"the tensorrt backend has no shape profile for model family {family!r}")
 
 
@@ -316,8 +321,10 @@ def _network_flags(trt: Any) -> int:
 def _parse(trt: Any, builder: Any, model: ResolvedModel) -> tuple[Any, Any]:
     network = builder.create_network(_network_flags(trt))
     parser = trt.OnnxParser(network, _logger(trt))
-    ok = parser.parse_from_file(str(model.path)) if hasattr(parser, "parse_from_file") else (
-        parser.parse(model.path.read_bytes())
+    ok = (
+        parser.parse_from_file(str(model.path))
+        if hasattr(parser, "parse_from_file")
+        else (parser.parse(model.path.read_bytes()))
     )
     if not ok:
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or ["no error message"]
@@ -328,11 +335,8 @@ def _parse(trt: Any, builder: Any, model: ResolvedModel) -> tuple[Any, Any]:
     return network, parser  # the parser owns the weights: keep it alive until the build ends
 
 
-def _build(
-    trt: Any, builder: Any, model: ResolvedModel, config: TensorRTConfig, fp16: bool, path: Path
-) -> None:
-    log.warning("building a TensorRT engine for %s (once per GPU and version; minutes on a Jetson)",
-                model.spec.name)
+def _build(trt: Any, builder: Any, model: ResolvedModel, config: TensorRTConfig, fp16: bool, path: Path) -> None:
+    log.warning("building a TensorRT engine for %s (once per GPU and version; minutes on a Jetson)", model.spec.name)
     network, _parser = _parse(trt, builder, model)
     build_config = builder.create_builder_config()
     workspace = config.workspace_mb << 20
@@ -377,7 +381,12 @@ def _ensure_engine(trt: Any, cuda: _Cuda, model: ResolvedModel, config: TensorRT
     builder = trt.Builder(_logger(trt))
     fp16 = _use_fp16(builder, config, cuda.capability)
     name = engine_file_name(
-        model.spec.name, model.spec.sha256, cuda.name, cuda.capability, str(trt.__version__), fp16,
+        model.spec.name,
+        model.spec.sha256,
+        cuda.name,
+        cuda.capability,
+        str(trt.__version__),
+        fp16,
         profile_for(model.spec.family, config),
     )
     path = config.engine_cache_dir() / name
@@ -427,6 +436,9 @@ class _TensorIO:
     def shape(self, name: str) -> Shape:
         return tuple(int(d) for d in self._context.get_tensor_shape(name))
 
+    def declared_shape(self, name: str) -> Shape:
+        return tuple(int(d) for d in self._engine.get_tensor_shape(name))
+
     def profile(self, name: str) -> str:
         with contextlib.suppress(Exception):
             low, _, high = self._engine.get_tensor_profile_shape(name, 0)
@@ -458,6 +470,9 @@ class _BindingIO(_TensorIO):
     def shape(self, name: str) -> Shape:
         return tuple(int(d) for d in self._context.get_binding_shape(self.names.index(name)))
 
+    def declared_shape(self, name: str) -> Shape:
+        return tuple(int(d) for d in self._engine.get_binding_shape(self.names.index(name)))
+
     def profile(self, name: str) -> str:
         with contextlib.suppress(Exception):
             low, _, high = self._engine.get_profile_shape(0, self.names.index(name))
@@ -471,6 +486,8 @@ class _BindingIO(_TensorIO):
 class TensorRTSession(Session):
     """One engine with its execution context, stream and device buffers (kept, grown when needed)."""
 
+    prefers_batches = True  # one launch and one copy each way for N images
+
     def __init__(self, trt: Any, cuda: _Cuda, runtime: Any, engine: Any, label: str):
         self._closed = True  # until fully built, so close() on a half-made session does nothing
         self._cuda, self._runtime, self._engine, self._label = cuda, runtime, engine, label
@@ -482,6 +499,9 @@ class TensorRTSession(Session):
         if len(self._io.inputs) != 1:
             raise BackendError(f"{label}: the tensorrt backend runs one-input engines, not {self._io.inputs}")
         self.input_name = self._io.inputs[0]
+        with contextlib.suppress(Exception):  # the declared (not profile) shape; -1 where dynamic
+            first = int(self._io.declared_shape(self.input_name)[0])
+            self.batch_dim = first if first > 0 else None
         self.output_names = [n for n in self._io.names if n not in self._io.inputs]
         try:
             self._dtypes = {n: self._io.dtype(n) for n in self._io.names}
@@ -575,6 +595,11 @@ class TensorRTBackend(Backend):
 
 
 __all__ = [
-    "Profile", "TensorRTBackend", "TensorRTConfig", "TensorRTSession", "build_engine", "engine_file_name",
+    "Profile",
+    "TensorRTBackend",
+    "TensorRTConfig",
+    "TensorRTSession",
+    "build_engine",
+    "engine_file_name",
     "profile_for",
 ]

@@ -12,12 +12,14 @@ from fastapi.testclient import TestClient
 from revisit.central.auth import (
     AuthConfigError,
     RateLimiter,
-    Users,
+    bootstrap_accounts,
     hash_password,
     passwd_command,
     safe_next,
     verify_password,
 )
+from revisit.central.store import Store
+from revisit.central.users import Accounts
 from revisit.central.web import SESSION_COOKIE, create_app
 from tests.central.webapp import PASSWORD, SECRET, USER, csrf_from, login, open_service, web_config
 
@@ -54,14 +56,25 @@ def test_passwords_are_argon2_hashes():
     assert not verify_password("not a hash", "s3cret")
 
 
+def _accounts(tmp_path) -> Accounts:
+    store = Store(f"sqlite:///{tmp_path / 'accounts.db'}")
+    store.create_all()
+    return Accounts(store)
+
+
 def test_a_password_from_the_environment_is_kept_only_as_a_hash(tmp_path, monkeypatch):
     monkeypatch.setenv("REVISIT_TEST_ADMIN_PW", "from the environment")
     config = web_config(tmp_path, admin={"username": "boss", "password_env": "REVISIT_TEST_ADMIN_PW"})
-    users = Users.from_config(config)
-    assert list(users.hashes) == ["boss"] and users.hashes["boss"].startswith("$argon2id$")
-    assert "from the environment" not in users.hashes["boss"]
-    assert users.authenticate("boss", "from the environment")
-    assert not users.authenticate("boss", "wrong") and not users.authenticate("admin", "from the environment")
+    accounts = _accounts(tmp_path)
+    assert bootstrap_accounts(config, accounts) is None
+    (user,) = accounts.users()
+    assert user.username == "boss" and user.role == "admin" and user.password_hash.startswith("$argon2id$")
+    assert "from the environment" not in user.password_hash
+    assert accounts.authenticate("boss", "from the environment")
+    assert not accounts.authenticate("boss", "wrong") and not accounts.authenticate("admin", "from the environment")
+    stored = user.password_hash
+    bootstrap_accounts(config, accounts)  # the same password at the next start: left as it is
+    assert accounts.user("boss").password_hash == stored
 
 
 def test_passwd_command_prints_a_hash(capsys):
@@ -77,14 +90,17 @@ def test_passwd_command_prints_a_hash(capsys):
 def test_a_configured_hash_must_be_argon2(tmp_path):
     config = web_config(tmp_path, admin={"password_hash": "$pbkdf2-sha256$29000$abc$def"})
     with pytest.raises(AuthConfigError, match="argon2"):
-        Users.from_config(config)
+        bootstrap_accounts(config, _accounts(tmp_path))
 
 
-def test_without_a_configured_password_development_generates_one(tmp_path, monkeypatch):
+def test_without_a_configured_password_development_generates_one_once(tmp_path, monkeypatch):
     monkeypatch.delenv("REVISIT_ADMIN_PASSWORD", raising=False)
-    users = Users.from_config(web_config(tmp_path, admin={}))
-    assert users.generated_password and len(users.generated_password) >= 16
-    assert users.authenticate("admin", users.generated_password)
+    accounts = _accounts(tmp_path)
+    generated = bootstrap_accounts(web_config(tmp_path, admin={}), accounts)
+    assert generated and len(generated) >= 16
+    assert accounts.authenticate("admin", generated)
+    assert bootstrap_accounts(web_config(tmp_path, admin={}), accounts) is None  # users exist: kept
+    assert accounts.authenticate("admin", generated)
 
 
 # --- login required ----------------------------------------------------------------------------------------
@@ -171,8 +187,9 @@ def test_login_ignores_an_open_redirect(client):
 def test_a_new_password_ends_existing_sessions(client):
     login(client)
     assert client.get("/api/v1/me").status_code == 200
-    client.app.state.users = Users({USER: hash_password("a new password")})
+    client.app.state.accounts.set_password(USER, "a new password")
     assert client.get("/api/v1/me").status_code == 401
+    client.app.state.accounts.set_password(USER, PASSWORD)
 
 
 @pytest.mark.parametrize("key", ["wrong key", SECRET])
@@ -180,7 +197,7 @@ def test_a_forged_session_cookie_is_ignored(client, key):
     from itsdangerous import TimestampSigner
 
     login(client)
-    payload = base64.b64encode(json.dumps({"user": USER}).encode())  # no password fingerprint
+    payload = base64.b64encode(json.dumps({"user": USER, "sid": "x" * 43}).encode())  # no such session
     client.cookies.clear()
     client.cookies.set(SESSION_COOKIE, TimestampSigner(key).sign(payload).decode())
     assert client.get("/api/v1/me").status_code == 401

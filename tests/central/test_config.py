@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from revisit.central.config import DEFAULT_SECRET, CentralConfig, load
+from revisit.central.config import CentralConfig, load
 from revisit.shared.config import validate
 from revisit.shared.errors import ConfigError
 
@@ -20,7 +20,7 @@ def test_defaults_are_a_single_box(tmp_path):
     assert config.qdrant_path == tmp_path / "qdrant" and config.crops_dir == tmp_path / "crops"
     assert config.cluster.scope == "all" and config.cluster.visit_gap_min == 30
     assert config.loyal.min_visits == 3 and config.loyal.window_days == 30
-    assert config.secret_key.get_secret_value() == DEFAULT_SECRET and not config.production
+    assert config.secret_key is None and not config.production  # development: a random one per data_dir
 
 
 def test_toml_file_with_external_services(tmp_path):

@@ -38,8 +38,11 @@ def make_face(x1: float, y1: float, x2: float, y2: float, score: float = 0.9) ->
 
 
 def draw_frame(
-    boxes: list[tuple[float, float, float, float]], size: tuple[int, int] = (320, 240), noise: float = 0.0,
-    seed: int = 0, colours: list[tuple[int, int, int]] | None = None,
+    boxes: list[tuple[float, float, float, float]],
+    size: tuple[int, int] = (320, 240),
+    noise: float = 0.0,
+    seed: int = 0,
+    colours: list[tuple[int, int, int]] | None = None,
 ) -> np.ndarray:
     """A grey frame (width, height) with filled rectangles; optional Gaussian sensor noise (std in levels)."""
     w, h = size
@@ -173,8 +176,10 @@ def _rtsp_available() -> str | None:
     probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
     done = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True)
     if done.returncode:
-        return "GStreamer's RTSP server is not installed (Debian: gir1.2-gst-rtsp-server-1.0 python3-gi " \
-               f"gstreamer1.0-rtsp gstreamer1.0-plugins-ugly): {done.stderr.strip().splitlines()[-1:]}"
+        return (
+            "GStreamer's RTSP server is not installed (Debian: gir1.2-gst-rtsp-server-1.0 python3-gi "
+            f"gstreamer1.0-rtsp gstreamer1.0-plugins-ugly): {done.stderr.strip().splitlines()[-1:]}"
+        )
     return None
 
 
@@ -198,6 +203,21 @@ def rtsp_server(rtsp_support) -> Iterator[Callable[..., RtspServer]]:
     yield start
     for server in servers:
         server.kill()
+
+
+# -- decoders -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["ffmpeg", "gstreamer"])
+def decoder(request) -> str:
+    """Each capture test runs with both decoders; GStreamer's is skipped where PyGObject or its elements lack."""
+    if request.param == "gstreamer":
+        from revisit.edge import capture_gst
+
+        reason = capture_gst.unavailable("url")
+        if reason:
+            pytest.skip(reason)
+    return request.param
 
 
 def pytest_report_header(config) -> str:

@@ -167,18 +167,22 @@ def test_iter_file_frames_samples_by_timestamp_and_skips_retrieve(small_video, m
     assert wrapped[0].retrieves == 10 and wrapped[0].grabs == 51  # the last grab finds the end
 
 
-def test_iter_file_frames_every_frame_and_errors(small_video, tmp_path):
-    assert len(list(iter_file_frames(small_video, None))) == 50
+def test_iter_file_frames_every_frame_and_errors(small_video, tmp_path, decoder):
+    stats = capture.CaptureStats()
+    frames = list(iter_file_frames(small_video, None, stats=stats, decoder=decoder))
+    assert len(frames) == 50 and stats.decoder.startswith(decoder)
+    assert frames[0].image.shape == (120, 160, 3)
+    assert [round(f.pts_s, 2) for f in frames[:3]] == [0.0, 0.04, 0.08]
     with pytest.raises(RevisitError, match="no such file"):
-        list(iter_file_frames(tmp_path / "missing.mp4", 5))
+        list(iter_file_frames(tmp_path / "missing.mp4", 5, decoder=decoder))
     (tmp_path / "junk.mp4").write_bytes(b"not a video")
     with pytest.raises(RevisitError, match="cannot open video"):
-        list(iter_file_frames(tmp_path / "junk.mp4", 5))
+        list(iter_file_frames(tmp_path / "junk.mp4", 5, decoder=decoder))
 
 
-def test_reader_plays_a_file_at_its_pace_and_loops(tmp_path):
+def test_reader_plays_a_file_at_its_pace_and_loops(tmp_path, decoder):
     clip = write_video(tmp_path / "short.avi", 15)  # 0.6 s at 25 fps
-    reader = CameraReader(CameraConfig(id="file", source=str(clip), fps=5)).start()
+    reader = CameraReader(CameraConfig(id="file", source=str(clip), fps=5), decoder=decoder).start()
     frames = []
     start = time.monotonic()
     while time.monotonic() - start < 1.5:
@@ -192,8 +196,8 @@ def test_reader_plays_a_file_at_its_pace_and_loops(tmp_path):
     assert all(b.ts >= a.ts for a, b in zip(frames, frames[1:], strict=False))
 
 
-def test_reader_counts_frames_not_taken_as_dropped(small_video):
-    reader = CameraReader(CameraConfig(id="file", source=str(small_video), fps=10)).start()
+def test_reader_counts_frames_not_taken_as_dropped(small_video, decoder):
+    reader = CameraReader(CameraConfig(id="file", source=str(small_video), fps=10), decoder=decoder).start()
     time.sleep(1.0)
     newest = reader.get(1.0)
     reader.stop()
@@ -222,6 +226,10 @@ def rtsp_camera(url: str, fps: float = 5) -> CameraConfig:
     return CameraConfig(id="door", source=url, fps=fps)
 
 
+def reader_for(url: str, decoder: str, **kwargs) -> CameraReader:
+    return CameraReader(rtsp_camera(url), decoder=decoder, **kwargs)
+
+
 def collect(reader: CameraReader, seconds: float, first_timeout: float = 15.0) -> list[Frame]:
     """Frames for `seconds` after the first one (which may take `first_timeout`)."""
     first = reader.get(first_timeout)
@@ -248,10 +256,10 @@ def debug_logs(caplog):
 
 
 @pytest.mark.slow
-def test_rtsp_reader_samples_a_served_clip(rtsp_server, optional_grid_clip, debug_logs, capfd):
+def test_rtsp_reader_samples_a_served_clip(rtsp_server, optional_grid_clip, debug_logs, capfd, decoder):
     clip = optional_grid_clip
     server = rtsp_server(clip)
-    reader = CameraReader(rtsp_camera(server.url(password=PASSWORD)), stall_s=5).start()
+    reader = reader_for(server.url(password=PASSWORD), decoder, stall_s=5).start()
     frames = collect(reader, 1.5)
     reader.stop()
     assert len(frames) >= 5, reader.stats
@@ -262,15 +270,17 @@ def test_rtsp_reader_samples_a_served_clip(rtsp_server, optional_grid_clip, debu
     assert np.all(gaps > 0) and np.median(gaps) == pytest.approx(0.2, abs=0.05)
     assert reader.stats.frames_read >= 4 * reader.stats.frames_sampled  # 25 fps read, 5 fps sampled
     assert "connected to rtsp://viewer:***@127.0.0.1" in debug_logs.text
+    assert reader.stats.decoder == ("gstreamer/avdec_h264" if decoder == "gstreamer" else "ffmpeg")
     assert_no_password(debug_logs, capfd, reader)
 
 
 @pytest.mark.slow
-def test_rtsp_reader_reconnects_after_the_server_restarts(rtsp_server, debug_logs, capfd):
+def test_rtsp_reader_reconnects_after_the_server_restarts(rtsp_server, debug_logs, capfd, decoder):
     server = rtsp_server(None)  # a live test pattern
     port = server.port
-    reader = CameraReader(rtsp_camera(server.url(password=PASSWORD)), stall_s=3, reconnect_max_s=1.0,
-                          backoff_base_s=0.2).start()
+    reader = reader_for(
+        server.url(password=PASSWORD), decoder, stall_s=3, reconnect_max_s=1.0, backoff_base_s=0.2
+    ).start()
     try:
         assert collect(reader, 0.5), f"no frames before the restart: {reader.stats}"
         server.kill()
@@ -292,17 +302,18 @@ def test_rtsp_reader_reconnects_after_the_server_restarts(rtsp_server, debug_log
 
 
 @pytest.mark.slow
-def test_rtsp_stall_is_detected_and_recovered(rtsp_server, debug_logs, capfd):
+def test_rtsp_stall_is_detected_and_recovered(rtsp_server, debug_logs, capfd, decoder):
     """A hung camera: the connection stays open but no frame comes (the server is SIGSTOPped)."""
     server = rtsp_server(None)
-    reader = CameraReader(rtsp_camera(server.url(password=PASSWORD)), stall_s=1.5, reconnect_max_s=0.5,
-                          backoff_base_s=0.1).start()
+    reader = reader_for(
+        server.url(password=PASSWORD), decoder, stall_s=1.5, reconnect_max_s=0.5, backoff_base_s=0.1
+    ).start()
     try:
         assert collect(reader, 0.3), f"no frames: {reader.stats}"
         server.pause()
         deadline = time.monotonic() + 10
-        while reader.stats.stalls == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while (reader.stats.stalls == 0 or "stalled" not in debug_logs.text) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the stall is logged once the stream is released (GStreamer: after its TEARDOWN)
         assert reader.stats.stalls >= 1, f"stall not detected: {reader.stats}"
         assert "stalled: no frame for" in debug_logs.text
         server.resume()
@@ -318,9 +329,9 @@ def test_rtsp_stall_is_detected_and_recovered(rtsp_server, debug_logs, capfd):
 
 
 @pytest.mark.slow
-def test_unreachable_camera_retries_with_backoff(debug_logs, capfd):
+def test_unreachable_camera_retries_with_backoff(debug_logs, capfd, decoder):
     url = f"rtsp://viewer:{PASSWORD}@127.0.0.1:{free_port()}/cam"
-    reader = CameraReader(rtsp_camera(url), stall_s=2, reconnect_max_s=0.3, backoff_base_s=0.05).start()
+    reader = reader_for(url, decoder, stall_s=2, reconnect_max_s=0.3, backoff_base_s=0.05).start()
     time.sleep(1.5)
     assert reader.get(0.1) is None
     assert reader.alive and not reader.stats.connected

@@ -183,3 +183,56 @@ def test_in_process_daemon_flushes_and_annotates(grid_clip, models_dir, engine, 
     for payload in sub.payloads():
         _check_observation(decode(payload))
     assert daemon.publisher.spool.stats.depth == 0
+
+
+@pytest.mark.parametrize("batch_detect", [True, False])
+def test_cameras_share_one_detector_call_where_the_backend_gains(videos, models_dir, mosquitto, tmp_path, batch_detect):
+    """Three file cameras on a batch-capable YuNet whose session says batches pay (as TensorRT's does): frames
+    ready together go to the detector in one call (unless batch_detect = false), and the tracks still come out."""
+    pytest.importorskip("onnx", reason="writing the batch-capable YuNet needs the onnx package (dev extra)")
+    from revisit.edge.daemon import EdgeDaemon
+    from revisit.edge.notify import Notifier
+    from revisit.models.batchable import make_batchable_yunet
+
+    clips = sorted(videos.glob("grid_*.mpg"))[:3]
+    if len(clips) < 3:
+        pytest.skip(f"fewer than 3 grid_*.mpg clips in {videos}")
+    path = tmp_path / "yunet_batch.onnx"
+    sha = make_batchable_yunet(models_dir / "yunet_2026may.onnx", path)
+    config = EdgeConfig.model_validate(
+        {
+            "site": SITE,
+            "device": DEVICE,
+            "state_dir": str(tmp_path / "state"),
+            "broker": {"port": mosquitto.port},
+            "live": {"enabled": False},
+            "batch_detect": batch_detect,
+            "motion": {"enabled": False},  # every frame to the detector: frames of the cameras meet
+            "engine": {
+                "detector": {"model": "yunet_batch"},
+                "custom_models": [{"name": "yunet_batch", "family": "yunet", "path": str(path), "sha256": sha}],
+            },
+            "cameras": [{"id": f"cam{i}", "source": str(clip)} for i, clip in enumerate(clips)],
+        }
+    )
+    daemon = EdgeDaemon(config, models_dir, notifier=Notifier({}))
+    daemon.engine.detector.session.prefers_batches = True  # ONNX Runtime on a CPU says no (README)
+    assert daemon.engine.detector.batching
+    daemon.start()
+    try:
+        deadline = time.monotonic() + 30
+        cams = list(daemon.cameras.values())
+        while time.monotonic() < deadline and (
+            sum(c.pipeline.stats.detections_batched for c in cams) < (6 if batch_detect else 0)
+            or min(c.pipeline.stats.tracks_started for c in cams) < 1
+            or min(c.pipeline.stats.detector_calls for c in cams) < 10
+        ):
+            time.sleep(0.1)
+    finally:
+        daemon.request_stop()
+        daemon.shutdown()
+    stats = [c.pipeline.stats for c in cams]
+    batched = sum(s.detections_batched for s in stats)
+    assert batched >= 6 if batch_detect else batched == 0, [s.counters() for s in stats]
+    assert all(s.tracks_started >= 1 for s in stats), [s.counters() for s in stats]
+    assert daemon.loop_errors == 0

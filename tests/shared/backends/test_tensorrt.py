@@ -41,7 +41,11 @@ def test_config_defaults(monkeypatch):
     monkeypatch.delenv(trt_backend.CACHE_ENV, raising=False)
     config = TensorRTConfig()
     assert (config.type, config.fp16, config.device, config.max_batch, config.max_side) == (
-        "tensorrt", True, 0, 32, 1280,
+        "tensorrt",
+        True,
+        0,
+        32,
+        1280,
     )
     assert config.engine_cache_dir() == Path("~/.cache/revisit/engines").expanduser()
     monkeypatch.setenv(trt_backend.CACHE_ENV, "/var/cache/engines")
@@ -69,7 +73,9 @@ def test_config_bounds(bad):
 
 def test_profiles_cover_the_models_dynamic_dims():
     config = TensorRTConfig()
-    assert profile_for("scrfd", config) == Profile((1, 3, 32, 32), (1, 3, 640, 640), (1, 3, 1280, 1280))
+    assert profile_for("scrfd", config) == Profile((1, 3, 32, 32), (1, 3, 640, 640), (8, 3, 1280, 1280))
+    assert profile_for("scrfd", config).fit((1, 3, -1, -1)).max == (1, 3, 1280, 1280)  # a fixed batch stays 1
+    assert profile_for("yunet", TensorRTConfig(detect_batch=4)).fit((-1, 3, -1, -1)).max == (4, 3, 1280, 1280)
     assert profile_for("yunet", TensorRTConfig(max_side=320)).opt == (1, 3, 320, 320)
     assert profile_for("arcface", config) == Profile((1, 3, 112, 112), (8, 3, 112, 112), (32, 3, 112, 112))
     assert profile_for("arcface", TensorRTConfig(max_batch=4)).opt == (4, 3, 112, 112)
@@ -95,8 +101,14 @@ def test_engine_file_name_says_what_the_engine_is():
 
 def _model(family: str = "arcface", path: Path = Path("m.onnx")) -> ResolvedModel:
     role = "recognizer" if family == "arcface" else "detector"
-    spec = ModelSpec(name="m", role=role, family=family, file=str(path), sha256=SHA,
-                     embedding_dim=512 if role == "recognizer" else None)
+    spec = ModelSpec(
+        name="m",
+        role=role,
+        family=family,
+        file=str(path),
+        sha256=SHA,
+        embedding_dim=512 if role == "recognizer" else None,
+    )
     return ResolvedModel(spec, path)
 
 
@@ -289,7 +301,9 @@ class FakeBuilder:
 
     def __init__(self, log):
         self.config = SimpleNamespace(
-            flags=[], pools={}, profiles=[],
+            flags=[],
+            pools={},
+            profiles=[],
             set_flag=lambda f: self.config.flags.append(f),
             set_memory_pool_limit=lambda pool, n: self.config.pools.__setitem__(pool, n),
             add_optimization_profile=lambda p: self.config.profiles.append(p) or 0,
