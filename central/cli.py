@@ -1,4 +1,4 @@
-"""`revisit central run | recluster | retention | backfill | passwd | users --config FILE`.
+"""`revisit central run | recluster | retention | migrate-vectors | backfill | passwd | users --config FILE`.
 
 revisit central users add NAME --role site_manager --sites store-1,store-2   (password asked twice)
 revisit central users list | passwd NAME | remove NAME
@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add("backfill", "ingest msgpack observation files (one message each, or a stream) as backfill (service stopped)",
         backfill)  # fmt: skip
     central.choices["backfill"].add_argument("files", nargs="+", type=Path, metavar="FILE")
+    add("migrate-vectors", "rebuild the vector index from the database, e.g. from old Qdrant local-mode storage "
+        "(service stopped)", migrate_vectors)  # fmt: skip
     q = central.add_parser("passwd", help="read a password twice and print its argon2 hash for admin.password_hash")
     q.set_defaults(func=lambda _args: _passwd())
 
@@ -110,6 +112,24 @@ def recluster(args: argparse.Namespace) -> int:
     finally:
         service.stop()
     print(json.dumps(asdict(report)))
+    return 0
+
+
+def migrate_vectors(args: argparse.Namespace) -> int:
+    import time
+
+    from revisit.central.service import CentralService
+
+    config = load_config(args)
+    service = CentralService(config).open()
+    try:
+        start = time.perf_counter()
+        written = service.migrate_vectors()
+        recognizers = service.vectors.recognizers()
+    finally:
+        service.stop()
+    print(json.dumps({"engine": config.vector_engine, "sightings": written, "recognizers": recognizers,
+                      "seconds": round(time.perf_counter() - start, 1)}))  # fmt: skip
     return 0
 
 

@@ -196,7 +196,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                     by_photo[uuid.UUID(pid)].relpath,
                     f"{best:.4f}" if best is not None else "below the sweep",
                 )
-        vectors.client.close()
+        vectors.close()
         store.dispose()
     for t in thresholds:
         s = score(expected, swept, t)
