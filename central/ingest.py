@@ -529,6 +529,8 @@ class MqttIngest:
             topic = msg.topic
         except UnicodeDecodeError:  # brokers should refuse these; never let one stop the network thread
             topic = "<topic is not UTF-8>"
+        if msg.dup:
+            self.ingestor.counters.inc("redelivered")
         with self._mids_lock:
             if msg.dup and msg.mid in self._pending_mids:
                 return  # the broker's resend (after a reconnect) of a message still queued here: acked once stored
@@ -612,6 +614,9 @@ class MqttIngest:
         self._refused.clear()
         sock = self.client.socket()
         log.warning("ingest queue has room again: reconnecting to receive the refused messages")
+        # Let paho's network thread write the PUBACKs already queued: one lost with the connection makes the broker
+        # send that message again (stored once all the same, but counted twice).
+        self._stop_event.wait(1.0)
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # paho sees the connection drop and reconnects (session kept)
