@@ -75,6 +75,13 @@ class ClusterSettings:
     scope: Scope = "all"
     visit_gap: timedelta = timedelta(minutes=30)
     candidates: int = 8
+    found_min_quality: float = 0.0  # below this a face never founds a visitor: it joins one or waits unassigned
+    low_quality_threshold: float | None = None  # the cosine such a face needs to join ("clearly"); None: threshold
+
+    def join_threshold(self, quality: float) -> float:
+        if quality < self.found_min_quality and self.low_quality_threshold is not None:
+            return max(self.threshold, self.low_quality_threshold)
+        return self.threshold
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class Assignment:
     created: bool  # a new visitor was started
     duplicate: bool  # the observation was already stored: nothing changed
     score: float  # cosine to the best allowed prototype (-1 when there was none)
+    unassigned: bool = False  # a low-quality face that matched nobody: held apart, founding nothing
 
 
 @dataclass(frozen=True)
@@ -203,13 +211,17 @@ def cluster_offline(
     scopes: Sequence[str] | None = None,
     must: Sequence[Sequence[int]] = (),
     cannot: Iterable[tuple[int, int]] = (),
+    found_min_quality: float = 0.0,
+    low_quality_threshold: float | None = None,
 ) -> list[int]:
     """Cluster rows in order with the assignment rule; returns a cluster index per row.
 
     `vectors` may be a stream (one row at a time, e.g. from the database in chunks): only the clusters' sums
     are held, one row per cluster. `scopes`: rows only join clusters of their own scope key. `must`: groups
     of rows that share a cluster (the first to arrive decides it; a person's edit wins over the threshold).
-    `cannot`: row pairs that never share a cluster through the rule.
+    `cannot`: row pairs that never share a cluster through the rule. A row below `found_min_quality` joins only
+    at `low_quality_threshold` (when set) and, joining nothing, founds no cluster: its label is -1 (unassigned),
+    unless a must-link group holds it.
     """
     n = len(qualities)
     group_of = list(range(n))
@@ -221,6 +233,7 @@ def cluster_offline(
         banned[group_of[a]].add(b)
         banned[group_of[b]].add(a)
     label = [-1] * n
+    group_size = Counter(group_of)
     group_label: dict[int, int] = {}
     home: list[tuple[str, int]] = []  # cluster -> (its scope, its row there)
     tables: dict[str, _ScopeSums] = {}
@@ -235,8 +248,12 @@ def cluster_offline(
         cluster = group_label.get(g)
         if cluster is None:
             forbidden = {label[j] for j in banned[g] if label[j] >= 0}
-            row = table.best(vec, forbidden, threshold)
+            poor = qualities[i] < found_min_quality and low_quality_threshold is not None
+            need = max(threshold, low_quality_threshold) if poor else threshold  # type: ignore[type-var]
+            row = table.best(vec, forbidden, need)
             cluster = None if row is None else table.clusters[row]
+            if cluster is None and qualities[i] < found_min_quality and group_size[g] == 1:
+                continue  # label stays -1
         if cluster is None:
             cluster = len(home)
             home.append((key, table.append(cluster, vec, weight)))
@@ -300,6 +317,7 @@ class Clusterer:
                     device.observations += 1
                     co = self._co_track_sightings(s, obs, camera.id, first, last)
                     visitor, created, score = self._pick(s, obs, vec, site, {c.visitor_id for c in co})
+                    held = visitor.unassigned
                     if save_crop and self.crops is not None:
                         crop_path = self.crops.save(obs.crop_jpeg)
                     sighting = Sighting(
@@ -325,7 +343,7 @@ class Clusterer:
                     visit = self._add_to_visit(s, visitor.id, site.id, sighting)
                     s.flush()
                     visitor.visit_count = self._count_visits(s, visitor.id)
-                    result = Assignment(sighting.id, visitor.id, visit.id, created, False, score)
+                    result = Assignment(sighting.id, visitor.id, visit.id, created, False, score, held)
                     site_name, proto_vec = site.name, proto.vector
             except BaseException:
                 if crop_path and self.crops is not None:
@@ -335,7 +353,8 @@ class Clusterer:
             self.vectors.upsert_sightings(
                 rec, [SightingPoint(result.sighting_id, vec, result.visitor_id, site_name, obs.best_ts)]
             )
-            self.vectors.upsert_prototypes(rec, [(result.visitor_id, proto_vec, site_name)])
+            if not held:  # a held sighting has no prototype: nothing can join it
+                self.vectors.upsert_prototypes(rec, [(result.visitor_id, proto_vec, site_name)])
             return result
 
     def ingest_batch(
@@ -468,7 +487,7 @@ class Clusterer:
                     scores[vid] = float(np.dot(proto, vec))
             candidates = sorted(scores.items(), key=lambda kv: -kv[1])[:limit]
         while True:
-            chosen, score = choose(candidates, self.settings.threshold, forbidden)
+            chosen, score = choose(candidates, self.settings.join_threshold(obs.quality.score), forbidden)
             if chosen is None:
                 break
             visitor = s.get(Visitor, chosen, with_for_update=True)
@@ -479,8 +498,9 @@ class Clusterer:
             forbidden = forbidden | {chosen}
         first = from_epoch(obs.first_ts)
         visitor = Visitor(
-            recognizer_id=obs.recognizer_id, site_id=site.id, first_seen=first, last_seen=from_epoch(obs.last_ts)
-        )
+            recognizer_id=obs.recognizer_id, site_id=site.id, first_seen=first, last_seen=from_epoch(obs.last_ts),
+            unassigned=obs.quality.score < self.settings.found_min_quality,
+        )  # fmt: skip
         s.add(visitor)
         s.flush()  # no ORM relationships: insert the visitor before its sighting
         return visitor, True, score
@@ -525,6 +545,11 @@ class Clusterer:
         s.flush()
         sighting.visit_id = visit.id
         return visit
+
+    def unassigned_count(self) -> int:
+        """Low-quality sightings waiting unassigned (each held by an `unassigned` visitor row)."""
+        with self.store.session() as s:
+            return int(s.exec(select(func.count()).select_from(Visitor).where(col(Visitor.unassigned).is_(True))).one())
 
     @staticmethod
     def _count_visits(s: Session, visitor_id: uuid.UUID) -> int:
@@ -580,7 +605,7 @@ class Clusterer:
     def _sync_visitor(self, visitor: Visitor, alive: bool) -> None:
         """Push a recomputed visitor's prototype (or its removal) to Qdrant (after commit)."""
         rec = visitor.recognizer_id
-        if not alive or not visitor.proto_sum:
+        if not alive or not visitor.proto_sum or visitor.unassigned:
             self.vectors.delete_prototypes(rec, [visitor.id])
             return
         vec = Prototype(np.frombuffer(visitor.proto_sum, dtype=np.float64)).vector
@@ -631,6 +656,7 @@ class Clusterer:
                     for other in [*ids_a, *ids_b]:
                         self._link(s, MustLink, anchor, other, "merge")
                 s.exec(update(Sighting).where(col(Sighting.visitor_id) == b.id).values(visitor_id=a.id, visit_id=None))
+                a.unassigned = False  # a person placed a held sighting: it is a visitor now
                 a.label = a.label or b.label
                 a.notes = "\n".join(n for n in (a.notes, b.notes) if n)[:10_000]
                 a.first_seen = min(a.first_seen, b.first_seen)
@@ -867,7 +893,10 @@ class Clusterer:
             scopes=[str(r[2]) for r in rows] if self.settings.scope == "site" else None,
             must=[g for g in groups.values() if len(g) > 1],
             cannot=[(index[a], index[b]) for a, b in cannots if a in index and b in index],
+            found_min_quality=self.settings.found_min_quality,
+            low_quality_threshold=self.settings.low_quality_threshold,
         )
+        labels = [c if c >= 0 else -1 - i for i, c in enumerate(labels)]  # each held row on its own
         del index, groups
         report.sightings += len(rows)
         # keep an old visitor's id (and label, notes) for the new cluster holding most of its sightings
@@ -883,10 +912,16 @@ class Clusterer:
             first_row.setdefault(c, i)
         for cluster, i in first_row.items():
             if cluster not in owner:
-                visitor = Visitor(recognizer_id=rec, site_id=rows[i][2], first_seen=utcnow(), last_seen=utcnow())
+                visitor = Visitor(recognizer_id=rec, site_id=rows[i][2], first_seen=utcnow(), last_seen=utcnow(),
+                                  unassigned=cluster < 0)  # fmt: skip
                 s.add(visitor)
                 owner[cluster] = visitor.id
         s.flush()
+        for held in (True, False):  # kept ids: a held row alone, or a visitor (negative labels are held rows)
+            kept = [owner[c] for c in owner if (c < 0) == held]
+            for k in range(0, len(kept), 500):
+                s.exec(update(Visitor).where(col(Visitor.id).in_(kept[k : k + 500])).values(unassigned=held)
+                       .execution_options(synchronize_session="fetch"))  # fmt: skip
         by_visitor: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
         for i, c in enumerate(labels):
             if owner[c] != rows[i][1]:
@@ -928,7 +963,8 @@ class Clusterer:
             for rec, points in batch.items():
                 self.vectors.upsert_sightings(rec, points)
             vstmt = select(Visitor.id, Visitor.recognizer_id, Visitor.site_id, Visitor.proto_sum).where(
-                col(Visitor.proto_sum).is_not(None)
+                col(Visitor.proto_sum).is_not(None),
+                col(Visitor.unassigned).is_(False),  # held rows have none
             )
             if full:
                 chunks: Iterable[Any] = [s.exec(vstmt.execution_options(yield_per=CHUNK))]

@@ -22,7 +22,7 @@ from revisit.central.cluster import Clusterer, ClusterSettings
 from revisit.central.config import CentralConfig
 from revisit.central.ingest import Counters, Ingestor, MqttIngest, known_recognizers
 from revisit.central.retention import RetentionReport, run_retention
-from revisit.central.store import CropStore, Sighting, Store, Visitor
+from revisit.central.store import CropStore, Sighting, Store, Visitor, ensure_site
 from revisit.central.vectors import Vectors, open_vectors
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,11 @@ class CentralService:
             scope=cfg.cluster.scope,
             visit_gap=timedelta(minutes=cfg.cluster.visit_gap_min),
             candidates=cfg.cluster.candidates,
+            found_min_quality=cfg.cluster.found_min_quality,
+            low_quality_threshold=cfg.cluster.low_quality_threshold,
         )
         self._clusterer = Clusterer(self._store, self._vectors, CropStore(cfg.crops_dir), settings)
+        self._apply_site_zones()
         return self
 
     def make_ingestor(self) -> Ingestor:
@@ -132,6 +135,14 @@ class CentralService:
             max_past_s=cfg.ingest.max_past_s,
             max_future_s=cfg.ingest.max_future_s,
         )
+
+    def _apply_site_zones(self) -> None:
+        """Configured site zones (validated with the configuration) win over ones set on the Sites page."""
+        if not self.config.sites:
+            return
+        with self.store.begin() as s:
+            for name, site_cfg in self.config.sites.items():
+                ensure_site(s, name).timezone = site_cfg.timezone
 
     def _open_vectors(self) -> Vectors:
         """The configured engine; says at once what the embedded index needs (migration, replay, rebuild)."""

@@ -25,6 +25,7 @@ PARTS = (
     "revisit.edge.evaluate",
     "revisit.central.cli",
     "revisit.central.evaluate",
+    "revisit.central.recurrence_eval",
     "revisit.central.kiosk_eval",
     "revisit.deploy",
 )
