@@ -408,7 +408,7 @@ class Clusterer:
             site_row, owner = s.get(Site, found.site_id), s.get(Visitor, found.visitor_id)
             if site_row is not None and owner is not None:
                 points[rec][found.id] = SightingPoint(found.id, vec, owner.id, site_row.name, obs.best_ts)
-                if owner.id not in overlay[rec]:
+                if owner.id not in overlay[rec] and not owner.unassigned:
                     overlay[rec][owner.id] = (_proto(owner, obs.embedding_dim).vector, site_row.name)
             return Assignment(found.id, found.visitor_id, found.visit_id, False, True, 1.0)
         site = ensure_site(s, obs.site)
@@ -419,6 +419,7 @@ class Clusterer:
         device.observations += 1
         co = self._co_track_sightings(s, obs, camera.id, first, last)
         visitor, created, score = self._pick(s, obs, vec, site, {c.visitor_id for c in co}, overlay)
+        held = visitor.unassigned
         crop_path: str | None = None
         if save_crop and self.crops is not None:
             crop_path = self.crops.save(obs.crop_jpeg)
@@ -450,8 +451,9 @@ class Clusterer:
         s.flush()
         visitor.visit_count = self._count_visits(s, visitor.id)
         points[rec][sighting.id] = SightingPoint(sighting.id, vec, visitor.id, site.name, obs.best_ts)
-        overlay[rec][visitor.id] = (proto.vector, site.name)
-        return Assignment(sighting.id, visitor.id, visit.id, created, False, score)
+        if not held:  # a held sighting has no prototype: nothing can join it
+            overlay[rec][visitor.id] = (proto.vector, site.name)
+        return Assignment(sighting.id, visitor.id, visit.id, created, False, score, held)
 
     def _resync(self, s: Session, found: Sighting, obs: Observation, vec: np.ndarray) -> None:
         """A redelivered observation: push its stored state to Qdrant again. A Qdrant failure after the database
