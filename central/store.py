@@ -205,6 +205,16 @@ class AuditLog(SQLModel, table=True):
     details: dict = Field(default_factory=dict, sa_type=JSON)
 
 
+class SightingFlag(SQLModel, table=True):
+    """Why a sighting's times are not the edge's own: `clock_skew` (far from the receive time: stamped with it)
+    or `backfill` (imported after the fact). The device's best time is kept in `device_ts`."""
+
+    sighting_id: uuid.UUID = Field(foreign_key="sighting.id", primary_key=True, ondelete="CASCADE")
+    kind: str = Field(max_length=16, index=True)
+    device_ts: float = Field(description="the observation's best_ts as the edge sent it (UTC epoch seconds)")
+    received_at: datetime = _time(default_factory=utcnow)
+
+
 # --- accounts (revisit.central.users) -------------------------------------------------------------------------
 
 
