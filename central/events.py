@@ -307,7 +307,10 @@ class Events:
 
     def create_tables(self) -> None:
         """Create the kiosk's tables if missing (`Store.create_all` does too once this module is imported)."""
-        tables = [m.__table__ for m in (Event, Photo, PhotoFace, Order, EventSettings)]  # type: ignore[attr-defined]
+        from revisit.central.orders import TABLES as ORDER_TABLES  # orders.py imports this module
+
+        models = (Event, Photo, PhotoFace, Order, EventSettings, *reversed(ORDER_TABLES))
+        tables = [m.__table__ for m in models]  # type: ignore[attr-defined]
         SQLModel.metadata.create_all(self.store.engine, tables=tables)
 
     # --- events ---
