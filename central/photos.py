@@ -21,6 +21,7 @@ import shutil
 import threading
 import unicodedata
 import uuid
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from revisit.shared.detect import Detector, create_detector
 from revisit.shared.errors import ImageError, RevisitError
@@ -62,16 +63,17 @@ class UploadError(RevisitError):
 @dataclass(frozen=True)
 class ValidatedImage:
     data: bytes
-    image: np.ndarray  # BGR, EXIF orientation applied
+    image: np.ndarray  # BGR, EXIF orientation applied; a large JPEG's at reduced size (enough for the thumbnail)
     ext: str
+    size: tuple[int, int] | None = None  # (width, height) of the original, oriented, when `image` is reduced
 
     @property
     def width(self) -> int:
-        return int(self.image.shape[1])
+        return self.size[0] if self.size else int(self.image.shape[1])
 
     @property
     def height(self) -> int:
-        return int(self.image.shape[0])
+        return self.size[1] if self.size else int(self.image.shape[0])
 
 
 @dataclass(frozen=True)
@@ -108,11 +110,37 @@ def validate_upload(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixel
     if not data:
         raise UploadError("empty file: 0 bytes")
     ext = sniff_ext(data)  # the content says what it is; the name and declared type are never trusted
+    if ext == "jpg":
+        reduced = _validate_jpeg(data, max_pixels, 2 * THUMB_SIDE)
+        if reduced is not None:
+            return reduced
     try:
         image = decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
     except ImageError as exc:
         raise UploadError(str(exc)) from None
     return ValidatedImage(data, image, ext)
+
+
+def _validate_jpeg(data: bytes, max_pixels: int, side: int) -> ValidatedImage | None:
+    """A large JPEG decoded completely but at a reduced scale (Pillow's `draft`: the decoder still reads every
+    byte, so a truncated or corrupt file fails as in `decode_image`, but skips most of the pixel work); None when
+    it is small or not a plain JPEG (then `decode_image` does it all)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        if img.format != "JPEG" or img.width * img.height > max_pixels or max(img.size) < 4 * side:
+            return None
+        turned = (img.getexif().get(0x0112) or 1) in (5, 6, 7, 8)
+        width, height = (img.height, img.width) if turned else img.size
+        img.draft("RGB", (side, side))
+        img.load()
+        rgb = ImageOps.exif_transpose(img).convert("RGB")
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise UploadError(f"corrupt or truncated JPEG image: {exc}") from None
+    except Exception:  # anything odd: the full decode decides (and explains)
+        return None
+    return ValidatedImage(data, np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1]), "jpg", (width, height))
 
 
 class PhotoFiles:

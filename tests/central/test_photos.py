@@ -227,3 +227,22 @@ def test_a_large_jpeg_is_decoded_reduced_and_its_faces_kept_in_original_pixels(t
 
 def photo_detector_faces(worker, image):
     return worker.detector.detect(image)
+
+
+def test_a_large_jpeg_is_validated_at_reduced_scale_but_completely(tmp_path):
+    rng = np.random.default_rng(3)
+    big = cv2.resize(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8), (6000, 4000), interpolation=cv2.INTER_CUBIC)
+    data = bytes(cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 90])[1])
+    checked = validate_upload(data)
+    assert (checked.width, checked.height) == (6000, 4000)  # the original's size
+    assert max(checked.image.shape[:2]) < 6000  # decoded at a reduced scale: enough for the thumbnail
+    with pytest.raises(UploadError, match="truncated"):
+        validate_upload(data[: len(data) * 2 // 3])  # every byte is still read
+    events = make_events(tmp_path)
+    try:
+        photo = events.add_photo(events.create_event("e").id, "big.jpg", data).photo
+        assert (photo.width, photo.height) == (6000, 4000)
+        thumb = cv2.imread(str(events.files.thumb(photo.event_id, photo.thumb_name)))
+        assert max(thumb.shape[:2]) == 480
+    finally:
+        close_events(events)
