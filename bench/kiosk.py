@@ -237,11 +237,12 @@ def bench_extraction(args: argparse.Namespace, engine) -> None:
     detector = photo_detector(engine, args.max_side)
 
     def timed(fn, k: int = 3):
+        """(median CPU s of this process, all threads: steadier than wall time on a shared machine, result)"""
         times, result = [], None
         for _ in range(k):
-            s0 = time.perf_counter()
+            s0 = time.process_time()
             result = fn()
-            times.append(time.perf_counter() - s0)
+            times.append(time.process_time() - s0)
         return float(np.median(times)), result
 
     buf = np.frombuffer(data, np.uint8)
@@ -251,7 +252,7 @@ def bench_extraction(args: argparse.Namespace, engine) -> None:
     t_det, dets = timed(lambda: detector.detect(full))
     t_det_half, _ = timed(lambda: detector.detect(half))
     t_emb, _ = timed(lambda: engine.complete(full, detector.detect(full)))
-    print(f"\n| stage, one {full.shape[1]}x{full.shape[0]} photo ({len(dets)} faces) | ms |\n|---|---:|")
+    print(f"\n| stage, one {full.shape[1]}x{full.shape[0]} photo ({len(dets)} faces) | CPU ms |\n|---|---:|")
     print(f"| decode, Pillow (the worker's `decode_image`) | {t_pil * 1000:.0f} |")
     print(f"| decode, OpenCV full | {t_cv * 1000:.0f} |")
     print(f"| decode, OpenCV IMREAD_REDUCED_COLOR_2 | {t_red * 1000:.0f} |")
