@@ -1,39 +1,43 @@
-"""Central service benchmark: assignment latency and ingest rate at 1k / 10k / 100k visitors.
+"""Central service benchmark: load, reopen, search, whole assignment, RSS and disk at 10k / 100k / 1M visitors.
 
-    .venv/bin/python bench/central.py                     # Qdrant local mode on disk, SQLite
-    .venv/bin/python bench/central.py --sizes 1000,10000  # smaller
+    .venv/bin/python bench/central.py --real /tmp/dev.npz            # embedded engine, SQLite, real-like vectors
+    .venv/bin/python bench/central.py --sizes 10000 --json           # one JSON line per size
+    .venv/bin/python bench/central.py --database-url postgresql+psycopg://127.0.0.1:5432/bench
+    .venv/bin/python bench/central.py --engine qdrant-local          # the old embedded default, for comparison
     .venv/bin/python bench/central.py --qdrant-url http://localhost:6333 [--api-key K]   # a Qdrant server
-    .venv/bin/python bench/central.py --mqtt              # also end to end through a broker
+    .venv/bin/python bench/central.py --mqtt                          # also end to end through a broker
 
-For each size N: N visitors are bulk-loaded (database rows and prototypes, 512-d like w600k_mbf), then
-`--observations` observations go through `Clusterer.ingest` (half of them near existing visitors, half new
-people). Reported per size: the time to load the prototypes, the Qdrant search alone (p50/p95), the whole
-assignment (search + decide + database commit + Qdrant upserts; p50/p95) and observations per second.
-With --mqtt (at the first size): observations published to Mosquitto (or the embedded broker when
-Mosquitto is missing) and timed until all are stored: the end-to-end rate.
+`--real FILE.npz` takes real embeddings (`revisit eval cluster --data DIR --cache FILE.npz` writes them from the
+dev photos); each synthetic visitor is a mix of three real faces plus noise, so the set keeps the real
+embeddings' neighbourhood structure. Without it visitors are random unit vectors.
 
-A script that prints a table, not a test. A size whose load or assignments exceed --budget seconds is
-reported as not serving.
+Per size N, in this process: N visitors are bulk-loaded through the service (database rows 5,000 per INSERT,
+prototypes in one bulk index load: loading 1M through the whole assignment path would take hours), and the
+service is closed. Then a fresh process reopens the service (`reopen_s`: open + start-up index check) and
+measures: the prototype search alone (p50/p95) and how often its nearest prototype is the exact one
+(`exact_top1`, against brute force in f32, for observations of returning visitors); whole assignments
+(`Clusterer.ingest`: search + decide + database commit + index upserts; half returning visitors, half new
+people), observations/s and CPU per observation; its RSS and the data directory's size.
+A script that prints a table (or JSON lines), not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
 import tempfile
 import time
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from revisit.central.cluster import Clusterer, ClusterSettings  # noqa: E402
-from revisit.central.store import CropStore, Store, Visitor, utcnow  # noqa: E402
+from revisit.central.store import Store, Visitor, utcnow  # noqa: E402
 from revisit.central.vectors import Vectors  # noqa: E402
 from revisit.shared.schema import Observation, QualityFields, encode, faces_topic  # noqa: E402
 
@@ -61,77 +65,187 @@ def tiny_jpeg() -> bytes:
     return bytes(cv2.imencode(".jpg", np.full((96, 96, 3), 120, np.uint8))[1])
 
 
-def load_visitors(store: Store, vectors: Vectors, protos: np.ndarray) -> float:
-    """Bulk-load visitors (rows + prototypes); returns the seconds spent on Qdrant."""
+def real_like(n: int, rng: np.random.Generator, real: np.ndarray | None) -> np.ndarray:
+    """n identity directions. With real embeddings (dev photos): each is a mix of three real faces plus noise,
+    so the set keeps the real embeddings' neighbourhood structure; without: random unit vectors."""
+    if real is None:
+        return unit(rng.normal(size=(n, DIM)))
+    out = np.empty((n, DIM), dtype=np.float16)
+    for k in range(0, n, 50_000):
+        m = min(50_000, n - k)
+        picks = real[rng.integers(len(real), size=(m, 3))]
+        w = rng.dirichlet(np.ones(3), size=m)[:, :, None].astype(np.float32)
+        mix = (picks * w).sum(axis=1) + 0.35 * rng.normal(size=(m, DIM)).astype(np.float32) / np.sqrt(DIM)
+        out[k : k + m] = unit(mix)
+    return out
+
+
+def returning(proto: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Another shot of a known visitor: cosine ~0.6-0.75 to the prototype (genuine pairs of w600k_mbf)."""
+    return unit(proto.astype(np.float32) + 0.9 * rng.normal(size=DIM).astype(np.float32) / np.sqrt(DIM))
+
+
+def load_real(path: Path | None) -> np.ndarray | None:
+    if path is None or not path.is_file():
+        return None
+    data = np.load(path)
+    return unit(data["vectors"][data["ok"]])
+
+
+def load_visitors(store: Store, vectors: Vectors, protos: np.ndarray, sites: int = 1) -> tuple[float, list]:
+    """Bulk-load visitors: database rows (5,000 per INSERT) and prototypes (one bulk index load, multi-threaded;
+    the journal is skipped and one checkpoint ends it). Returns the seconds spent on the index."""
+    now = utcnow()
+    ids = [uuid.uuid4() for _ in range(len(protos))]
     with store.begin() as s:
-        now = utcnow()
-        rows = [
-            dict(id=uuid.uuid4(), recognizer_id=REC, first_seen=now, last_seen=now, visit_count=1, sighting_count=1,
-                 reference_quality=-1.0, label="", notes="", proto_sum=p.astype(np.float64).tobytes(),
-                 proto_weight=1.0, created_at=now)
-            for p in protos
-        ]  # fmt: skip
-        for k in range(0, len(rows), 5000):
-            s.execute(Visitor.__table__.insert(), rows[k : k + 5000])  # type: ignore[attr-defined]
+        for k in range(0, len(protos), 5000):
+            rows = [
+                dict(id=ids[j], recognizer_id=REC, first_seen=now, last_seen=now, visit_count=1, sighting_count=1,
+                     reference_quality=-1.0, label="", notes="", proto_sum=protos[j].astype(np.float64).tobytes(),
+                     proto_weight=1.0, created_at=now)
+                for j in range(k, min(k + 5000, len(protos)))
+            ]  # fmt: skip
+            s.execute(Visitor.__table__.insert(), rows)  # type: ignore[attr-defined]
     vectors.ensure(REC, DIM)
     start = time.perf_counter()
-    batch = 1000
-    for k in range(0, len(rows), batch):
-        vectors.upsert_prototypes(REC, [(r["id"], protos[k + j], "bench") for j, r in enumerate(rows[k : k + batch])])
-    return time.perf_counter() - start
+    with vectors.bulk():
+        for k in range(0, len(protos), 20_000):
+            items = [(ids[j], protos[j], f"site{j % sites}") for j in range(k, min(k + 20_000, len(protos)))]
+            vectors.upsert_prototypes(REC, items)
+    return time.perf_counter() - start, ids
+
+
+def exact_top1(protos: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row and cosine of the nearest prototype of each query, brute force in f32 (chunks of 100k rows)."""
+    best = np.full(len(queries), -1, dtype=np.int64)
+    score = np.full(len(queries), -np.inf, dtype=np.float32)
+    for k in range(0, len(protos), 100_000):
+        sims = queries @ protos[k : k + 100_000].astype(np.float32).T
+        arg = sims.argmax(axis=1)
+        val = sims[np.arange(len(queries)), arg]
+        better = val > score
+        best[better], score[better] = arg[better] + k, val[better]
+    return best, score
 
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000 if values else float("nan")
 
 
-def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
-    rng = np.random.default_rng(n)
-    protos = unit(rng.normal(size=(n, DIM)))
-    store = Store(f"sqlite:///{workdir / f'bench{n}.db'}")
-    store.create_all()
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident memory of this process, MB."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def service_config(data: Path, args: argparse.Namespace) -> dict:
+    cfg: dict = {"data_dir": str(data)}
+    if args.database_url:
+        cfg["database_url"] = args.database_url
     if args.qdrant_url:
-        vectors = Vectors(url=args.qdrant_url, api_key=args.api_key, prefix=f"bench{n}_{uuid.uuid4().hex[:6]}")
-    elif args.memory:
-        vectors = Vectors.memory()
-    else:
-        vectors = Vectors(path=workdir / f"qdrant{n}")
-    out: dict = {"visitors": n}
+        cfg["qdrant"] = {"url": args.qdrant_url}
+    elif args.engine == "qdrant-local":
+        cfg["vectors"] = {"engine": "qdrant"}
+    return cfg
+
+
+def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
+    """Load n visitors in this process, then measure the reopened service in a fresh one (`--serve`)."""
+    from revisit.central.config import CentralConfig
+    from revisit.central.service import CentralService
+
+    rng = np.random.default_rng(n)
+    real = load_real(args.real)
+    protos = real_like(n, rng, real)
+    data = workdir / f"data{n}"
+    service = CentralService(CentralConfig.model_validate(service_config(data, args))).open()
+    start = time.perf_counter()
     try:
-        out["load_s"] = load_visitors(store, vectors, protos)
-        clusterer = Clusterer(store, vectors, CropStore(workdir / "crops"), ClusterSettings(visit_gap=timedelta(0)))
-        crop = tiny_jpeg()
-        # search alone
-        searches = []
-        for i in range(min(50, args.observations)):
-            start = time.perf_counter()
-            vectors.search_prototypes(REC, protos[i], 8)
-            searches.append(time.perf_counter() - start)
-            if sum(searches) > args.budget:
-                break
+        index_s, ids = load_visitors(service.store, service.vectors, protos, args.sites)
+    finally:
+        service.stop()
+    out: dict = {"visitors": n, "load_s": time.perf_counter() - start, "index_load_s": index_s,
+                 "vectors": "real-like" if real is not None else "random"}  # fmt: skip
+    # queries: returning visitors (for exactness and assignment) and new people
+    picks = rng.integers(n, size=max(args.observations, args.exact_queries))
+    queries = np.stack([returning(protos[i], rng) if k % 2 == 0 else real_like(1, rng, real)[0].astype(np.float32)
+                        for k, i in enumerate(picks)]).astype(np.float32)  # fmt: skip
+    best, best_score = exact_top1(protos, queries)
+    np.savez(
+        workdir / f"queries{n}.npz",
+        queries=queries,
+        exact=best,
+        exact_score=best_score,
+        observations=args.observations,
+        ids=np.frombuffer(b"".join(u.bytes for u in ids), dtype=np.uint8).reshape(-1, 16),
+    )
+    del protos
+    cmd = [sys.executable, __file__, "--serve", str(n), "--workdir", str(workdir), "--budget", str(args.budget)]
+    cmd += ["--engine", args.engine] + (["--database-url", args.database_url] if args.database_url else [])
+    import subprocess
+
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=args.budget * 4 + 600)
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr[-3000:])
+    out.update(json.loads(res.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def serve(n: int, args: argparse.Namespace, workdir: Path) -> dict:
+    """The reopened service: reopen time, search exactness and latency, whole assignments, RSS and disk."""
+    from revisit.central.config import CentralConfig
+    from revisit.central.service import CentralService
+
+    data = workdir / f"data{n}"
+    q = np.load(workdir / f"queries{n}.npz")
+    queries, exact = q["queries"], q["exact"]
+    start = time.perf_counter()
+    service = CentralService(CentralConfig.model_validate(service_config(data, args))).open()
+    service.repair_index()
+    out: dict = {"reopen_s": time.perf_counter() - start}
+    try:
+        vectors = service.vectors
+        rows = [uuid.UUID(bytes=b.tobytes()) for b in q["ids"]]  # visitor id of each exact row
+        searches, agree, ties, returning_n, cpu0 = [], 0, 0, 0, time.process_time()
+        for k, vec in enumerate(queries):
+            t = time.perf_counter()
+            hits = vectors.search_prototypes(REC, vec, 8, floor=service.config.cluster.threshold)  # as in assignment
+            searches.append(time.perf_counter() - t)
+            if k % 2 == 0:
+                returning_n += 1
+                same = bool(hits) and hits[0][0] == rows[int(exact[k])]
+                agree += same
+                # not the exact row, but as near as it within f16 rounding (two prototypes that close tie)
+                if not same and "exact_score" in q and hits and q["exact_score"][k] - hits[0][1] <= 2e-3:
+                    ties += 1
         out["search_p50_ms"], out["search_p95_ms"] = pct(searches, 50), pct(searches, 95)
-        # whole assignments: half returning visitors, half new people
-        obs = [
-            observation(unit(protos[rng.integers(n)] + 0.03 * rng.normal(size=DIM)) if i % 2 == 0
-                        else unit(rng.normal(size=DIM)), i, crop)
-            for i in range(args.observations)
-        ]  # fmt: skip
-        times = []
-        begin = time.perf_counter()
-        for o in obs:
-            start = time.perf_counter()
-            clusterer.ingest(o)
-            times.append(time.perf_counter() - start)
+        out["search_cpu_ms"] = (time.process_time() - cpu0) * 1000 / len(queries)
+        out["exact_top1"] = agree / max(returning_n, 1)
+        out["exact_or_tie_top1"] = (agree + ties) / max(returning_n, 1)
+        out["exact_checked"] = returning_n
+        if "observations" in q:
+            queries = queries[: int(q["observations"])]
+        clusterer = service.clusterer
+        crop = tiny_jpeg()
+        times, cpu0, begin = [], time.process_time(), time.perf_counter()
+        for i, vec in enumerate(queries):
+            t = time.perf_counter()
+            clusterer.ingest(observation(vec, i, crop))
+            times.append(time.perf_counter() - t)
             if time.perf_counter() - begin > args.budget:
                 out["note"] = f"stopped after {len(times)} observations (budget {args.budget:.0f} s)"
                 break
         wall = time.perf_counter() - begin
         out["assign_p50_ms"], out["assign_p95_ms"] = pct(times, 50), pct(times, 95)
         out["obs_per_s"] = len(times) / wall
+        out["cpu_ms_per_obs"] = (time.process_time() - cpu0) * 1000 / len(times)
         out["assigned"] = len(times)
+        out["rss_mb"], out["rss_peak_mb"] = rss_mb()
     finally:
-        vectors.close()
-        store.dispose()
+        service.stop()
+    out["disk_mb"] = sum(f.stat().st_size for f in data.rglob("*") if f.is_file()) / 2**20
+    vec_dir = data / "vectors"
+    out["index_disk_mb"] = sum(f.stat().st_size for f in vec_dir.rglob("*") if f.is_file()) / 2**20
     return out
 
 
@@ -202,35 +316,53 @@ def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10000,100000")
-    parser.add_argument("--observations", type=int, default=200, help="assignments timed per size")
-    parser.add_argument("--budget", type=float, default=120.0, help="seconds allowed per phase and size")
-    parser.add_argument("--memory", action="store_true", help="Qdrant local mode in memory instead of on disk")
-    parser.add_argument("--qdrant-url", help="a Qdrant server instead of local mode")
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--observations", type=int, default=400, help="assignments timed per size")
+    parser.add_argument("--exact-queries", type=int, default=2000, help="searches checked against brute force")
+    parser.add_argument("--budget", type=float, default=300.0, help="seconds allowed for the assignments of a size")
+    parser.add_argument("--engine", choices=["embedded", "qdrant-local"], default="embedded")
+    parser.add_argument("--qdrant-url", help="a Qdrant server (engine qdrant) instead")
     parser.add_argument("--api-key")
+    parser.add_argument("--database-url", help="default: SQLite in the work directory")
+    parser.add_argument(
+        "--real",
+        type=Path,
+        metavar="FILE.npz",
+        help="real embeddings (`revisit eval cluster --cache FILE.npz`) to build real-like visitors",
+    )
+    parser.add_argument("--sites", type=int, default=1, help="visitors spread over this many sites")
+    parser.add_argument("--json", action="store_true", help="one JSON line per size")
+    parser.add_argument("--workdir", type=Path, help="keep the data here (default: a temporary directory)")
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the reopened-service half of a size
     parser.add_argument("--mqtt", action="store_true", help="also measure end to end through a broker")
     parser.add_argument("--mqtt-messages", type=int, default=1000)
     args = parser.parse_args()
-    mode = f"server {args.qdrant_url}" if args.qdrant_url else ("local, in memory" if args.memory else "local, on disk")
-    print(f"Qdrant {mode}; SQLite; {DIM}-d; {os.cpu_count()} CPUs", flush=True)
-    header = (f"{'visitors':>9} {'load s':>8} {'search p50':>11} {'p95 ms':>8} {'assign p50':>11} {'p95 ms':>8} "
-              f"{'obs/s':>7}  note")  # fmt: skip
-    print(header, flush=True)
+    if args.serve:
+        print(json.dumps(serve(args.serve, args, args.workdir)), flush=True)
+        return 0
+    engine = f"Qdrant server {args.qdrant_url}" if args.qdrant_url else args.engine
+    db = "PostgreSQL" if args.database_url else "SQLite"
+    if not args.json:
+        print(f"{engine}; {db}; {DIM}-d; {os.cpu_count()} CPUs", flush=True)
+        print(f"{'visitors':>9} {'load s':>7} {'reopen s':>8} {'search p50':>10} {'p95':>5} {'assign p50':>10} "
+              f"{'p95 ms':>7} {'obs/s':>6} {'exact':>6} {'RSS MB':>7} {'disk MB':>8}  note", flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="revisit-bench-") as tmp:
-        workdir = Path(tmp)
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         sizes = [int(s) for s in args.sizes.split(",")]
-        for n in sizes:
+        for k, n in enumerate(sizes):
             r = bench_size(n, args, workdir)
-            print(f"{n:>9} {r['load_s']:>8.1f} {r['search_p50_ms']:>11.1f} {r['search_p95_ms']:>8.1f} "
-                  f"{r['assign_p50_ms']:>11.1f} {r['assign_p95_ms']:>8.1f} {r['obs_per_s']:>7.1f}  {r.get('note', '')}",
-                  flush=True)  # fmt: skip
-        if args.mqtt:
-            r = bench_mqtt(sizes[0], args, workdir)
-            print(
-                f"\nend to end via {r['broker']} at {r['visitors']} visitors: {r['stored']}/{r['messages']} stored, "
-                f"published {r['publish_per_s']:.0f} msg/s, ingested {r['end_to_end_per_s']:.1f} obs/s",
-                flush=True,
-            )
+            r.update(engine=engine, database=db, cpus=os.cpu_count())
+            if args.mqtt and k == 0:
+                r["e2e_obs_per_s"] = bench_mqtt(n, args, workdir)["end_to_end_per_s"]
+            if args.json:
+                print(json.dumps(r), flush=True)
+            else:
+                print(f"{n:>9} {r['load_s']:>7.1f} {r['reopen_s']:>8.2f} {r['search_p50_ms']:>10.2f} "
+                      f"{r['search_p95_ms']:>5.1f} {r['assign_p50_ms']:>10.1f} {r['assign_p95_ms']:>7.1f} "
+                      f"{r['obs_per_s']:>6.1f} {r['exact_top1']:>6.3f} {r['rss_mb']:>7.0f} {r['disk_mb']:>8.0f}  "
+                      f"{r.get('note', '')}", flush=True)  # fmt: skip
+            shutil.rmtree(workdir / f"data{n}", ignore_errors=True)
     return 0
 
 

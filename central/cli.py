@@ -1,4 +1,4 @@
-"""`revisit central run | recluster | retention | passwd | users --config FILE`.
+"""`revisit central run | recluster | retention | migrate-vectors | passwd | users --config FILE`.
 
 revisit central users add NAME --role site_manager --sites store-1,store-2   (password asked twice)
 revisit central users list | passwd NAME | remove NAME
@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     central.choices["run"].add_argument("--models", metavar="DIR", help="the kiosk's models (default: $REVISIT_MODELS)")
     add("recluster", "rebuild visitors from every stored embedding, keeping manual edits (service stopped)", recluster)
     add("retention", "delete crops and sightings past their TTLs now (service stopped)", retention)
+    add("migrate-vectors", "rebuild the vector index from the database, e.g. from old Qdrant local-mode storage "
+        "(service stopped)", migrate_vectors)  # fmt: skip
     q = central.add_parser("passwd", help="read a password twice and print its argon2 hash for admin.password_hash")
     q.set_defaults(func=lambda _args: _passwd())
 
@@ -107,6 +109,24 @@ def recluster(args: argparse.Namespace) -> int:
     finally:
         service.stop()
     print(json.dumps(asdict(report)))
+    return 0
+
+
+def migrate_vectors(args: argparse.Namespace) -> int:
+    import time
+
+    from revisit.central.service import CentralService
+
+    config = load_config(args)
+    service = CentralService(config).open()
+    try:
+        start = time.perf_counter()
+        written = service.migrate_vectors()
+        recognizers = service.vectors.recognizers()
+    finally:
+        service.stop()
+    print(json.dumps({"engine": config.vector_engine, "sightings": written, "recognizers": recognizers,
+                      "seconds": round(time.perf_counter() - start, 1)}))  # fmt: skip
     return 0
 
 

@@ -27,6 +27,7 @@ import threading
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -53,12 +54,13 @@ from revisit.central.store import (
     utcnow,
 )
 from revisit.central.vectors import SightingPoint, Vectors
-from revisit.shared.assign import DEFAULT_THRESHOLD, Prototype, decide
+from revisit.shared.assign import DEFAULT_THRESHOLD, Prototype, decide, member_weight
 from revisit.shared.errors import RevisitError
 from revisit.shared.schema import Observation
 
 log = logging.getLogger(__name__)
 Scope = Literal["all", "site"]
+CHUNK = 2000  # rows per chunk when streaming sightings (reindex, recluster)
 MAX_FEEDBACK_LINKS = 200  # "not this person": links to at most this many of the visitor's best sightings
 
 
@@ -123,8 +125,64 @@ def sessionise(spans: Sequence[tuple[datetime, datetime]], gap: timedelta) -> li
     return visits
 
 
+ANN_FROM = 50_000  # clusters in one scope beyond which the offline pass finds candidates with HNSW
+
+
+class _ScopeSums:
+    """The prototype sums of one scope's clusters: a matrix grown by doubling (amortised appends, never a copy
+    per cluster), their norms, and past `ANN_FROM` clusters an HNSW index of their directions for candidates."""
+
+    def __init__(self, dim: int):
+        self.sums = np.zeros((64, dim), dtype=np.float32)
+        self.norms = np.zeros(64, dtype=np.float32)
+        self.clusters: list[int] = []  # row -> cluster id
+        self.ann: Any = None
+
+    def __len__(self) -> int:
+        return len(self.clusters)
+
+    def append(self, cluster: int, vec: np.ndarray, weight: float) -> int:
+        row = len(self.clusters)
+        if row == len(self.sums):
+            self.sums = np.concatenate([self.sums, np.zeros_like(self.sums)])
+            self.norms = np.concatenate([self.norms, np.zeros_like(self.norms)])
+        self.clusters.append(cluster)
+        self.add(row, vec, weight)
+        return row
+
+    def add(self, row: int, vec: np.ndarray, weight: float) -> None:
+        self.sums[row] += weight * vec
+        self.norms[row] = float(np.linalg.norm(self.sums[row])) or 1.0
+        if self.ann is not None:
+            if self.ann.contains(row):
+                self.ann.remove(row)
+            self.ann.add(row, self.sums[row] / self.norms[row])
+        elif len(self.clusters) > ANN_FROM:
+            from usearch.index import Index
+
+            n = len(self.clusters)
+            self.ann = Index(ndim=self.sums.shape[1], metric="cos", dtype="f16", connectivity=16,
+                             expansion_add=64, expansion_search=128)  # fmt: skip
+            self.ann.add(np.arange(n, dtype=np.uint64), self.sums[:n] / self.norms[:n, None])
+
+    def best(self, vec: np.ndarray, forbidden: set[int], threshold: float) -> int | None:
+        """The row to join (exact cosines; candidates from HNSW when the scope is large), or None."""
+        n = len(self.clusters)
+        if n == 0:
+            return None
+        if self.ann is None:
+            rows = np.arange(n)
+        else:
+            found = self.ann.search(vec, min(n, 16 + len(forbidden)))
+            rows = np.sort(found.keys.astype(np.int64))
+        sims = (self.sums[rows] @ vec) / self.norms[rows]
+        pos, _ = decide(((int(r), float(x)) for r, x in zip(rows, sims, strict=True)
+                         if self.clusters[int(r)] not in forbidden), threshold)  # fmt: skip
+        return pos
+
+
 def cluster_offline(
-    vectors: np.ndarray,
+    vectors: Iterable[np.ndarray],
     qualities: Sequence[float],
     threshold: float,
     *,
@@ -134,11 +192,12 @@ def cluster_offline(
 ) -> list[int]:
     """Cluster rows in order with the assignment rule; returns a cluster index per row.
 
-    `scopes`: rows only join clusters of their own scope key. `must`: groups of rows that share a cluster
-    (the first to arrive decides it; a person's edit wins over the threshold). `cannot`: row pairs that never
-    share a cluster through the rule.
+    `vectors` may be a stream (one row at a time, e.g. from the database in chunks): only the clusters' sums
+    are held, one row per cluster. `scopes`: rows only join clusters of their own scope key. `must`: groups
+    of rows that share a cluster (the first to arrive decides it; a person's edit wins over the threshold).
+    `cannot`: row pairs that never share a cluster through the rule.
     """
-    n = len(vectors)
+    n = len(qualities)
     group_of = list(range(n))
     for members in must:
         for m in members:
@@ -149,34 +208,27 @@ def cluster_offline(
         banned[group_of[b]].add(a)
     label = [-1] * n
     group_label: dict[int, int] = {}
-    protos: list[Prototype] = []
-    scope_rows: dict[str, list[int]] = defaultdict(list)  # scope -> its cluster ids, in matrix row order
-    row_of: list[int] = []  # cluster -> its row in its scope's matrix
-    home: list[str] = []  # cluster -> its scope
-    matrices: dict[str, np.ndarray] = {}
-    for i in range(n):
-        vec = np.asarray(vectors[i], dtype=np.float32)
+    home: list[tuple[str, int]] = []  # cluster -> (its scope, its row there)
+    tables: dict[str, _ScopeSums] = {}
+    for i, raw in enumerate(vectors):
+        vec = np.asarray(raw, dtype=np.float32)
+        weight = member_weight(qualities[i])
         key = scopes[i] if scopes is not None else ""
+        table = tables.get(key)
+        if table is None:
+            table = tables[key] = _ScopeSums(len(vec))
         g = group_of[i]
         cluster = group_label.get(g)
         if cluster is None:
-            ids = scope_rows[key]
-            if ids:
-                sims = matrices[key] @ vec
-                forbidden = {label[j] for j in banned[g] if label[j] >= 0}
-                pos, _ = decide(((k, float(s)) for k, s in enumerate(sims) if ids[k] not in forbidden), threshold)
-                cluster = None if pos is None else ids[pos]
+            forbidden = {label[j] for j in banned[g] if label[j] >= 0}
+            row = table.best(vec, forbidden, threshold)
+            cluster = None if row is None else table.clusters[row]
         if cluster is None:
-            cluster = len(protos)
-            protos.append(Prototype.of(vec, qualities[i]))
-            row_of.append(len(scope_rows[key]))
-            home.append(key)
-            scope_rows[key].append(cluster)
-            row = protos[cluster].vector[None, :]
-            matrices[key] = row.copy() if key not in matrices else np.vstack([matrices[key], row])
-        else:  # a must-link group may span scopes: update the matrix the cluster lives in
-            protos[cluster].add(vec, qualities[i])
-            matrices[home[cluster]][row_of[cluster]] = protos[cluster].vector
+            cluster = len(home)
+            home.append((key, table.append(cluster, vec, weight)))
+        else:  # a must-link group may span scopes: update the table the cluster lives in
+            where, row = home[cluster]
+            tables[where].add(row, vec, weight)
         label[i] = cluster
         group_label.setdefault(g, cluster)
     return label
@@ -288,7 +340,8 @@ class Clusterer:
         """The visitor to join (locked for update) or a new one; stale index entries are dropped."""
         scope_site = site.name if self.settings.scope == "site" else None
         limit = self.settings.candidates + len(forbidden)
-        candidates = self.vectors.search_prototypes(obs.recognizer_id, vec, limit, scope_site)
+        candidates = self.vectors.search_prototypes(obs.recognizer_id, vec, limit, scope_site,
+                                                    floor=self.settings.threshold)  # fmt: skip
         while True:
             chosen, score = choose(candidates, self.settings.threshold, forbidden)
             if chosen is None:
@@ -612,7 +665,11 @@ class Clusterer:
 
     def recluster(self, actor: str = "") -> ReclusterReport:
         """Rebuild every visitor from all stored embeddings (time order), keeping must/cannot-links, ids where
-        most of a visitor's sightings land, and labels/notes with them. Rebuilds the Qdrant collections."""
+        most of a visitor's sightings land, and labels/notes with them. Rebuilds the vector index.
+
+        Memory stays bounded at millions of sightings: embeddings are streamed from the database in chunks
+        (`CHUNK`), the offline pass holds one sum per cluster, and visitors are recomputed in chunks with the
+        session cleared in between. One transaction: a failure changes nothing."""
         report = ReclusterReport()
         with self.lock:
             with self.store.begin() as s:
@@ -621,19 +678,23 @@ class Clusterer:
                 cannots = list(s.exec(select(CannotLink.a_id, CannotLink.b_id)))
                 report.must_links, report.cannot_links = len(musts), len(cannots)
                 recognizers = list(s.exec(select(Sighting.recognizer_id).distinct()))
-                old_visitors = {v.id: v for v in s.exec(select(Visitor))}
+                old_ids = set(s.exec(select(Visitor.id)))
                 used: set[uuid.UUID] = set()
-                final: list[Visitor] = []
+                final: list[uuid.UUID] = []
                 for rec in recognizers:
-                    final += self._recluster_one(s, rec, musts, cannots, old_visitors, used, report)
+                    final += self._recluster_one(s, rec, musts, cannots, old_ids, used, report)
                 s.exec(update(Sighting).values(visit_id=None))  # visits are rebuilt by recompute below
                 s.exec(delete(Visit))
-                for vid, visitor in old_visitors.items():
-                    if vid not in used:
-                        s.delete(visitor)
+                gone = list(old_ids - used)
+                for k in range(0, len(gone), 500):
+                    s.exec(delete(Visitor).where(col(Visitor.id).in_(gone[k : k + 500])))
                 s.flush()
-                for visitor in final:
-                    self.recompute(s, visitor)
+                s.expunge_all()
+                for k in range(0, len(final), 500):
+                    for visitor in s.exec(select(Visitor).where(col(Visitor.id).in_(final[k : k + 500]))):
+                        self.recompute(s, visitor)
+                    s.flush()
+                    s.expunge_all()  # bounded: this chunk's visitors and sightings leave the session
                 report.visitors_after = len(final)
                 s.add(AuditLog(actor=actor, action="recluster", details=report.__dict__.copy()))
             self.reindex()
@@ -646,15 +707,14 @@ class Clusterer:
         rec: str,
         musts: list[Any],
         cannots: list[Any],
-        old_visitors: dict[uuid.UUID, Visitor],
+        old_ids: set[uuid.UUID],
         used: set[uuid.UUID],
         report: ReclusterReport,
-    ) -> list[Visitor]:
-        rows = list(s.exec(
-            select(Sighting.id, Sighting.visitor_id, Sighting.site_id, Sighting.quality, Sighting.embedding)
-            .where(Sighting.recognizer_id == rec).order_by(Sighting.best_ts, Sighting.id)
-        ))  # fmt: skip
-        rows = [r for r in rows if r[4] is not None]
+    ) -> list[uuid.UUID]:
+        where = (Sighting.recognizer_id == rec, col(Sighting.embedding).is_not(None))
+        order = (Sighting.best_ts, Sighting.id)
+        rows = list(s.exec(select(Sighting.id, Sighting.visitor_id, Sighting.site_id, Sighting.quality)
+                           .where(*where).order_by(*order).execution_options(yield_per=CHUNK)))  # fmt: skip
         if not rows:
             return []
         index = {r[0]: i for i, r in enumerate(rows)}
@@ -673,21 +733,24 @@ class Clusterer:
         groups: dict[int, list[int]] = defaultdict(list)
         for i in range(len(rows)):
             groups[find(i)].append(i)
+        stream = (np.frombuffer(blob, dtype="<f4") for blob in s.exec(
+            select(Sighting.embedding).where(*where).order_by(*order).execution_options(yield_per=CHUNK)))  # fmt: skip
         labels = cluster_offline(
-            np.stack([np.frombuffer(r[4], dtype="<f4") for r in rows]),
+            stream,
             [r[3] for r in rows],
             self.settings.threshold,
             scopes=[str(r[2]) for r in rows] if self.settings.scope == "site" else None,
             must=[g for g in groups.values() if len(g) > 1],
             cannot=[(index[a], index[b]) for a, b in cannots if a in index and b in index],
         )
+        del index, groups
         report.sightings += len(rows)
         # keep an old visitor's id (and label, notes) for the new cluster holding most of its sightings
         overlap = Counter((labels[i], rows[i][1]) for i in range(len(rows)))
-        owner: dict[int, Visitor] = {}
+        owner: dict[int, uuid.UUID] = {}
         for (cluster, old_id), _ in overlap.most_common():
-            if cluster not in owner and old_id not in used and old_id in old_visitors:
-                owner[cluster] = old_visitors[old_id]
+            if cluster not in owner and old_id not in used and old_id in old_ids:
+                owner[cluster] = old_id
                 used.add(old_id)
                 report.kept_ids += 1
         first_row = {}
@@ -697,51 +760,65 @@ class Clusterer:
             if cluster not in owner:
                 visitor = Visitor(recognizer_id=rec, site_id=rows[i][2], first_seen=utcnow(), last_seen=utcnow())
                 s.add(visitor)
-                owner[cluster] = visitor
+                owner[cluster] = visitor.id
         s.flush()
         by_visitor: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
         for i, c in enumerate(labels):
-            if owner[c].id != rows[i][1]:
-                by_visitor[owner[c].id].append(rows[i][0])
+            if owner[c] != rows[i][1]:
+                by_visitor[owner[c]].append(rows[i][0])
         for vid, ids in by_visitor.items():
             for k in range(0, len(ids), 500):
                 s.exec(update(Sighting).where(col(Sighting.id).in_(ids[k : k + 500])).values(visitor_id=vid))
-        return list({v.id: v for v in owner.values()}.values())
+        return list(dict.fromkeys(owner.values()))
 
     def reindex(self, since: datetime | None = None) -> int:
         """Upsert sightings (created since `since`, or all after dropping the collections) and the prototypes
-        of their visitors from the database into Qdrant. Returns the number of sightings written."""
+        of their visitors (all visitors when `since` is None) from the database into the vector index. Streams
+        the rows in chunks (bounded memory at millions of sightings). Returns the number of sightings written."""
         written = 0
-        with self.lock, self.store.session() as s:
-            stmt = select(Sighting).where(col(Sighting.embedding).is_not(None))
+        full = since is None
+        with self.lock, self.vectors.bulk() if full else nullcontext(), self.store.session() as s:
+            cols = (Sighting.id, Sighting.recognizer_id, Sighting.visitor_id, Sighting.site_id, Sighting.best_ts,
+                    Sighting.embedding)  # fmt: skip
+            stmt = select(*cols).where(col(Sighting.embedding).is_not(None))
             if since is not None:
                 stmt = stmt.where(Sighting.created_at >= since)
             seen_rec: set[str] = set()
             visitors: set[uuid.UUID] = set()
             batch: dict[str, list[SightingPoint]] = defaultdict(list)
-            for row in s.exec(stmt.order_by(Sighting.created_at)):
-                vec = _vector(row)
-                assert vec is not None
-                if row.recognizer_id not in seen_rec:
-                    if since is None:
-                        self.vectors.drop(row.recognizer_id)
-                    self.vectors.ensure(row.recognizer_id, len(vec))
-                    seen_rec.add(row.recognizer_id)
-                batch[row.recognizer_id].append(SightingPoint(
-                    row.id, vec, row.visitor_id, self._site_name(row.site_id), row.best_ts.timestamp()))  # fmt: skip
-                visitors.add(row.visitor_id)
-                if len(batch[row.recognizer_id]) >= 512:
-                    self.vectors.upsert_sightings(row.recognizer_id, batch.pop(row.recognizer_id))
+            rows = s.exec(stmt.order_by(Sighting.created_at).execution_options(yield_per=CHUNK))
+            for sid, rec, vid, site_id, best_ts, blob in rows:
+                vec = np.frombuffer(blob, dtype="<f4")
+                if rec not in seen_rec:
+                    if full:
+                        self.vectors.drop(rec)
+                    self.vectors.ensure(rec, len(vec))
+                    seen_rec.add(rec)
+                batch[rec].append(SightingPoint(sid, vec, vid, self._site_name(site_id), best_ts.timestamp()))
+                if not full:
+                    visitors.add(vid)
+                if len(batch[rec]) >= CHUNK:
+                    self.vectors.upsert_sightings(rec, batch.pop(rec))
                 written += 1
             for rec, points in batch.items():
                 self.vectors.upsert_sightings(rec, points)
-            vids = list(visitors)
-            for k in range(0, len(vids), 500):
-                protos: dict[str, list[tuple[uuid.UUID, np.ndarray, str]]] = defaultdict(list)
-                for v in s.exec(select(Visitor).where(col(Visitor.id).in_(vids[k : k + 500]))):
-                    if v.proto_sum:
-                        vec = Prototype(np.frombuffer(v.proto_sum, dtype=np.float64)).vector
-                        protos[v.recognizer_id].append((v.id, vec, self._site_name(v.site_id)))
-                for rec, items in protos.items():
-                    self.vectors.upsert_prototypes(rec, items)
+            vstmt = select(Visitor.id, Visitor.recognizer_id, Visitor.site_id, Visitor.proto_sum).where(
+                col(Visitor.proto_sum).is_not(None)
+            )
+            if full:
+                chunks: Iterable[Any] = [s.exec(vstmt.execution_options(yield_per=CHUNK))]
+            else:
+                vids = list(visitors)
+                chunks = (s.exec(vstmt.where(col(Visitor.id).in_(vids[k : k + 500]))) for k in range(0, len(vids), 500))
+            protos: dict[str, list[tuple[uuid.UUID, np.ndarray, str]]] = defaultdict(list)
+            for chunk in chunks:
+                for vid, rec, site_id, proto_sum in chunk:
+                    if rec not in seen_rec:
+                        continue
+                    vec = Prototype(np.frombuffer(proto_sum, dtype=np.float64)).vector
+                    protos[rec].append((vid, vec, self._site_name(site_id)))
+                    if len(protos[rec]) >= CHUNK:
+                        self.vectors.upsert_prototypes(rec, protos.pop(rec))
+            for rec, items in protos.items():
+                self.vectors.upsert_prototypes(rec, items)
         return written

@@ -14,8 +14,11 @@ Example (see deploy/central.example.toml):
     [broker.tls]
     ca = "/etc/revisit/ca.pem"
 
+    [vectors]
+    engine = "embedded"                      # default: usearch in process under <data_dir>/vectors
+                                             # "qdrant": a Qdrant server ([qdrant] url) or its local mode (path)
     [qdrant]
-    url = "https://qdrant.example.com:6333"  # leave out for local mode under data_dir
+    url = "https://qdrant.example.com:6333"  # a server or cluster (sets engine "qdrant" when engine is left out)
 
     [cluster]
     threshold = 0.37
@@ -67,8 +70,15 @@ class BrokerConfig(BrokerConnection):
     shared_group: Ident | None = Field(None, description="subscribe as $share/<group>/... so workers split the load")
 
 
+class VectorsConfig(Strict):
+    engine: Literal["embedded", "qdrant"] | None = Field(
+        None, description="embedded (usearch, the default) or qdrant; left out: qdrant when [qdrant] url/path is set"
+    )
+    path: Path | None = Field(None, description="the embedded index directory; default <data_dir>/vectors")
+
+
 class QdrantConfig(Strict):
-    path: Path | None = Field(None, description="local mode directory; default <data_dir>/qdrant")
+    path: Path | None = Field(None, description="qdrant-client local mode directory (old setups, tests)")
     url: str | None = Field(None, description="a Qdrant server or cluster, instead of local mode")
     api_key: SecretStr | None = None
     prefix: Ident = Field("revisit", description="collection name prefix")
@@ -135,6 +145,7 @@ class CentralConfig(Strict):
     data_dir: Path = Path("/var/lib/revisit-central")
     broker: BrokerConfig | None = Field(None, description="None: run the embedded broker")
     embedded_broker: EmbeddedBrokerConfig = EmbeddedBrokerConfig()
+    vectors: VectorsConfig = VectorsConfig()
     qdrant: QdrantConfig = QdrantConfig()
     database_url: str | None = Field(None, description="default sqlite:///<data_dir>/revisit.db")
     storage_dir: Path | None = Field(None, description="crops; default <data_dir>/crops")
@@ -184,6 +195,16 @@ class CentralConfig(Strict):
     @property
     def qdrant_path(self) -> Path | None:
         return None if self.qdrant.url else (self.qdrant.path or self.data_dir / "qdrant")
+
+    @property
+    def vector_engine(self) -> str:
+        if self.vectors.engine is not None:
+            return self.vectors.engine
+        return "qdrant" if self.qdrant.url or self.qdrant.path else "embedded"
+
+    @property
+    def vectors_path(self) -> Path:
+        return self.vectors.path or self.data_dir / "vectors"
 
 
 def load(path: str | Path) -> CentralConfig:

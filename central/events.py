@@ -2,8 +2,8 @@
 
 Tables (on the same SQLModel metadata as `revisit.central.store`, so `Store.create_all` creates them once
 this module is imported): `event`, `event_photo`, `event_photo_face` and `event_order`. Files live under one
-directory per event (`revisit.central.photos.PhotoFiles`); face vectors in one Qdrant collection per event
-and recognizer (`EventVectors`, whose docstring says why). The database keeps each face's embedding too, so
+directory per event (`revisit.central.photos.PhotoFiles`); face vectors in one collection of the vector index
+per event and recognizer (`EventVectors`, whose docstring says why). The database keeps each face's embedding too, so
 an event's collection can be rebuilt from it (`Events.reindex`).
 
 Deleting an event, by hand or when it expires, removes its vectors, files and rows, in that order: a crash
@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field as Setting
-from qdrant_client import QdrantClient, models
 from sqlalchemy import JSON, LargeBinary, UniqueConstraint, delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, func, select
@@ -162,102 +161,61 @@ class FaceHit:
 
 
 class EventVectors:
-    """Face embeddings in Qdrant: one collection per (event, recognizer), `<prefix>_ev_<event hex>_<rec>`.
+    """An event's face vectors, on the service's vector index (`revisit.central.vectors.Vectors`): one
+    collection per (event, recognizer), `<prefix>_ev_<event hex>_<rec>`.
 
-    Why not one collection per recognizer with an `event_id` payload filter:
-    - Local mode (no server binary is available here) is brute force in Python: a filtered search still
-      visits every point of the collection, so with a shared collection each search would pay for every
-      event ever loaded (measured: 1.6 s filtered at 100k points). Per event, a search scans only that event's
-      faces, unfiltered (bench/kiosk.py has the figures).
-    - Deleting or expiring an event is dropping its collections: nothing to scan, nothing left behind.
-    - The recognizer id is part of the name, so embeddings of different recognizers never share a collection
+    Why per event rather than one collection per recognizer with an `event_id` filter:
+    - a search scans only that event's faces (the embedded engine keeps an exact matrix per event: 100k faces
+      answer in ~10 ms, bench/kiosk.py; with one shared collection each search would pay for every event);
+    - deleting or expiring an event is dropping its collections: nothing to scan, nothing left behind;
+    - the recognizer id is part of the name, so embeddings of different recognizers never share a collection
       and are never compared.
-    The price is one collection per event on a Qdrant server (some memory each): fine for the hundreds of events
-    a deployment holds at a time, since they expire. Point ids are PhotoFace ids; payload `photo`.
-
-    Local mode allows one client per path, so this shares the service's client and its lock (`sharing`).
+    Point ids are PhotoFace ids, each with its photo id.
     """
 
-    def __init__(self, client: QdrantClient, lock: threading.RLock | None = None, prefix: str = "revisit"):
-        self.client = client
-        self.lock = lock or threading.RLock()
-        self.prefix = prefix
+    def __init__(self, vectors: Any):
+        self.index = vectors
+        self.prefix = vectors.prefix
 
     @classmethod
     def sharing(cls, vectors: Any) -> EventVectors:
-        """Use the client of the service's `revisit.central.vectors.Vectors` (and its lock)."""
-        lock = vectors.lock
-        return cls(vectors.client, lock, vectors.prefix)
+        """Use the service's vector index (one process holds it)."""
+        return cls(vectors)
 
     @classmethod
     def memory(cls, prefix: str = "revisit") -> EventVectors:
-        return cls(QdrantClient(location=":memory:"), prefix=prefix)
+        from revisit.central.vectors import Vectors
 
-    def _event_prefix(self, event_id: uuid.UUID) -> str:
-        return f"{self.prefix}_ev_{event_id.hex}_"
+        return cls(Vectors.memory(prefix))
+
+    def close(self) -> None:
+        self.index.close()
 
     def name(self, event_id: uuid.UUID, recognizer_id: str) -> str:
-        safe = re.sub(r"[^a-z0-9_-]+", "_", recognizer_id.lower()).strip("_")[:40]
-        digest = hashlib.sha1(recognizer_id.encode()).hexdigest()[:8]
-        return f"{self._event_prefix(event_id)}{safe}_{digest}"
+        return str(self.index.event_name(event_id, recognizer_id))
 
     def upsert(self, event_id: uuid.UUID, recognizer_id: str, points: list[tuple[uuid.UUID, uuid.UUID, np.ndarray]]):
         """(face id, photo id, unit vector) of one event's faces."""
-        if not points:
-            return
-        name = self.name(event_id, recognizer_id)
-        dim = len(points[0][2])
-        structs = [
-            models.PointStruct(id=str(fid), vector=np.asarray(v, np.float32).tolist(), payload={"photo": str(pid)})
-            for fid, pid, v in points
-        ]
-        with self.lock:
-            if not self.client.collection_exists(name):
-                self.client.create_collection(
-                    name, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE)
-                )
-            for i in range(0, len(structs), 256):
-                self.client.upsert(name, points=structs[i : i + 256], wait=True)
+        self.index.upsert_faces(event_id, recognizer_id, points)
 
     def search(
         self, event_id: uuid.UUID, recognizer_id: str, vector: np.ndarray, min_cosine: float, limit: int
     ) -> list[FaceHit]:
         """This event's faces with cosine >= min_cosine to `vector`, best first."""
-        name = self.name(event_id, recognizer_id)
-        with self.lock:
-            if not self.client.collection_exists(name):
-                return []
-            hits = self.client.query_points(
-                name, query=np.asarray(vector, np.float32).tolist(), limit=limit, score_threshold=min_cosine,
-                with_payload=True,
-            ).points  # fmt: skip
-        return [FaceHit(uuid.UUID(str(h.id)), uuid.UUID(h.payload["photo"]), float(h.score)) for h in hits]
+        return [FaceHit(*hit) for hit in self.index.search_faces(event_id, recognizer_id, vector, min_cosine, limit)]
 
     def count(self, event_id: uuid.UUID, recognizer_id: str) -> int:
-        name = self.name(event_id, recognizer_id)
-        with self.lock:
-            if not self.client.collection_exists(name):
-                return 0
-            return self.client.count(name, exact=True).count
+        return int(self.index.count_faces(event_id, recognizer_id))
 
     def collections(self, event_id: uuid.UUID) -> list[str]:
-        start = self._event_prefix(event_id)
-        with self.lock:
-            return sorted(c.name for c in self.client.get_collections().collections if c.name.startswith(start))
+        return list(self.index.event_collections(event_id))
 
     def drop_event(self, event_id: uuid.UUID) -> int:
         """Drop every collection of the event (all recognizers); returns how many."""
-        names = self.collections(event_id)
-        with self.lock:
-            for name in names:
-                self.client.delete_collection(name)
-        return len(names)
+        return int(self.index.drop_event(event_id))
 
     def drop_collection(self, event_id: uuid.UUID, recognizer_id: str) -> None:
-        with self.lock:
-            name = self.name(event_id, recognizer_id)
-            if self.client.collection_exists(name):
-                self.client.delete_collection(name)
+        self.index.drop_faces(event_id, recognizer_id)
 
 
 # --- operations ------------------------------------------------------------------------------------------
@@ -296,7 +254,7 @@ class Events:
 
     @classmethod
     def for_service(cls, service: Any, config: KioskConfig | None = None) -> Events:
-        """On an opened `CentralService`: its database and its Qdrant client (local mode allows one), photos
+        """On an opened `CentralService`: its database and its vector index (one process holds it), photos
         under `[kiosk] storage_dir` (default <data_dir>/events). Enough for `expire_events` (no face engine)."""
         config = config or getattr(service.config, "kiosk", None) or KioskConfig()
         files = PhotoFiles(config.storage_dir or Path(service.config.data_dir) / "events",

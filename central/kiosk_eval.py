@@ -204,7 +204,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                     f"{best:.4f}" if best is not None else "below the sweep",
                 )
         multi = evaluate_multi(search, event.id, event_records, selfies, by_photo, expected, found, args.threshold)
-        vectors.client.close()
+        vectors.close()
         store.dispose()
     for t in thresholds:
         s = score(expected, swept, t)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session, col, func, select
@@ -20,8 +21,8 @@ from revisit.central.cluster import Clusterer, ClusterSettings
 from revisit.central.config import CentralConfig
 from revisit.central.ingest import Counters, Ingestor, MqttIngest, known_recognizers
 from revisit.central.retention import RetentionReport, run_retention
-from revisit.central.store import CropStore, Sighting, Store
-from revisit.central.vectors import Vectors
+from revisit.central.store import CropStore, Sighting, Store, Visitor
+from revisit.central.vectors import Vectors, open_vectors
 
 log = logging.getLogger(__name__)
 REINDEX_WINDOW = timedelta(minutes=10)  # on start, re-upsert what was committed this close to the last write
@@ -38,6 +39,8 @@ class CentralService:
         self._clusterer: Clusterer | None = None
         self._stop = threading.Event()
         self._retention: threading.Thread | None = None
+        self.needs_rebuild = False  # the vector index must be rebuilt from the database (set by open())
+        self.index_clean = False  # the embedded index was closed cleanly: no repair needed at start
 
     # --- accessors for the web app ---
 
@@ -93,8 +96,7 @@ class CentralService:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self._store = Store(cfg.database)
         self._store.create_all()
-        api_key = cfg.qdrant.api_key.get_secret_value() if cfg.qdrant.api_key else None
-        self._vectors = Vectors(path=cfg.qdrant_path, url=cfg.qdrant.url, api_key=api_key, prefix=cfg.qdrant.prefix)
+        self._vectors = self._open_vectors()
         settings = ClusterSettings(
             threshold=cfg.cluster.threshold,
             scope=cfg.cluster.scope,
@@ -103,6 +105,53 @@ class CentralService:
         )
         self._clusterer = Clusterer(self._store, self._vectors, CropStore(cfg.crops_dir), settings)
         return self
+
+    def _open_vectors(self) -> Vectors:
+        """The configured engine; says at once what the embedded index needs (migration, replay, rebuild)."""
+        cfg = self.config
+        api_key = cfg.qdrant.api_key.get_secret_value() if cfg.qdrant.api_key else None
+        engine = cfg.vector_engine
+        if engine == "qdrant":
+            log.info("vector index: Qdrant %s", cfg.qdrant.url or f"local mode at {cfg.qdrant_path}")
+            return open_vectors("qdrant", path=cfg.qdrant_path, url=cfg.qdrant.url, api_key=api_key,
+                                prefix=cfg.qdrant.prefix)  # fmt: skip
+        fresh = not (cfg.vectors_path / "manifest.json").exists()
+        vectors = open_vectors("embedded", path=cfg.vectors_path, prefix=cfg.qdrant.prefix)
+        old = old_local_storage(cfg.data_dir / "qdrant")
+        if fresh and old:
+            log.warning(
+                "vector index: old Qdrant local-mode storage found at %s and no embedded index at %s: the embedded "
+                "index is rebuilt from the database at start (`revisit central migrate-vectors` does it offline); "
+                "the old directory is left as it was: delete it once the service runs",
+                old, cfg.vectors_path,
+            )  # fmt: skip
+            self.needs_rebuild = True
+        elif fresh:
+            self.needs_rebuild = True  # a new (or deleted) index over a database that may hold sightings
+        elif getattr(vectors, "was_rebuilding", False):
+            log.warning("vector index %s: a rebuild was interrupted; rebuilding from the database", cfg.vectors_path)
+            self.needs_rebuild = True
+        elif not getattr(vectors, "was_clean", True):
+            log.warning("vector index %s was not closed cleanly: replayed %d journal records; checking it against "
+                        "the database", cfg.vectors_path, getattr(vectors, "replayed", 0))  # fmt: skip
+        else:
+            log.info("vector index: embedded (usearch) at %s", cfg.vectors_path)
+            self.index_clean = True  # closed by a checkpoint: nothing to repair
+        return vectors
+
+    def migrate_vectors(self) -> int:
+        """Rebuild the vector index from the database's sightings and visitors (and the kiosk's faces)."""
+        written = self.clusterer.reindex()
+        from revisit.central.events import Event, Events
+
+        events = Events.for_service(self)
+        with self.session() as s:
+            event_ids = list(s.exec(select(Event.id)))
+        for event_id in event_ids:
+            events.reindex(event_id)
+        self.vectors.checkpoint()
+        self.needs_rebuild = False
+        return written
 
     def start(self) -> CentralService:
         self.open()
@@ -169,8 +218,14 @@ class CentralService:
         return run_retention(self.clusterer, crops_days=r.crops_days, sightings_days=r.sightings_days)
 
     def repair_index(self) -> int:
-        """Bring Qdrant up to the database after a crash: re-upsert recent sightings, or everything when
-        the counts still differ (a lost or new Qdrant). Returns the number of sightings written."""
+        """Bring the vector index up to the database after a crash: re-upsert recent sightings, or everything
+        when the counts still differ (a lost, new or migrated index). Returns the number of sightings written."""
+        if self.needs_rebuild:
+            written = self.migrate_vectors()
+            log.info("vector index rebuilt from the database: %d sightings", written)
+            return written
+        if self.index_clean:
+            return 0
         embedded = col(Sighting.embedding).is_not(None)
         with self.session() as s:
             last = s.exec(select(func.max(Sighting.created_at))).one()
@@ -180,12 +235,15 @@ class CentralService:
                                   .group_by(Sighting.recognizer_id)))  # fmt: skip
             dims = {rec: len(s.exec(select(Sighting.embedding).where(embedded, Sighting.recognizer_id == rec))
                              .first() or b"") // 4 for rec, _ in per_rec}  # fmt: skip
+            protos = dict(s.exec(select(Visitor.recognizer_id, func.count()).where(col(Visitor.proto_sum).is_not(None))
+                                 .group_by(Visitor.recognizer_id)).all())  # fmt: skip
         written = self.clusterer.reindex(since=last - REINDEX_WINDOW)
         for rec, n in per_rec:
             self.vectors.ensure(rec, dims[rec])
-            if self.vectors.count(rec, "sightings") != n:
-                log.warning("Qdrant holds %d of %d sightings of %s: rebuilding from the database",
-                            self.vectors.count(rec, "sightings"), n, rec)  # fmt: skip
+            have, want = self.vectors.count(rec, "sightings"), self.vectors.count(rec)
+            if have != n or want != protos.get(rec, 0):
+                log.warning("the vector index holds %d of %d sightings and %d of %d visitors of %s: rebuilding it "
+                            "from the database", have, n, want, protos.get(rec, 0), rec)  # fmt: skip
                 written = self.clusterer.reindex()
                 break
         return written
@@ -197,6 +255,11 @@ class CentralService:
                 self.run_retention()
             except Exception:
                 log.exception("retention run failed; trying again in %.0f s", period)
+
+
+def old_local_storage(path: Path) -> Path | None:
+    """`path` when it holds qdrant-client local-mode storage (the embedded default before the usearch engine)."""
+    return path if (path / "collection").is_dir() or (path / "meta.json").is_file() else None
 
 
 def _secret(value: Any) -> str | None:

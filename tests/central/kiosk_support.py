@@ -30,7 +30,7 @@ def make_events(tmp_path: Path, **files: int) -> Events:
 
 
 def close_events(events: Events) -> None:
-    events.vectors.client.close()
+    events.vectors.close()
     events.store.dispose()
 
 

@@ -217,21 +217,16 @@ def test_list_events_counts(events):
     assert (summary.photos, summary.processing, summary.failed, summary.faces) == (2, 1, 0, 2)
 
 
-def test_event_vectors_share_a_client():
-    class FakeVectors:  # the shape of revisit.central.vectors.Vectors
-        def __init__(self):
-            import threading
+def test_event_vectors_share_the_service_index():
+    from revisit.central.vectors import Vectors
 
-            from qdrant_client import QdrantClient
-
-            self.client = QdrantClient(location=":memory:")
-            self.lock = threading.RLock()
-            self.prefix = "revisit"
-
-    vectors = FakeVectors()
-    shared = EventVectors.sharing(vectors)
-    assert shared.client is vectors.client and shared.lock is vectors.lock
-    vectors.client.close()
+    index = Vectors.memory()
+    shared = EventVectors.sharing(index)
+    event = uuid.uuid4()
+    shared.upsert(event, REC, [(uuid.uuid4(), uuid.uuid4(), unit(1))])
+    assert shared.index is index and index.count_faces(event, REC) == 1
+    assert index.count(REC) == 0  # faces are not visitor prototypes
+    index.close()
 
 
 def test_event_rows_round_trip(events):

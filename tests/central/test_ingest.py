@@ -260,10 +260,10 @@ def test_sigkill_mid_ingest_loses_nothing(tmp_path, mosquitto):
         assert int(s.exec(select(func.sum(Visitor.sighting_count))).one()) == total + len(extra)
         assert count(store, Visitor) == 40
     store.dispose()
-    # the restarted service repaired Qdrant up to the database: reopen it (the service has exited)
-    from revisit.central.vectors import Vectors
+    # the restarted service repaired the vector index up to the database: reopen it (the service has exited)
+    from revisit.central.vectors import open_vectors
 
-    vectors = Vectors(path=data / "qdrant")
+    vectors = open_vectors("embedded", path=data / "vectors")
     vectors.ensure(REC, DIM)
     assert vectors.count(REC, "sightings") == total + len(extra) and vectors.count(REC) == 40
     vectors.close()

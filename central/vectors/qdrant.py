@@ -1,61 +1,37 @@
-"""The Qdrant layer: visitor prototypes to search, and every sighting's embedding, per recognizer.
+"""The `qdrant` engine: qdrant-client against a Qdrant server or cluster, or its local mode.
 
 Layout: two collections per recognizer id, `<prefix>_<recognizer>_prototypes` (one point per visitor: its
 prototype direction, payload `site`) and `<prefix>_<recognizer>_sightings` (one point per sighting, payload
-`visitor`, `site`, `ts`). Embeddings of different recognizers live in different spaces, so they never share
-a collection and are never compared. Two collections rather than one with a `kind` payload because the hot
-path (one prototype search per observation) then scans only prototypes: local mode is brute force (a
-filter does not make it cheaper: every point is still visited), and on a server a filter that keeps a small
-fraction of a large HNSW graph degrades search. Point ids are the database UUIDs (visitor id, sighting id).
+`visitor`, `site`, `ts`); one collection per kiosk event and recognizer, `<prefix>_ev_<event hex>_<rec>`
+(payload `photo`). Two recognizer collections rather than one with a `kind` payload because the hot path (one
+prototype search per observation) then scans only prototypes, and on a server a filter that keeps a small
+fraction of a large HNSW graph degrades search. Per event: deleting an event is dropping its collections.
+Point ids are the database UUIDs (visitor id, sighting id, face id).
 
-Local mode (`path`, or ':memory:') allows one client per path: the service holds the only `Vectors`, and
-its calls are serialised by a lock (local mode is not thread-safe). A server is reached by URL + API key.
-The database keeps every embedding too, so both collections can be rebuilt (`Clusterer.reindex`).
+Local mode (`path`, or ':memory:') is pure-Python brute force, allows one client per path and is not
+thread-safe: its calls are serialised by a lock. A server is reached by URL + API key.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import threading
 import uuid
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from revisit.shared.errors import RevisitError
+from revisit.central.vectors import SightingPoint, Vectors, VectorStoreError, collection_base, event_prefix
 
 log = logging.getLogger(__name__)
 BATCH = 256
 
 
-class VectorStoreError(RevisitError):
-    """Qdrant cannot be opened or used."""
-
-
-@dataclass(frozen=True)
-class SightingPoint:
-    id: uuid.UUID
-    vector: np.ndarray
-    visitor: uuid.UUID
-    site: str
-    ts: float
-
-
-def collection_base(prefix: str, recognizer_id: str) -> str:
-    """A safe collection name for a recognizer id; a short hash keeps distinct ids distinct."""
-    safe = re.sub(r"[^a-z0-9_-]+", "_", recognizer_id.lower()).strip("_")[:60]
-    digest = hashlib.sha1(recognizer_id.encode()).hexdigest()[:8]
-    return f"{prefix}_{safe}_{digest}"
-
-
-class Vectors:
+class QdrantVectors(Vectors):
     def __init__(
         self,
         *,
@@ -87,7 +63,7 @@ class Vectors:
             raise VectorStoreError(f"cannot open Qdrant at {url or path}: {exc}") from exc
 
     @classmethod
-    def memory(cls, prefix: str = "revisit") -> Vectors:
+    def memory(cls, prefix: str = "revisit") -> QdrantVectors:
         return cls(path=":memory:", prefix=prefix)
 
     def close(self) -> None:
@@ -125,7 +101,9 @@ class Vectors:
         """Base names of the collections present (for diagnostics)."""
         with self.lock:
             names = [c.name for c in self.client.get_collections().collections]
-        return sorted({n.rsplit("_", 1)[0] for n in names if n.startswith(self.prefix + "_")})
+        event = self.prefix + "_ev_"
+        ours = [n for n in names if n.startswith(self.prefix + "_") and not n.startswith(event)]
+        return sorted({n.rsplit("_", 1)[0] for n in ours})
 
     def drop(self, recognizer_id: str) -> None:
         with self.lock:
@@ -137,9 +115,8 @@ class Vectors:
     # --- prototypes ---
 
     def search_prototypes(
-        self, recognizer_id: str, vector: np.ndarray, limit: int, site: str | None = None
+        self, recognizer_id: str, vector: np.ndarray, limit: int, site: str | None = None, floor: float | None = None
     ) -> list[tuple[uuid.UUID, float]]:
-        """(visitor id, cosine) of the nearest prototypes, best first; only `site`'s when given."""
         protos, _ = self._names(recognizer_id)
         flt = None
         if site is not None:
@@ -147,9 +124,12 @@ class Vectors:
         with self.lock:
             if recognizer_id not in self._dims:
                 return []
-            hits = self.client.query_points(
-                protos, query=np.asarray(vector, dtype=np.float32).tolist(), query_filter=flt, limit=limit
-            ).points
+            query = np.asarray(vector, dtype=np.float32).tolist()
+            hits = self.client.query_points(protos, query=query, query_filter=flt, limit=limit).points
+            if floor is not None and not self.local and (not hits or hits[0].score < floor):
+                wider = models.SearchParams(hnsw_ef=max(512, limit))  # a server's HNSW: look again, wider
+                hits = self.client.query_points(protos, query=query, query_filter=flt, limit=limit,
+                                                search_params=wider).points  # fmt: skip
         return [(uuid.UUID(str(h.id)), float(h.score)) for h in hits]
 
     def upsert_prototypes(self, recognizer_id: str, items: Iterable[tuple[uuid.UUID, np.ndarray, str]]) -> None:
@@ -203,6 +183,57 @@ class Vectors:
                 yield uuid.UUID(str(p.id))
             if offset is None:
                 return
+
+    # --- event faces ---
+
+    def upsert_faces(
+        self, event_id: uuid.UUID, recognizer_id: str, points: list[tuple[uuid.UUID, uuid.UUID, np.ndarray]]
+    ) -> None:
+        if not points:
+            return
+        name = self.event_name(event_id, recognizer_id)
+        dim = len(points[0][2])
+        structs = [
+            models.PointStruct(id=str(fid), vector=_vec(v), payload={"photo": str(pid)}) for fid, pid, v in points
+        ]
+        with self.lock:
+            if not self.client.collection_exists(name):
+                self.client.create_collection(
+                    name, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE)
+                )
+        self._upsert(name, structs)
+
+    def search_faces(
+        self, event_id: uuid.UUID, recognizer_id: str, vector: np.ndarray, min_cosine: float, limit: int
+    ) -> list[tuple[uuid.UUID, uuid.UUID, float]]:
+        name = self.event_name(event_id, recognizer_id)
+        with self.lock:
+            if not self.client.collection_exists(name):
+                return []
+            hits = self.client.query_points(
+                name, query=_vec(vector), limit=limit, score_threshold=min_cosine, with_payload=True
+            ).points
+        return [(uuid.UUID(str(h.id)), uuid.UUID(h.payload["photo"]), float(h.score)) for h in hits]  # type: ignore[index]
+
+    def count_faces(self, event_id: uuid.UUID, recognizer_id: str) -> int:
+        name = self.event_name(event_id, recognizer_id)
+        with self.lock:
+            if not self.client.collection_exists(name):
+                return 0
+            return self.client.count(name, exact=True).count
+
+    def event_collections(self, event_id: uuid.UUID) -> list[str]:
+        start = event_prefix(self.prefix, event_id)
+        with self.lock:
+            return sorted(c.name for c in self.client.get_collections().collections if c.name.startswith(start))
+
+    def drop_faces(self, event_id: uuid.UUID, recognizer_id: str) -> None:
+        self._drop_named(self.event_name(event_id, recognizer_id))
+
+    def _drop_named(self, name: str) -> None:
+        with self.lock:
+            if self.client.collection_exists(name):
+                self.client.delete_collection(name)
 
     # --- helpers ---
 

@@ -1,0 +1,571 @@
+"""The `embedded` engine: usearch HNSW indexes in this process, files under one directory, a journal.
+
+Why usearch (README "Central benchmark" and deploy/SCALING.md have the figures): its index is incremental
+(an observation's prototype update is one remove + add, ~1-3 ms at 1M, no rebuild step), stores f16 (1 KB per
+512-d vector), restores a saved index in about a second, and releases the GIL while it searches or adds, so
+the web and ingest threads keep running. Qdrant Edge was measured too: its HNSW build (`optimize()`) holds the
+GIL for minutes and brute force at 1M takes ~74 ms, over the 50 ms budget of one assignment.
+
+What it keeps, per recognizer (never compared across recognizers):
+- prototypes: one HNSW index per site (usearch has no payload filter; a site-scoped search asks one index,
+  an all-sites search asks each and merges). Key = the low 64 bits of the visitor id; the high bits and the
+  site are kept beside it, and a collision of the low bits is refused rather than overwriting.
+- sightings: their ids only. Nothing searches sighting vectors and the database holds every embedding, so
+  this engine does not keep a second copy of them; the ids let the service check the index against the
+  database at start (`CentralService.repair_index`).
+- event faces: one exact (brute force, f32) matrix per (event, recognizer): 100k faces answer in ~10 ms and
+  the kiosk wants every face above a threshold, which an approximate index could miss.
+
+Durability: every change is appended to `journal.bin` (length + CRC framed msgpack records, written through
+to the OS before the call returns, so a killed process loses nothing it wrote) and applied in memory. A
+checkpoint saves the changed collections (temporary file + rename), then the manifest, then empties the
+journal; it runs when the journal passes `journal_limit` bytes and at `close()`. Opening loads the files and
+replays the journal; a torn last record (power loss) is dropped and logged, and the service then re-upserts
+the last minutes from the database (`repair_index`), the source of truth. Bulk loads (`bulk()`, used by a full
+reindex) skip the journal and mark the manifest: if they are interrupted, the next open starts empty and the
+service rebuilds from the database.
+
+Approximate search: HNSW with connectivity 32, expansion 128 at build and `EXPANSION_SEARCH` at query; when
+the best found is below the caller's `floor` (the assignment threshold: the observation would start a new
+visitor) it searches again with `EXPANSION_RETRY`, because a missed returning visitor becomes a duplicate.
+bench/central.py measures `exact_top1` against brute force (README "Central benchmark").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import struct
+import threading
+import uuid
+import zlib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+from usearch.index import Index
+
+from revisit.central.vectors import SightingPoint, Vectors, VectorStoreError, collection_base, event_prefix
+
+log = logging.getLogger(__name__)
+FORMAT = 1
+CONNECTIVITY = 32
+EXPANSION_ADD = 128
+EXPANSION_SEARCH = 256
+EXPANSION_RETRY = 1024  # a search whose best is below the caller's floor looks again, wider
+JOURNAL_LIMIT = 64 << 20
+LOW = (1 << 64) - 1
+FRAME = struct.Struct("<II")  # length, crc32 of the msgpack record
+
+
+def _unit16(vectors: np.ndarray) -> np.ndarray:
+    v = np.asarray(vectors, dtype=np.float32)
+    if v.ndim == 1:
+        v = v[None, :]
+    norms = np.linalg.norm(v, axis=1, keepdims=True)
+    return (v / np.where(norms > 0, norms, 1)).astype(np.float16)
+
+
+class _Protos:
+    """One recognizer's prototypes: an HNSW index per site; key = low 64 bits of the visitor id."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.sites: list[str] = []  # part number -> site
+        self.parts: list[Index] = []
+        self.part_of: dict[str, int] = {}
+        self.where: dict[int, tuple[int, int]] = {}  # key -> (high 64 bits, part number)
+
+    def _new_index(self) -> Index:
+        return Index(ndim=self.dim, metric="cos", dtype="f16", connectivity=CONNECTIVITY,
+                     expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)  # fmt: skip
+
+    def _part(self, site: str) -> int:
+        n = self.part_of.get(site)
+        if n is None:
+            n = self.part_of[site] = len(self.parts)
+            self.sites.append(site)
+            self.parts.append(self._new_index())
+        return n
+
+    def upsert(self, items: list[tuple[int, str, np.ndarray]], threads: int = 1) -> None:
+        """(visitor id as int, site, f16 unit vector); the last entry of an id wins."""
+        latest = {vid: (site, vec) for vid, site, vec in items}
+        grouped: dict[int, tuple[list[int], list[np.ndarray]]] = {}
+        for vid, (site, vec) in latest.items():
+            key, high = vid & LOW, vid >> 64
+            old = self.where.get(key)
+            if old is not None:
+                if old[0] != high:
+                    raise VectorStoreError(f"visitor id {uuid.UUID(int=vid)} collides with another in the index")
+                self.parts[old[1]].remove(key)
+            part = self._part(site)
+            self.where[key] = (high, part)
+            keys, vecs = grouped.setdefault(part, ([], []))
+            keys.append(key)
+            vecs.append(vec)
+        for part, (keys, vecs) in grouped.items():
+            self.parts[part].add(np.asarray(keys, dtype=np.uint64), np.stack(vecs), threads=threads)
+
+    def delete(self, ids: Iterable[int]) -> None:
+        for vid in ids:
+            key = vid & LOW
+            old = self.where.get(key)
+            if old is not None and old[0] == vid >> 64:
+                self.parts[old[1]].remove(key)
+                del self.where[key]
+
+    def search(
+        self, vector: np.ndarray, limit: int, site: str | None, floor: float | None = None
+    ) -> list[tuple[uuid.UUID, float]]:
+        found = self._search(vector, limit, site, EXPANSION_SEARCH)
+        if floor is not None and (not found or found[0][1] < floor):
+            found = self._search(vector, limit, site, EXPANSION_RETRY)  # "a new person": make sure
+        return found
+
+    def _search(self, vector: np.ndarray, limit: int, site: str | None, expansion: int) -> list[Any]:
+        parts = self.parts
+        if site is not None:
+            parts = [self.parts[self.part_of[site]]] if site in self.part_of else []
+        query = _unit16(vector)[0]
+        found: list[tuple[float, int]] = []
+        for index in parts:
+            if len(index) == 0:
+                continue
+            index.expansion_search = max(expansion, limit)
+            m = index.search(query, min(limit, len(index)), threads=1)
+            found += zip(m.distances.tolist(), m.keys.tolist(), strict=True)
+        found.sort()
+        out = []
+        for dist, key in found[:limit]:
+            high, _ = self.where[key]
+            out.append((uuid.UUID(int=(high << 64) | key), 1.0 - float(dist)))
+        return out
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for n, index in enumerate(self.parts):
+            _atomic(folder / f"part{n}.usearch", lambda tmp, index=index: index.save(str(tmp)))
+        keys = np.fromiter(self.where.keys(), dtype=np.uint64, count=len(self.where))
+        vals = np.array(list(self.where.values()), dtype=np.uint64).reshape(-1, 2)
+        _atomic(folder / "keys.npy", lambda tmp: np.save(tmp, np.column_stack([keys, vals]) if len(keys) else
+                                                          np.zeros((0, 3), np.uint64)), suffix=".npy")  # fmt: skip
+        _atomic(folder / "sites.json", lambda tmp: tmp.write_text(json.dumps(self.sites)))
+
+    @classmethod
+    def load(cls, folder: Path, dim: int) -> _Protos:
+        self = cls(dim)
+        self.sites = json.loads((folder / "sites.json").read_text())
+        self.part_of = {s: n for n, s in enumerate(self.sites)}
+        for n in range(len(self.sites)):
+            index = Index.restore(str(folder / f"part{n}.usearch"))
+            if index is None or index.ndim != dim:
+                raise VectorStoreError(f"{folder}/part{n}.usearch is missing or not {dim}-d")
+            index.expansion_search = EXPANSION_SEARCH
+            self.parts.append(index)
+        table = np.load(folder / "keys.npy")
+        values = zip(table[:, 1].tolist(), table[:, 2].tolist(), strict=True)
+        self.where = dict(zip(table[:, 0].tolist(), values, strict=True))
+        return self
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+
+class _Faces:
+    """One event's faces of one recognizer: an exact f32 matrix (grown by doubling), face ids and photo ids."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.buffer = np.zeros((16, dim), dtype=np.float32)
+        self.faces: list[int] = []
+        self.photos: list[int] = []
+        self.row: dict[int, int] = {}
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return self.buffer[: len(self.faces)]
+
+    def upsert(self, points: list[tuple[int, int, np.ndarray]]) -> None:
+        for fid, pid, vec in points:
+            r = self.row.get(fid)
+            if r is None:
+                r = self.row[fid] = len(self.faces)
+                if r == len(self.buffer):
+                    self.buffer = np.concatenate([self.buffer, np.zeros_like(self.buffer)])
+                self.faces.append(fid)
+                self.photos.append(pid)
+            self.buffer[r], self.photos[r] = vec, pid
+
+    def search(self, vector: np.ndarray, min_cosine: float, limit: int) -> list[tuple[uuid.UUID, uuid.UUID, float]]:
+        if not self.faces:
+            return []
+        q = np.asarray(vector, dtype=np.float32)
+        sims = self.matrix @ (q / (np.linalg.norm(q) or 1.0))
+        rows = np.flatnonzero(sims >= min_cosine)
+        if len(rows) > limit:
+            rows = rows[np.argpartition(-sims[rows], limit - 1)[:limit]]
+        rows = rows[np.argsort(-sims[rows], kind="stable")]
+        return [(uuid.UUID(int=self.faces[r]), uuid.UUID(int=self.photos[r]), float(sims[r])) for r in rows]
+
+    def save(self, file: Path) -> None:
+        ids = np.array([[f >> 64, f & LOW, p >> 64, p & LOW] for f, p in zip(self.faces, self.photos, strict=True)],
+                       dtype=np.uint64).reshape(-1, 4)  # fmt: skip
+        _atomic(file, lambda tmp: np.savez(tmp, ids=ids, matrix=self.matrix), suffix=".npz")
+
+    @classmethod
+    def load(cls, file: Path) -> _Faces:
+        data = np.load(file)
+        matrix = data["matrix"]
+        self = cls(int(matrix.shape[1]))
+        self.buffer = np.concatenate([np.asarray(matrix, dtype=np.float32), np.zeros((16, self.dim), np.float32)])
+        for hf, lf, hp, lp in data["ids"].tolist():
+            self.row[(hf << 64) | lf] = len(self.faces)
+            self.faces.append((hf << 64) | lf)
+            self.photos.append((hp << 64) | lp)
+        return self
+
+
+def _atomic(target: Path, write: Any, suffix: str = "") -> None:
+    """Write through `write(tmp)` and rename over `target` (np.save adds its suffix unless it is there)."""
+    tmp = target.with_name(target.name + ".tmp" + suffix)
+    write(tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+
+
+def _ids(items: Iterable[uuid.UUID]) -> list[bytes]:
+    return [u.bytes for u in items]
+
+
+class EmbeddedVectors(Vectors):
+    """usearch indexes in memory; `path` None keeps nothing on disk (tests, evaluation)."""
+
+    def __init__(self, path: str | Path | None, prefix: str = "revisit", journal_limit: int = JOURNAL_LIMIT):
+        self.prefix = prefix
+        self.path = None if path is None or str(path) == ":memory:" else Path(path)
+        self.journal_limit = journal_limit
+        self.lock = threading.RLock()
+        self._protos: dict[str, _Protos] = {}
+        self._sightings: dict[str, set[int]] = {}
+        self._faces: dict[str, _Faces] = {}
+        self._dirty: set[str] = set()  # "r:<recognizer>" / "e:<event collection>"
+        self._journal: Any = None
+        self._lockfile: Any = None
+        self._bulk = 0
+        self.replayed = 0  # journal records replayed at open
+        self.was_clean = True  # False when the last process did not close the index
+        self.was_rebuilding = False  # an interrupted bulk load: the index was opened empty
+        if self.path is not None:
+            self._open_dir()
+
+    # --- files ---
+
+    def _open_dir(self) -> None:
+        assert self.path is not None
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lockfile = open(self.path / ".lock", "a+")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(self._lockfile.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self._lockfile.close()
+            raise VectorStoreError(
+                f"vector index {self.path} is in use by another process (is the central service running? stop it first)"
+            ) from exc
+        manifest = self._read_manifest()
+        if manifest is not None:
+            self.was_clean = bool(manifest.get("clean"))
+            self.was_rebuilding = bool(manifest.get("rebuilding"))
+            if not self.was_rebuilding:
+                for rec, meta in manifest["recognizers"].items():
+                    folder = self.path / "rec" / meta["dir"]
+                    self._protos[rec] = _Protos.load(folder, int(meta["dim"]))
+                    table = np.load(folder / "sightings.npy")
+                    self._sightings[rec] = {(int(h) << 64) | int(lo) for h, lo in table.tolist()}
+                for name in manifest["events"]:
+                    self._faces[name] = _Faces.load(self.path / "events" / f"{name}.npz")
+                self.replayed = self._replay()
+            else:
+                (self.path / "journal.bin").unlink(missing_ok=True)
+        self._journal = open(self.path / "journal.bin", "ab")  # noqa: SIM115 - held until close()
+        self._write_manifest(clean=False, rebuilding=self.was_rebuilding)
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        assert self.path is not None
+        file = self.path / "manifest.json"
+        if not file.exists():
+            return None
+        manifest = json.loads(file.read_text())
+        if manifest.get("format") != FORMAT:
+            raise VectorStoreError(f"{file}: format {manifest.get('format')} is not {FORMAT}")
+        return manifest
+
+    def _write_manifest(self, clean: bool, rebuilding: bool = False) -> None:
+        assert self.path is not None
+        manifest = {
+            "format": FORMAT, "engine": "usearch", "clean": clean, "rebuilding": rebuilding,
+            "recognizers": {rec: {"dim": p.dim, "dir": collection_base(self.prefix, rec)}
+                            for rec, p in self._protos.items()},
+            "events": sorted(self._faces),
+        }  # fmt: skip
+        _atomic(self.path / "manifest.json", lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
+
+    def _replay(self) -> int:
+        assert self.path is not None
+        file = self.path / "journal.bin"
+        if not file.exists():
+            return 0
+        data = file.read_bytes()
+        pos = count = 0
+        pending: list[Any] = []  # consecutive prototype upserts are applied as one batch
+        while pos + FRAME.size <= len(data):
+            size, crc = FRAME.unpack_from(data, pos)
+            body = data[pos + FRAME.size : pos + FRAME.size + size]
+            if len(body) < size or zlib.crc32(body) != crc:
+                break
+            op = msgpack.unpackb(body)
+            if op[0] == "pu" and (not pending or pending[0][1] == op[1]):
+                pending.append(op)
+            else:
+                self._flush_pending(pending)
+                if op[0] == "pu":
+                    pending.append(op)
+                else:
+                    self._apply(op)
+            pos += FRAME.size + size
+            count += 1
+        self._flush_pending(pending)
+        if pos < len(data):
+            log.warning("vector journal %s: dropped a torn record at byte %d of %d", file, pos, len(data))
+        if count:
+            self._dirty.update(f"r:{r}" for r in self._protos)
+            self._dirty.update(f"e:{n}" for n in self._faces)
+        return count
+
+    def _flush_pending(self, pending: list[Any]) -> None:
+        if pending:
+            self._apply(["pu", pending[0][1], [item for op in pending for item in op[2]]], threads=0)
+            pending.clear()
+
+    def _log(self, op: list[Any]) -> None:
+        if self._journal is None or self._bulk:
+            return
+        body = msgpack.packb(op)
+        self._journal.write(FRAME.pack(len(body), zlib.crc32(body)) + body)
+        self._journal.flush()  # to the OS: survives a killed process
+
+    def _write(self, op: list[Any], mark: str) -> None:
+        with self.lock:
+            self._log(op)
+            self._apply(op, threads=0 if self._bulk else 1)
+            self._dirty.add(mark)
+            if self._journal is not None and not self._bulk and self._journal.tell() > self.journal_limit:
+                self.checkpoint()
+
+    def _apply(self, op: list[Any], threads: int = 1) -> None:
+        kind = op[0]
+        if kind == "ensure":
+            rec, dim = op[1], int(op[2])
+            self._protos.setdefault(rec, _Protos(dim))
+            self._sightings.setdefault(rec, set())
+        elif kind == "drop":
+            self._protos.pop(op[1], None)
+            self._sightings.pop(op[1], None)
+        elif kind == "pu":
+            items = [(int.from_bytes(i, "big"), site, np.frombuffer(v, dtype=np.float16)) for i, site, v in op[2]]
+            self._protos[op[1]].upsert(items, threads=threads)
+        elif kind == "pd":
+            self._protos[op[1]].delete(int.from_bytes(i, "big") for i in op[2])
+        elif kind == "su":
+            self._sightings[op[1]].update(int.from_bytes(i, "big") for i in op[2])
+        elif kind == "sd":
+            self._sightings[op[1]].difference_update(int.from_bytes(i, "big") for i in op[2])
+        elif kind == "fu":
+            name, dim = op[1], int(op[2])
+            faces = self._faces.setdefault(name, _Faces(dim))
+            faces.upsert([(int.from_bytes(f, "big"), int.from_bytes(p, "big"), np.frombuffer(v, dtype=np.float32))
+                          for f, p, v in op[3]])  # fmt: skip
+        elif kind == "fdrop":
+            self._faces.pop(op[1], None)
+        else:
+            raise VectorStoreError(f"unknown journal record {kind!r}")
+
+    def checkpoint(self) -> None:
+        """Save changed collections, then the manifest, then empty the journal (see the module docstring)."""
+        if self.path is None:
+            return
+        with self.lock:
+            for mark in sorted(self._dirty):
+                kind, name = mark.split(":", 1)
+                if kind == "r" and name in self._protos:
+                    folder = self.path / "rec" / collection_base(self.prefix, name)
+                    self._protos[name].save(folder)
+                    ids = np.array([[i >> 64, i & LOW] for i in self._sightings[name]], dtype=np.uint64)
+                    _atomic(folder / "sightings.npy", lambda tmp, ids=ids: np.save(tmp, ids.reshape(-1, 2)),
+                            suffix=".npy")  # fmt: skip
+                elif kind == "e" and name in self._faces:
+                    (self.path / "events").mkdir(exist_ok=True)
+                    self._faces[name].save(self.path / "events" / f"{name}.npz")
+            self._write_manifest(clean=False)
+            self._remove_unlisted()
+            if self._journal is not None:
+                self._journal.truncate(0)
+                self._journal.seek(0)
+                os.fsync(self._journal.fileno())
+            self._dirty.clear()
+
+    def _remove_unlisted(self) -> None:
+        assert self.path is not None
+        keep = {collection_base(self.prefix, r) for r in self._protos}
+        for folder in (self.path / "rec").glob("*") if (self.path / "rec").exists() else []:
+            if folder.name not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
+        for file in (self.path / "events").glob("*.npz") if (self.path / "events").exists() else []:
+            if file.stem not in self._faces:
+                file.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[None]:
+        """Load many points without the journal (multi-threaded adds); a checkpoint ends it. Interrupted, the
+        next open starts empty (the manifest says so) and the service rebuilds from the database."""
+        with self.lock:
+            if self.path is not None and not self._bulk:
+                self._write_manifest(clean=False, rebuilding=True)
+            self._bulk += 1
+            try:
+                yield
+            finally:
+                self._bulk -= 1
+            if not self._bulk:
+                self._dirty.update(f"r:{r}" for r in self._protos)
+                self.checkpoint()
+
+    def close(self) -> None:
+        with self.lock:
+            if self.path is not None and self._journal is not None:
+                self.checkpoint()
+                self._write_manifest(clean=True)
+                self._journal.close()
+                self._journal = None
+                fcntl.flock(self._lockfile.fileno(), fcntl.LOCK_UN)
+                self._lockfile.close()
+            self._protos.clear()
+            self._sightings.clear()
+            self._faces.clear()
+
+    def disk_bytes(self) -> int:
+        if self.path is None:
+            return 0
+        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+
+    # --- collections ---
+
+    def ensure(self, recognizer_id: str, dim: int) -> None:
+        known = self._protos.get(recognizer_id)
+        if known is not None:
+            if known.dim != dim:
+                raise VectorStoreError(f"the index of {recognizer_id} holds {known.dim}-d vectors, not {dim}-d")
+            return
+        self._write(["ensure", recognizer_id, dim], f"r:{recognizer_id}")
+
+    def recognizers(self) -> list[str]:
+        with self.lock:
+            return sorted(collection_base(self.prefix, r) for r in self._protos)
+
+    def drop(self, recognizer_id: str) -> None:
+        if recognizer_id in self._protos:
+            self._write(["drop", recognizer_id], f"r:{recognizer_id}")
+
+    # --- prototypes ---
+
+    def search_prototypes(
+        self, recognizer_id: str, vector: np.ndarray, limit: int, site: str | None = None, floor: float | None = None
+    ) -> list[tuple[uuid.UUID, float]]:
+        with self.lock:
+            protos = self._protos.get(recognizer_id)
+            return [] if protos is None or limit <= 0 else protos.search(vector, limit, site, floor)
+
+    def upsert_prototypes(self, recognizer_id: str, items: Iterable[tuple[uuid.UUID, np.ndarray, str]]) -> None:
+        items = list(items)
+        if not items:
+            return
+        vecs = _unit16(np.stack([np.asarray(v, dtype=np.float32) for _, v, _ in items]))
+        records = [[vid.bytes, site, vec.tobytes()] for (vid, _, site), vec in zip(items, vecs, strict=True)]
+        self._write(["pu", recognizer_id, records], f"r:{recognizer_id}")
+
+    def delete_prototypes(self, recognizer_id: str, visitor_ids: Iterable[uuid.UUID]) -> None:
+        ids = _ids(visitor_ids)
+        if ids and recognizer_id in self._protos:
+            self._write(["pd", recognizer_id, ids], f"r:{recognizer_id}")
+
+    def count(self, recognizer_id: str, kind: str = "prototypes") -> int:
+        with self.lock:
+            if recognizer_id not in self._protos:
+                return 0
+            return len(self._protos[recognizer_id] if kind == "prototypes" else self._sightings[recognizer_id])
+
+    # --- sightings ---
+
+    def upsert_sightings(self, recognizer_id: str, points: Iterable[SightingPoint]) -> None:
+        ids = _ids(p.id for p in points)
+        if ids:
+            self._write(["su", recognizer_id, ids], f"r:{recognizer_id}")
+
+    def set_sighting_visitor(self, recognizer_id: str, sighting_ids: Iterable[uuid.UUID], visitor: uuid.UUID) -> None:
+        """Nothing to do: this engine keeps sighting ids only (the owner lives in the database)."""
+
+    def delete_sightings(self, recognizer_id: str, sighting_ids: Iterable[uuid.UUID]) -> None:
+        ids = _ids(sighting_ids)
+        if ids and recognizer_id in self._sightings:
+            self._write(["sd", recognizer_id, ids], f"r:{recognizer_id}")
+
+    def sighting_ids(self, recognizer_id: str) -> Iterator[uuid.UUID]:
+        with self.lock:
+            ids = list(self._sightings.get(recognizer_id, ()))
+        return (uuid.UUID(int=i) for i in ids)
+
+    # --- event faces ---
+
+    def upsert_faces(
+        self, event_id: uuid.UUID, recognizer_id: str, points: list[tuple[uuid.UUID, uuid.UUID, np.ndarray]]
+    ) -> None:
+        if not points:
+            return
+        name = self.event_name(event_id, recognizer_id)
+        dim = len(points[0][2])
+        with self.lock:
+            if name in self._faces and self._faces[name].dim != dim:
+                raise VectorStoreError(f"event collection {name} holds {self._faces[name].dim}-d vectors, not {dim}-d")
+        records = [[f.bytes, p.bytes, np.asarray(v, dtype=np.float32).tobytes()] for f, p, v in points]
+        self._write(["fu", name, dim, records], f"e:{name}")
+
+    def search_faces(
+        self, event_id: uuid.UUID, recognizer_id: str, vector: np.ndarray, min_cosine: float, limit: int
+    ) -> list[tuple[uuid.UUID, uuid.UUID, float]]:
+        with self.lock:
+            faces = self._faces.get(self.event_name(event_id, recognizer_id))
+            return [] if faces is None or limit <= 0 else faces.search(vector, min_cosine, limit)
+
+    def count_faces(self, event_id: uuid.UUID, recognizer_id: str) -> int:
+        with self.lock:
+            faces = self._faces.get(self.event_name(event_id, recognizer_id))
+            return 0 if faces is None else len(faces.faces)
+
+    def event_collections(self, event_id: uuid.UUID) -> list[str]:
+        start = event_prefix(self.prefix, event_id)
+        with self.lock:
+            return sorted(n for n in self._faces if n.startswith(start))
+
+    def drop_faces(self, event_id: uuid.UUID, recognizer_id: str) -> None:
+        self._drop_named(self.event_name(event_id, recognizer_id))
+
+    def _drop_named(self, name: str) -> None:
+        if name in self._faces:
+            self._write(["fdrop", name], f"e:{name}")

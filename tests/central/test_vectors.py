@@ -1,0 +1,211 @@
+"""The vector-index contract, run on each engine: embedded (in memory and on disk) and Qdrant (local mode)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from revisit.central.vectors import SightingPoint, Vectors, VectorStoreError, open_vectors
+from revisit.central.vectors.embedded import EmbeddedVectors
+
+REC, OTHER = "rec_a@1", "rec_b@2"
+DIM = 32
+
+
+def unit(seed: int, dim: int = DIM) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def near(vec: np.ndarray, seed: int, noise: float = 0.05) -> np.ndarray:
+    v = vec + noise * np.random.default_rng(seed).standard_normal(len(vec)).astype(np.float32)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+@pytest.fixture(params=["embedded-memory", "embedded-disk", "qdrant-local"])
+def engine(request, tmp_path) -> Iterator[tuple[str, Path]]:
+    yield request.param, tmp_path
+
+
+def open_engine(kind: str, tmp_path: Path) -> Vectors:
+    if kind == "embedded-memory":
+        return Vectors.memory()
+    if kind == "embedded-disk":
+        return open_vectors("embedded", path=tmp_path / "vectors")
+    return open_vectors("qdrant", path=":memory:")
+
+
+@pytest.fixture
+def vectors(engine) -> Iterator[Vectors]:
+    v = open_engine(*engine)
+    yield v
+    v.close()
+
+
+def test_nearest_prototype_first_with_cosine(vectors):
+    vectors.ensure(REC, DIM)
+    ids = [uuid.uuid4() for _ in range(20)]
+    vectors.upsert_prototypes(REC, [(vid, unit(i), "s1") for i, vid in enumerate(ids)])
+    hits = vectors.search_prototypes(REC, near(unit(7), 1), 3)
+    assert hits[0][0] == ids[7] and len(hits) == 3
+    assert hits[0][1] == pytest.approx(float(near(unit(7), 1) @ unit(7)), abs=2e-3)
+    assert hits[0][1] >= hits[1][1] >= hits[2][1]
+    assert vectors.count(REC) == 20
+
+
+def test_upsert_replaces_and_delete_removes(vectors):
+    vectors.ensure(REC, DIM)
+    vid = uuid.uuid4()
+    vectors.upsert_prototypes(REC, [(vid, unit(1), "s1")])
+    vectors.upsert_prototypes(REC, [(vid, unit(2), "s1")])  # the visitor's prototype moved
+    assert vectors.count(REC) == 1
+    assert vectors.search_prototypes(REC, unit(2), 1)[0] == (vid, pytest.approx(1.0, abs=2e-3))
+    vectors.delete_prototypes(REC, [vid, uuid.uuid4()])  # an unknown id is ignored
+    assert vectors.count(REC) == 0 and vectors.search_prototypes(REC, unit(2), 5) == []
+
+
+def test_site_filter(vectors):
+    vectors.ensure(REC, DIM)
+    a, b = uuid.uuid4(), uuid.uuid4()
+    vectors.upsert_prototypes(REC, [(a, unit(1), "north"), (b, near(unit(1), 2), "south")])
+    assert {v for v, _ in vectors.search_prototypes(REC, unit(1), 5)} == {a, b}
+    assert [v for v, _ in vectors.search_prototypes(REC, unit(1), 5, site="south")] == [b]
+    assert vectors.search_prototypes(REC, unit(1), 5, site="nowhere") == []
+    vectors.upsert_prototypes(REC, [(a, unit(1), "south")])  # a visitor whose site changed
+    assert {v for v, _ in vectors.search_prototypes(REC, unit(1), 5, site="south")} == {a, b}
+    assert vectors.search_prototypes(REC, unit(1), 5, site="north") == []
+
+
+def test_recognizers_never_mix(vectors):
+    vectors.ensure(REC, DIM)
+    vectors.ensure(OTHER, 16)
+    vectors.upsert_prototypes(REC, [(uuid.uuid4(), unit(1), "s1")])
+    assert vectors.search_prototypes(OTHER, unit(1, 16), 5) == []
+    assert vectors.search_prototypes("never_seen@0", unit(1), 5) == []
+    with pytest.raises(VectorStoreError):
+        vectors.ensure(REC, 16)  # one dimension per recognizer
+    assert len(vectors.recognizers()) == 2
+    vectors.drop(OTHER)
+    assert len(vectors.recognizers()) == 1 and vectors.count(OTHER) == 0
+
+
+def test_sightings_follow_upserts_and_deletes(vectors):
+    vectors.ensure(REC, DIM)
+    visitor = uuid.uuid4()
+    points = [SightingPoint(uuid.uuid4(), unit(i), visitor, "s1", 1.0 + i) for i in range(5)]
+    vectors.upsert_sightings(REC, points)
+    vectors.upsert_sightings(REC, points[:2])  # idempotent
+    vectors.set_sighting_visitor(REC, [points[0].id], uuid.uuid4())
+    assert vectors.count(REC, "sightings") == 5
+    vectors.delete_sightings(REC, [points[0].id, points[1].id])
+    assert set(vectors.sighting_ids(REC)) == {p.id for p in points[2:]}
+
+
+def test_event_faces_are_per_event_and_exact(vectors):
+    e1, e2 = uuid.uuid4(), uuid.uuid4()
+    photo = uuid.uuid4()
+    faces = [(uuid.uuid4(), photo, unit(i)) for i in range(30)]
+    vectors.upsert_faces(e1, REC, faces)
+    vectors.upsert_faces(e2, REC, [(uuid.uuid4(), uuid.uuid4(), unit(3))])
+    hits = vectors.search_faces(e1, REC, near(unit(3), 9, 0.02), 0.9, 10)
+    assert [h[0] for h in hits] == [faces[3][0]] and hits[0][1] == photo and hits[0][2] >= 0.9
+    # every face above the threshold, best first (exact: none missed)
+    query = unit(5)
+    want = sorted(((float(query @ v), f) for f, _, v in faces if float(query @ v) >= 0.1), reverse=True)
+    got = vectors.search_faces(e1, REC, query, 0.1, 100)
+    assert [h[0] for h in got] == [f for _, f in want]
+    assert vectors.search_faces(e1, OTHER, unit(3), 0.0, 10) == []
+    assert vectors.count_faces(e1, REC) == 30 and len(vectors.event_collections(e1)) == 1
+    assert vectors.count(REC) == 0  # faces are not prototypes
+    assert vectors.drop_event(e1) == 1
+    assert vectors.search_faces(e1, REC, unit(3), 0.0, 10) == [] and vectors.event_collections(e1) == []
+    assert vectors.count_faces(e2, REC) == 1
+
+
+def test_reopen_keeps_everything(engine):
+    kind, tmp_path = engine
+    if kind != "embedded-disk":
+        pytest.skip("persistence of the embedded engine (Qdrant keeps its own)")
+    v = open_engine(kind, tmp_path)
+    v.ensure(REC, DIM)
+    ids = [uuid.uuid4() for _ in range(50)]
+    v.upsert_prototypes(REC, [(vid, unit(i), f"s{i % 3}") for i, vid in enumerate(ids)])
+    v.upsert_sightings(REC, [SightingPoint(uuid.uuid4(), unit(i), ids[i], "s0", 0.0) for i in range(10)])
+    event = uuid.uuid4()
+    v.upsert_faces(event, REC, [(uuid.uuid4(), uuid.uuid4(), unit(99))])
+    v.close()
+    again = open_engine(kind, tmp_path)
+    try:
+        assert again.count(REC) == 50 and again.count(REC, "sightings") == 10
+        assert again.search_prototypes(REC, unit(4), 1, site="s1")[0][0] == ids[4]
+        assert again.count_faces(event, REC) == 1
+        assert isinstance(again, EmbeddedVectors) and again.was_clean and again.replayed == 0
+    finally:
+        again.close()
+
+
+def test_journal_replays_what_a_killed_process_wrote(tmp_path):
+    """No close(): the journal alone brings the index back (the kill -9 case; see test_service_crash too)."""
+    v = EmbeddedVectors(tmp_path / "vectors")
+    v.ensure(REC, DIM)
+    v.upsert_prototypes(REC, [(uuid.uuid4(), unit(1), "s1")])
+    v.checkpoint()
+    kept = uuid.uuid4()
+    v.upsert_prototypes(REC, [(kept, unit(2), "s1")])
+    gone = uuid.uuid4()
+    v.upsert_prototypes(REC, [(gone, unit(3), "s2")])
+    v.delete_prototypes(REC, [gone])
+    v._journal.close()  # abandon without a checkpoint
+    v._lockfile.close()
+    journal = tmp_path / "vectors" / "journal.bin"
+    with open(journal, "ab") as fh:
+        fh.write(b"\x10\x00\x00\x00torn")  # a half-written record at the end
+    again = EmbeddedVectors(tmp_path / "vectors")
+    try:
+        assert not again.was_clean and again.replayed == 3
+        assert again.count(REC) == 2
+        assert again.search_prototypes(REC, unit(2), 1)[0][0] == kept
+    finally:
+        again.close()
+
+
+def test_one_process_per_directory(tmp_path):
+    v = EmbeddedVectors(tmp_path / "vectors")
+    try:
+        with pytest.raises(VectorStoreError, match="in use"):
+            EmbeddedVectors(tmp_path / "vectors")
+    finally:
+        v.close()
+
+
+def test_checkpoint_when_the_journal_grows(tmp_path):
+    v = EmbeddedVectors(tmp_path / "vectors", journal_limit=4096)
+    v.ensure(REC, DIM)
+    for i in range(100):
+        v.upsert_prototypes(REC, [(uuid.uuid4(), unit(i), "s1")])
+    assert (tmp_path / "vectors" / "journal.bin").stat().st_size < 4096 + 200
+    v.close()
+    again = EmbeddedVectors(tmp_path / "vectors")
+    assert again.count(REC) == 100
+    again.close()
+
+
+def test_interrupted_bulk_load_opens_empty(tmp_path):
+    v = EmbeddedVectors(tmp_path / "vectors")
+    v.ensure(REC, DIM)
+    v.upsert_prototypes(REC, [(uuid.uuid4(), unit(1), "s1")])
+    v.checkpoint()
+    cm = v.bulk()
+    cm.__enter__()
+    v.upsert_prototypes(REC, [(uuid.uuid4(), unit(2), "s1")])
+    v._journal.close()  # killed inside the bulk load
+    v._lockfile.close()
+    again = EmbeddedVectors(tmp_path / "vectors")
+    try:
+        assert again.was_rebuilding and again.count(REC) == 0
+    finally:
+        again.close()
