@@ -18,7 +18,7 @@ import re
 import secrets
 import uuid
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -190,7 +190,7 @@ def new_reference() -> str:
     return "".join(secrets.choice(CODE_ALPHABET) for _ in range(REFERENCE_LENGTH))
 
 
-def order_json(view: OrderView, photo_url: str | None = None) -> dict:
+def order_json(view: OrderView) -> dict:
     o = view.order
     return {
         "order_id": str(o.id), "reference": view.reference, "event_id": str(o.event_id), "name": o.name,
@@ -257,7 +257,7 @@ def zip_stream(entries: Iterable[tuple[str, Path]], chunk: int = 1 << 20) -> Ite
     yield sink.take()
 
 
-def zip_entries(views: list[OrderView], original: callable) -> list[tuple[str, Path]]:  # type: ignore[valid-type]
+def zip_entries(views: list[OrderView], original: Callable[[Photo], Path | None]) -> list[tuple[str, Path]]:
     """One folder per order (`<reference> <name>/`), the originals under their uploaded names (made unique)."""
     entries = []
     for v in views:
