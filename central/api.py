@@ -51,6 +51,7 @@ class VisitorOut(BaseModel):
     reference_sighting_id: uuid.UUID | None
     reference_crop_url: str | None
     url: str
+    unassigned: bool = False  # a held low-quality sighting, not a visitor
 
     @classmethod
     def of(cls, v: Visitor, names: queries.Names, reference: Sighting | None) -> VisitorOut:
@@ -67,6 +68,7 @@ class VisitorOut(BaseModel):
             reference_sighting_id=v.reference_sighting_id,
             reference_crop_url=queries.crop_url(reference.crop_path) if reference else None,
             url=f"/visitors/{v.id}",
+            unassigned=v.unassigned,
         )
 
 
@@ -171,6 +173,8 @@ class LoyalPageOut(BaseModel):
     window_days: int
     offset: int
     limit: int
+    zone: str = Field(description="the zone whose days count: the site's, or head office's for all sites")
+    all_sites: bool = Field(description="all sites: a person counts at most one visit per day of `zone`")
 
 
 class CameraOut(BaseModel):
@@ -199,6 +203,8 @@ class DeviceOut(BaseModel):
 class SiteOut(BaseModel):
     id: uuid.UUID
     name: str
+    timezone: str = Field(description="the site's IANA zone (its own, or loyal.timezone)")
+    today: date | None = Field(None, description="the site's local day that 'today' counts")
     visits_today: int
     sightings_today: int
     devices: list[DeviceOut]
@@ -267,10 +273,11 @@ def list_visitors(
     sort: queries.VisitorSort = "-last_seen",
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    unassigned: Annotated[bool, Query(description="the held low-quality sightings instead of visitors")] = False,
 ) -> Page[VisitorOut]:
     with service.session() as s:
         ids = queries.site_ids(s, user.sites)
-        page = queries.list_visitors(s, q=q, sort=sort, offset=offset, limit=limit, site_ids=ids)
+        page = queries.list_visitors(s, q=q, sort=sort, offset=offset, limit=limit, site_ids=ids, unassigned=unassigned)
         names = queries.Names.load(s, queries.site_ids(s, user.sites))
     items = [VisitorOut.of(v, names, page.references.get(v.id)) for v in page.visitors]
     return Page[VisitorOut](items=items, total=page.total, offset=offset, limit=limit)
@@ -396,12 +403,16 @@ def loyal(
     min_visits: Annotated[int | None, Query(ge=1, le=1000, description="visits before today")] = None,
     window_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
     site: Annotated[str | None, Query(max_length=64)] = None,
+    as_of: Annotated[date | None, Query(description="the day (YYYY-MM-DD); default today in the site's zone")] = None,
     sort: LoyalSort = "-arrival",
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> LoyalPageOut:
-    """Loyal customers: seen today and with at least `min_visits` visits before today in `window_days`.
-    A site manager's list is of one of their sites (`site`, default their first)."""
+    """Loyal customers: seen on `as_of` and with at least `min_visits` visits before it in `window_days`.
+    A site manager's list is of one of their sites (`site`, default their first).
+
+    A visit belongs to the local day on which it starts: the site's zone for one site, head office's zone
+    (`loyal.timezone`) for all sites, where a person counts at most one visit per day."""
     cfg = service.config.loyal
     min_visits, window_days = min_visits or cfg.min_visits, window_days or cfg.window_days
     site = scoped_site(user, site or "") or None
@@ -410,6 +421,7 @@ def loyal(
             s,
             min_visits=min_visits,
             window_days=window_days,
+            as_of=as_of,
             timezone=cfg.timezone,
             site=site or None,
             sort=sort,
@@ -438,6 +450,8 @@ def loyal(
         window_days=window_days,
         offset=offset,
         limit=limit,
+        zone=page.zone,
+        all_sites=page.all_sites,
     )
 
 
@@ -451,6 +465,8 @@ def list_sites(request: Request, service: ServiceDep, user: CurrentUser) -> list
         SiteOut(
             id=r.site.id,
             name=r.site.name,
+            timezone=r.zone,
+            today=r.today,
             visits_today=r.visits_today,
             sightings_today=r.sightings_today,
             devices=[_device_out(d) for d in r.devices],

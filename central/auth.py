@@ -218,6 +218,7 @@ ACCESS: dict[str, str] = {
     "POST /visitors/{visitor_id}/erase": "sites",
     "POST /sightings/{sighting_id}/not-this-person": "sites",
     "GET /sites": "sites",
+    "POST /sites/{site_id}/timezone": "admin",  # a chain-wide setting
     "GET /crops/{path:path}": "sites",
     "GET /live/camera/{camera_id}.mjpg": "sites",
     "GET /live/camera/{camera_id}.jpg": "sites",

@@ -76,7 +76,7 @@ from revisit.central.events import (
 from revisit.central.orders import Orders
 from revisit.central.photos import FaceWorker, sanitize_filename
 from revisit.central.search import MAX_SELFIES, FaceSearch, RateLimiter, SearchResult, SelfieRejected
-from revisit.central.store import AuditLog, utcnow
+from revisit.central.store import AuditLog, local_day, utcnow
 from revisit.shared.errors import RevisitError
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,9 @@ class Kiosk:
     """What the routes use: events, the face engine and its worker, search, rate limits and photo tokens."""
 
     def __init__(self, events: Events, engine: Any, config: KioskConfig | None = None, secret: str = "",
-                 expiry_interval_s: float = 3600):  # fmt: skip
+                 expiry_interval_s: float = 3600, timezone: str = "UTC"):  # fmt: skip
         self.config = config or KioskConfig()
+        self.timezone = timezone  # events' default dates are days of this zone (head office's)
         self.events = events
         self.orders = Orders(events.store)
         self.orders.create_tables()
@@ -161,7 +162,7 @@ class Kiosk:
         from revisit.central.auth import load_secret
 
         events = Events.for_service(service, config)
-        return cls(events, engine, config, load_secret(cfg), cfg.retention.interval_min * 60)
+        return cls(events, engine, config, load_secret(cfg), cfg.retention.interval_min * 60, cfg.loyal.timezone)
 
     def start(self) -> Kiosk:
         self.worker.start()
@@ -432,7 +433,7 @@ uploads = APIRouter(dependencies=[Depends(check_upload_size), CSRFChecked])
 @staff.get("/events")
 def events_page(request: Request, kiosk: KioskDep) -> Response:
     return templates.TemplateResponse(request, "kiosk/events.html", {
-        "summaries": kiosk.events.list_events(), "today": date.today().isoformat(),
+        "summaries": kiosk.events.list_events(), "today": local_day(utcnow(), kiosk.timezone).isoformat(),
         "order_counts": kiosk.orders.counts(),
         "expiry_days": int(kiosk.config.expiry_days),
     })  # fmt: skip
@@ -460,7 +461,7 @@ def create_event_form(
 def _create(kiosk: Kiosk, name: str, day: date | None, expiry_days: float | None) -> Event:
     now = utcnow()
     expires = now + timedelta(days=expiry_days or kiosk.config.expiry_days)
-    return kiosk.events.create_event(name, day, expires_at=expires, now=now)
+    return kiosk.events.create_event(name, day or local_day(now, kiosk.timezone), expires_at=expires, now=now)
 
 
 @staff.get("/events/{event_id}")

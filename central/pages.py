@@ -19,7 +19,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -31,7 +31,7 @@ from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from revisit.central import queries
-from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, flash, templates
+from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, can, flash, templates
 from revisit.central.cluster import ClusterError
 from revisit.central.store import (
     AuditLog,
@@ -45,6 +45,7 @@ from revisit.central.store import (
     utcnow,
     visit_frequency,
     visitor_detail,
+    zone_info,
 )
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,15 @@ LOYAL_SORTS: dict[str, str] = {
 
 
 def _zone(request: Request) -> ZoneInfo:
-    return ZoneInfo(request.app.state.service.config.loyal.timezone)
+    return zone_info(request.app.state.service.config.loyal.timezone)
 
 
 @pass_context
-def _localtime(context: Any, value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    return value.astimezone(_zone(context["request"])).strftime(fmt) if value else ""
+def _localtime(context: Any, value: datetime | None, fmt: str = "%Y-%m-%d %H:%M", zone: str | None = None) -> str:
+    """`value` in `zone` (a site's), else head office's zone."""
+    if not value:
+        return ""
+    return value.astimezone(zone_info(zone) if zone else _zone(context["request"])).strftime(fmt)
 
 
 def _ago(value: datetime | None) -> str:
@@ -132,6 +136,7 @@ def loyal(
     min_visits: Annotated[int | None, Query(ge=1, le=1000)] = None,
     window_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
     site: Annotated[str, Query(max_length=64)] = "",
+    as_of: Annotated[str, Query(max_length=10, description="YYYY-MM-DD; default today in the site's zone")] = "",
     sort: LoyalSort = "-arrival",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
@@ -139,11 +144,16 @@ def loyal(
     min_visits = min_visits or cfg.min_visits
     window_days = window_days or cfg.window_days
     site = scoped_site(user, site)
+    try:
+        day = date.fromisoformat(as_of) if as_of else None
+    except ValueError:
+        raise HTTPException(422, "as_of: a date as YYYY-MM-DD") from None
     with service.session() as s:
         result = loyal_customers(
             s,
             min_visits=min_visits,
             window_days=window_days,
+            as_of=day,
             timezone=cfg.timezone,
             site=site or None,
             sort=sort,
@@ -152,7 +162,7 @@ def loyal(
         )
         sites = [n for n in s.exec(select(Site.name).order_by(Site.name)) if user.sees_site(n)]
     pages = max(1, -(-result.total // LOYAL_PAGE_SIZE))
-    query = {"min_visits": min_visits, "window_days": window_days, "site": site, "sort": sort}
+    query = {"min_visits": min_visits, "window_days": window_days, "site": site, "as_of": as_of, "sort": sort}
     context = {
         "result": result,
         "sites": sites,
@@ -161,6 +171,7 @@ def loyal(
         "page": page,
         "pages": pages,
         "frequency": queries.frequency_text,
+        "head_office_zone": cfg.timezone,
     }
     return _render(request, "loyal.html", context)
 
@@ -173,11 +184,18 @@ def visitors(
     q: Annotated[str, Query(max_length=200)] = "",
     sort: queries.VisitorSort = "-last_seen",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    unassigned: bool = False,
 ) -> Response:
     with service.session() as s:
         ids = queries.site_ids(s, user.sites)
         result = queries.list_visitors(
-            s, q=q, sort=sort, offset=(page - 1) * VISITORS_PAGE_SIZE, limit=VISITORS_PAGE_SIZE, site_ids=ids
+            s,
+            q=q,
+            sort=sort,
+            offset=(page - 1) * VISITORS_PAGE_SIZE,
+            limit=VISITORS_PAGE_SIZE,
+            site_ids=ids,
+            unassigned=unassigned,
         )
         names = queries.Names.load(s, ids)
     pages = max(1, -(-result.total // VISITORS_PAGE_SIZE))
@@ -186,6 +204,7 @@ def visitors(
         "names": names,
         "q": q,
         "sort": sort,
+        "unassigned": unassigned,
         "sorts": queries.VISITOR_SORTS,
         "page": page,
         "pages": pages,
@@ -357,7 +376,42 @@ def sites(request: Request, service: ServiceDep, user: CurrentUser) -> Response:
     with service.session() as s:
         ids = queries.site_ids(s, user.sites)
         rows = queries.sites_overview(s, _live_urls(request), service.config.loyal.timezone, site_ids=ids)
-    return _render(request, "sites.html", {"sites": rows})
+    context = {
+        "sites": rows,
+        "configured": set(service.config.sites),
+        "default_zone": service.config.loyal.timezone,
+        "can_set_zone": can(user, "admin"),
+    }
+    return _render(request, "sites.html", context)
+
+
+@router.post("/sites/{site_id}/timezone")
+def set_site_timezone(
+    request: Request,
+    service: ServiceDep,
+    user: CurrentUser,
+    site_id: uuid.UUID,
+    timezone: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    """Set a site's time zone (empty: follow head office's); a zone set in the configuration wins."""
+    name = timezone.strip()
+    try:
+        if name:
+            zone_info(name)
+    except StoreError as exc:
+        flash(request, str(exc), "error")
+        return _back("/sites")
+    with service.store.begin() as s:
+        site = s.get(Site, site_id)
+        if site is None:
+            raise HTTPException(404, "no such site")
+        if site.name in service.config.sites:
+            flash(request, f"{site.name}: its time zone is set in the configuration", "error")
+            return _back("/sites")
+        old, site.timezone = site.timezone, name or None
+        s.add(AuditLog(actor=user.actor, action="site_timezone", details={"site": site.name, "from": old, "to": name}))
+    flash(request, f"{site.name}: time zone {name or 'of head office (' + service.config.loyal.timezone + ')'}.")
+    return _back("/sites")
 
 
 # --- files -----------------------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from revisit.central.store import (
     Visitor,
     day_bounds,
     devices_overview,
+    local_day,
+    site_zone,
     utcnow,
 )
 from revisit.shared.assign import Prototype
@@ -83,6 +85,7 @@ class VisitorPage:
     visitors: list[Visitor]
     references: dict[uuid.UUID, Sighting]  # visitor id -> reference sighting
     total: int
+    unassigned: int = 0  # low-quality sightings waiting unassigned (each held apart, never a visitor)
 
 
 # --- site scope (site managers see only their sites) ---------------------------------------------------------
@@ -124,12 +127,16 @@ def list_visitors(
     offset: int = 0,
     limit: int = 50,
     site_ids: set[uuid.UUID] | None = None,
+    unassigned: bool = False,
 ) -> VisitorPage:
     """Visitors whose label or notes contain `q` (or whose id is `q`), sorted and paged; with `site_ids`, only
-    those seen at these sites."""
-    stmt = select(Visitor)
+    those seen at these sites; with `unassigned`, the held low-quality sightings instead (each in a row of its own
+    that founds no visitor)."""
+    stmt = select(Visitor).where(col(Visitor.unassigned).is_(unassigned))
+    held_stmt = select(func.count()).select_from(Visitor).where(col(Visitor.unassigned).is_(True))
     if site_ids is not None:
         stmt = stmt.where(seen_at(site_ids))
+        held_stmt = held_stmt.where(seen_at(site_ids))
     q = q.strip()
     if q:
         try:
@@ -147,7 +154,8 @@ def list_visitors(
         "first_seen": col(Visitor.first_seen),
     }[sort]
     visitors = list(session.exec(stmt.order_by(order, Visitor.id).offset(offset).limit(limit)))
-    return VisitorPage(visitors, references(session, visitors), int(total))
+    held = session.exec(held_stmt).one()
+    return VisitorPage(visitors, references(session, visitors), int(total), int(held))
 
 
 def references(session: Session, visitors: Iterable[Visitor]) -> dict[uuid.UUID, Sighting]:
@@ -255,6 +263,8 @@ class SiteRow:
     devices: list[DeviceRow]
     visits_today: int
     sightings_today: int
+    zone: str = "UTC"  # the site's zone (its own, or the global default)
+    today: date | None = None  # the site's local day
 
 
 def sites_overview(
@@ -264,20 +274,26 @@ def sites_overview(
     now: datetime | None = None,
     site_ids: set[uuid.UUID] | None = None,
 ) -> list[SiteRow]:
+    """Sites with their devices; "today" is each site's own local day (visits by the day they start)."""
     now = now or utcnow()
-    today, tomorrow = day_bounds(now, timezone)
-    per_camera = dict(
-        session.exec(
-            select(Sighting.camera_id, func.count())
-            .where(Sighting.best_ts >= today, Sighting.best_ts < tomorrow)
-            .group_by(Sighting.camera_id)
-        ).all()
-    )
-    today_visits = select(Visit.site_id, func.count()).where(Visit.end >= today, Visit.start < tomorrow)
-    visits_today = dict(session.exec(today_visits.group_by(Visit.site_id)).all())
     rows: dict[uuid.UUID, SiteRow] = {}
+    per_camera: dict[uuid.UUID, int] = {}
     for site in session.exec(select(Site).order_by(Site.name)):
-        rows[site.id] = SiteRow(site, [], int(visits_today.get(site.id, 0)), 0)
+        zone = site_zone(site, timezone)
+        today, tomorrow = day_bounds(now, zone)
+        visits = session.exec(
+            select(func.count()).select_from(Visit).join(Visitor, col(Visitor.id) == Visit.visitor_id)
+            .where(Visit.site_id == site.id, col(Visitor.unassigned).is_(False))
+            .where(Visit.start >= today, Visit.start < tomorrow)
+        ).one()  # fmt: skip
+        per_camera |= dict(
+            session.exec(
+                select(Sighting.camera_id, func.count())
+                .where(Sighting.site_id == site.id, Sighting.best_ts >= today, Sighting.best_ts < tomorrow)
+                .group_by(Sighting.camera_id)
+            ).all()
+        )
+        rows[site.id] = SiteRow(site, [], int(visits), 0, zone, local_day(now, zone))
     for site, device, cameras in devices_overview(session):
         base = live_base(live_urls, site.name, device.name)
         cams = [CameraRow(c, int(per_camera.get(c.id, 0)), base) for c in cameras]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from revisit.central.cluster import Clusterer, ClusterSettings
 from revisit.central.config import CentralConfig
 from revisit.central.ingest import Counters, Ingestor, MqttIngest, known_recognizers
 from revisit.central.retention import RetentionReport, run_retention
-from revisit.central.store import CropStore, Sighting, Store, Visitor
+from revisit.central.store import CropStore, Sighting, Store, Visitor, ensure_site
 from revisit.central.vectors import Vectors, open_vectors
 
 log = logging.getLogger(__name__)
@@ -80,10 +81,24 @@ class CentralService:
         return self.config.embedded_broker.bind, port
 
     def health(self) -> dict[str, Any]:
+        """MQTT, broker, counters and the ingest pipeline: `store_ok` is False while storing fails (503)."""
+        ingestor, mqtt = self.ingestor, self.mqtt
+        failing = ingestor.store_failing_since if ingestor else None
         return {
-            "mqtt_connected": bool(self.mqtt and self.mqtt.connected.is_set()),
+            "mqtt_connected": bool(mqtt and mqtt.connected.is_set()),
             "broker": "{}:{}".format(*self.broker_address),
+            "client_id": mqtt.client_id if mqtt else None,
             "counters": self.counters.snapshot(),
+            "ingest": {
+                "backlog": mqtt.backlog if mqtt else 0,
+                "oldest_unstored_s": round(mqtt.oldest_unstored_s(), 3) if mqtt else 0.0,
+                "store_ok": failing is None,
+                "store_failing_s": round(time.time() - failing, 3) if failing is not None else 0.0,
+                "store_errors": self.counters.get("store_errors"),
+                "last_store_error": ingestor.last_store_error if ingestor else "",
+                "flow_refused": self.counters.get("flow_refused"),
+                "mqtt_disconnects": mqtt.disconnects if mqtt else 0,
+            },
         }
 
     # --- lifecycle ---
@@ -102,9 +117,32 @@ class CentralService:
             scope=cfg.cluster.scope,
             visit_gap=timedelta(minutes=cfg.cluster.visit_gap_min),
             candidates=cfg.cluster.candidates,
+            found_min_quality=cfg.cluster.found_min_quality,
+            low_quality_threshold=cfg.cluster.low_quality_threshold,
         )
         self._clusterer = Clusterer(self._store, self._vectors, CropStore(cfg.crops_dir), settings)
+        self._apply_site_zones()
         return self
+
+    def make_ingestor(self) -> Ingestor:
+        """The validating, assigning ingestor of this configuration (the service's, or a backfill's)."""
+        cfg = self.open().config
+        return Ingestor(
+            self.clusterer,
+            self.store,
+            known_recognizers(cfg.ingest.recognizers),
+            max_crop_pixels=cfg.ingest.max_crop_pixels,
+            max_past_s=cfg.ingest.max_past_s,
+            max_future_s=cfg.ingest.max_future_s,
+        )
+
+    def _apply_site_zones(self) -> None:
+        """Configured site zones (validated with the configuration) win over ones set on the Sites page."""
+        if not self.config.sites:
+            return
+        with self.store.begin() as s:
+            for name, site_cfg in self.config.sites.items():
+                ensure_site(s, name).timezone = site_cfg.timezone
 
     def _open_vectors(self) -> Vectors:
         """The configured engine; says at once what the embedded index needs (migration, replay, rebuild)."""
@@ -159,27 +197,26 @@ class CentralService:
         self.repair_index()
         if cfg.broker is None:
             emb = cfg.embedded_broker
-            self.broker = EmbeddedBroker(emb.bind, emb.port, emb.password_file)
+            self.broker = EmbeddedBroker(emb.bind, emb.port, emb.password_file, central=emb.username)
             self.broker.start()
-        self.ingestor = Ingestor(
-            self.clusterer,
-            self.store,
-            known_recognizers(cfg.ingest.recognizers),
-            max_crop_pixels=cfg.ingest.max_crop_pixels,
-        )
+        self.ingestor = self.make_ingestor()
         b, emb = cfg.broker, cfg.embedded_broker
         host, port = self.broker_address
         self.mqtt = MqttIngest(
             self.ingestor,
             "127.0.0.1" if b is None and host in ("0.0.0.0", "::") else host,
             port,
-            client_id=b.client_id if b else "revisit-central",
+            client_id=cfg.mqtt_client_id,
             username=b.username if b else emb.username,
             password=_secret(b.password if b else emb.password),
             tls=b.tls if b else None,
             keepalive=b.keepalive_s if b else 30,
             shared_group=b.shared_group if b else None,
             max_inflight=b.max_inflight if b else 20,
+            queue_size=cfg.ingest.queue_size,
+            batch_size=cfg.ingest.batch_size,
+            batch_ms=cfg.ingest.batch_ms,
+            app_acks=cfg.ingest.app_acks,
         )
         self.mqtt.start()
         self._stop.clear()

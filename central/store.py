@@ -14,20 +14,37 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
+from datetime import timezone as _timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, LargeBinary, TypeDecorator, UniqueConstraint, event, func
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Index,
+    LargeBinary,
+    TypeDecorator,
+    UniqueConstraint,
+    event,
+    func,
+    inspect,
+    text,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from revisit.shared.errors import RevisitError
+
+UTC = _timezone.utc  # datetime.UTC is Python 3.11+
 
 
 class StoreError(RevisitError):
@@ -73,6 +90,7 @@ def _time(**kw: Any) -> Any:
 class Site(SQLModel, table=True):
     id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
     name: str = Field(max_length=64, unique=True, description="the site id of the topics")
+    timezone: str | None = Field(None, max_length=64, description="IANA zone of the site's days; None: the global")
     created_at: datetime = _time(default_factory=utcnow)
 
 
@@ -113,6 +131,9 @@ class Visitor(SQLModel, table=True):
     notes: str = Field("", max_length=10_000)
     proto_sum: bytes = Field(b"", sa_type=LargeBinary, description="float64 quality-weighted sum of members")
     proto_weight: float = 0.0
+    unassigned: bool = Field(
+        False, description="holds one low-quality sighting that matched nobody: never listed, never joined"
+    )
     created_at: datetime = _time(default_factory=utcnow)
 
 
@@ -182,6 +203,16 @@ class AuditLog(SQLModel, table=True):
     action: str = Field(max_length=32, description="erase, merge, split, not_this_person, retention, recluster")
     visitor_id: uuid.UUID | None = Field(None, description="no foreign key: erased visitors stay named here")
     details: dict = Field(default_factory=dict, sa_type=JSON)
+
+
+class SightingFlag(SQLModel, table=True):
+    """Why a sighting's times are not the edge's own: `clock_skew` (far from the receive time: stamped with it)
+    or `backfill` (imported after the fact). The device's best time is kept in `device_ts`."""
+
+    sighting_id: uuid.UUID = Field(foreign_key="sighting.id", primary_key=True, ondelete="CASCADE")
+    kind: str = Field(max_length=16, index=True)
+    device_ts: float = Field(description="the observation's best_ts as the edge sent it (UTC epoch seconds)")
+    received_at: datetime = _time(default_factory=utcnow)
 
 
 # --- accounts (revisit.central.users) -------------------------------------------------------------------------
@@ -259,8 +290,19 @@ class Store:
     def create_all(self) -> None:
         try:
             SQLModel.metadata.create_all(self.engine)
+            self._add_missing_columns()
         except Exception as exc:
             raise StoreError(f"cannot open database {_redact(self.url)}: {exc}") from exc
+
+    def _add_missing_columns(self) -> None:
+        """Columns added after a database was made (create_all never alters a table): added empty, nothing lost."""
+        false = "0" if self.engine.dialect.name == "sqlite" else "FALSE"
+        added = (("site", "timezone", "VARCHAR(64)"), ("visitor", "unassigned", f"BOOLEAN NOT NULL DEFAULT {false}"))
+        inspector = inspect(self.engine)
+        for table, column, ddl in added:
+            if column not in {c["name"] for c in inspector.get_columns(table)}:
+                with self.engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -369,12 +411,13 @@ class CropStore:
 class LoyalRow:
     visitor: Visitor
     site: str
-    arrived_today: datetime  # first arrival today
-    visits_before: int  # visits in the window before today
-    visits_7d: int  # visits in the 7 days before now, today included
-    visits_window: int  # visits in the window, today included
+    arrived_today: datetime  # start of the first visit of the day
+    visits_before: int  # visits (all sites: days with a visit) in the window before the day
+    visits_7d: int  # the same in the 7 days ending with the day, the day included
+    visits_window: int  # the same in the window, the day included
     reference: Sighting | None
-    today: Sighting | None  # best-quality sighting today
+    today: Sighting | None  # best-quality sighting of the day's visits
+    zone: str = "UTC"  # the zone of the site of that sighting: arrival times are shown in it
 
 
 @dataclass
@@ -384,17 +427,49 @@ class LoyalPage:
     day: date
     min_visits: int
     window_days: int
+    zone: str = "UTC"  # the zone whose days count: the site's, or head office's for all sites
+    all_sites: bool = True  # then a person counts at most one visit per day of head office's zone
 
 
 LoyalSort = Literal["arrival", "-arrival", "visits", "-visits", "last_seen", "-last_seen"]
 
 
+@lru_cache(maxsize=256)
+def zone_info(name: str) -> ZoneInfo:
+    """The IANA zone `name`; StoreError when unknown (validate configuration and forms with this)."""
+    try:
+        return ZoneInfo(name)
+    except (ValueError, OSError, KeyError) as exc:  # ZoneInfoNotFoundError is a KeyError
+        raise StoreError(f"unknown time zone {name!r}: use an IANA name such as 'Europe/Berlin'") from exc
+
+
+def site_zone(site: Site, default: str) -> str:
+    """A site's zone; the global zone when the site has none."""
+    return site.timezone or default
+
+
+def local_day(ts: datetime, zone: str) -> date:
+    """The day rule: a visit belongs to the local day (in `zone`) on which it starts."""
+    return ts.astimezone(zone_info(zone)).date()
+
+
+def day_start(day: date, zone: str) -> datetime:
+    """Local midnight starting `day` in `zone`, as UTC."""
+    return datetime.combine(day, time(), zone_info(zone)).astimezone(UTC)
+
+
 def day_bounds(now: datetime, timezone: str) -> tuple[datetime, datetime]:
-    """[start, end) of the day of `now` in `timezone`, as UTC datetimes."""
-    local = now.astimezone(ZoneInfo(timezone))
-    start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    end = (start + timedelta(days=1, hours=2)).replace(hour=0)  # robust across DST changes
-    return start.astimezone(UTC), end.astimezone(UTC)
+    """[start, end) of the day of `now` in `timezone`, as UTC datetimes (23 or 25 hours on DST change days)."""
+    day = local_day(now, timezone)
+    return day_start(day, timezone), day_start(day + timedelta(days=1), timezone)
+
+
+def allowed_site_ids(session: Session, sites: Collection[str] | None) -> set[uuid.UUID] | None:
+    """Ids of the named sites (None: no restriction)."""
+    if sites is None:
+        return None
+    names = list(sites)
+    return set(session.exec(select(Site.id).where(col(Site.name).in_(names)))) if names else set()
 
 
 def loyal_customers(
@@ -402,72 +477,100 @@ def loyal_customers(
     *,
     min_visits: int = 3,
     window_days: int = 30,
+    as_of: date | None = None,
     now: datetime | None = None,
     timezone: str = "UTC",
     site: str | None = None,
+    sites: Collection[str] | None = None,
     sort: LoyalSort = "-arrival",
     offset: int = 0,
     limit: int = 50,
 ) -> LoyalPage:
-    """Visitors seen today AND with at least `min_visits` visits before today within `window_days`."""
+    """Visitors seen on day `as_of` AND with at least `min_visits` visits in the `window_days` days before it.
+
+    The day rule: every visit belongs to the local day on which it starts, in its site's zone when one site is in
+    scope, in head office's zone (`timezone`) for all sites; "seen today" and "visits before" both use it, so a
+    visit past midnight counts once, for the day it began. With all sites in scope a person counts at most one
+    visit per day. `as_of` defaults to today in the scope's zone; `sites` restricts the scope to these site names
+    (a user's allowed sites). Unassigned low-quality sightings never count.
+    """
     now = now or utcnow()
-    today, tomorrow = day_bounds(now, timezone)
-    window_start = today - timedelta(days=window_days)
     site_row = session.exec(select(Site).where(Site.name == site)).first() if site else None
-    if site and site_row is None:
-        return LoyalPage([], 0, today.astimezone(ZoneInfo(timezone)).date(), min_visits, window_days)
-
-    def scoped(stmt: Any) -> Any:
-        return stmt.where(Visit.site_id == site_row.id) if site_row else stmt
-
-    before = scoped(
-        select(Visit.visitor_id, func.count().label("n"))
-        .where(Visit.start >= window_start, Visit.start < today)
-        .group_by(Visit.visitor_id)
-        .having(func.count() >= min_visits)
-    ).subquery()
-    seen_today = scoped(
-        select(Visit.visitor_id, func.min(Visit.start).label("arrival"))
-        .where(Visit.end >= today, Visit.start < tomorrow)
-        .group_by(Visit.visitor_id)
-    ).subquery()
-    base = (
-        select(Visitor, before.c.n, seen_today.c.arrival)
-        .join(before, before.c.visitor_id == Visitor.id)
-        .join(seen_today, seen_today.c.visitor_id == Visitor.id)
+    zone = site_zone(site_row, timezone) if site_row else timezone
+    day = as_of or local_day(now, zone)
+    allowed = allowed_site_ids(session, sites)
+    empty = LoyalPage([], 0, day, min_visits, window_days, zone, site is None)
+    if (site and site_row is None) or (site_row and allowed is not None and site_row.id not in allowed):
+        return empty
+    first = day - timedelta(days=window_days)
+    week = day - timedelta(days=6)
+    stmt = (
+        select(Visit.id, Visit.visitor_id, Visit.start)
+        .join(Visitor, col(Visitor.id) == Visit.visitor_id)
+        .where(col(Visitor.unassigned).is_(False))
+        .where(Visit.start >= day_start(first, zone) - timedelta(days=1))  # a day of margin: other sites' zones
+        .where(Visit.start < day_start(day + timedelta(days=1), zone) + timedelta(days=1))
     )
-    total = session.exec(select(func.count()).select_from(base.subquery())).one()
-    order = {
-        "arrival": seen_today.c.arrival, "-arrival": seen_today.c.arrival.desc(),
-        "visits": before.c.n, "-visits": before.c.n.desc(),
-        "last_seen": Visitor.last_seen, "-last_seen": col(Visitor.last_seen).desc(),
-    }[sort]  # fmt: skip
-    rows = session.exec(base.order_by(order, Visitor.id).offset(offset).limit(limit)).all()
+    if site_row is not None:
+        stmt = stmt.where(Visit.site_id == site_row.id)
+    elif allowed is not None:
+        stmt = stmt.where(col(Visit.site_id).in_(list(allowed)))
+    days: dict[uuid.UUID, list[date]] = defaultdict(list)
+    today: dict[uuid.UUID, list[tuple[datetime, uuid.UUID]]] = defaultdict(list)
+    for visit_id, visitor_id, start in session.exec(stmt):
+        d = local_day(start, zone)
+        if first <= d <= day:
+            days[visitor_id].append(d)
+        if d == day:
+            today[visitor_id].append((start, visit_id))
+
+    def count(ds: list[date], lo: date, hi: date) -> int:
+        picked = [d for d in ds if lo <= d < hi]
+        return len(picked) if site_row is not None else len(set(picked))
+
+    loyal = []
+    for visitor_id, visits in today.items():
+        before = count(days[visitor_id], first, day)
+        if before >= min_visits:
+            loyal.append((visitor_id, before, min(visits)[0]))
+    visitors = {}
+    if loyal:
+        ids = [v for v, _, _ in loyal]
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk : chunk + 500]
+            visitors |= {v.id: v for v in session.exec(select(Visitor).where(col(Visitor.id).in_(part)))}
+    keys = {
+        "arrival": lambda r: (r[2], str(r[0])), "-arrival": lambda r: (-r[2].timestamp(), str(r[0])),
+        "visits": lambda r: (r[1], str(r[0])), "-visits": lambda r: (-r[1], str(r[0])),
+        "last_seen": lambda r: (visitors[r[0]].last_seen, str(r[0])),
+        "-last_seen": lambda r: (-visitors[r[0]].last_seen.timestamp(), str(r[0])),
+    }  # fmt: skip
+    loyal.sort(key=keys[sort])
     out = []
-    for visitor, n_before, arrival in rows:
-        arrival = UTCDateTime().process_result_value(arrival, session.get_bind().dialect)
-        arrival = max(arrival, today)
-        visits = [v.start for v in session.exec(scoped(select(Visit).where(Visit.visitor_id == visitor.id)))]
+    for visitor_id, before, arrival in loyal[offset : offset + limit]:
+        visitor = visitors[visitor_id]
         today_best = session.exec(
             select(Sighting)
-            .where(Sighting.visitor_id == visitor.id, Sighting.best_ts >= today, Sighting.best_ts < tomorrow)
-            .where(*([Sighting.site_id == site_row.id] if site_row else []))
+            .where(col(Sighting.visit_id).in_([v for _, v in today[visitor_id]]))
             .order_by(col(Sighting.quality).desc())
         ).first()
-        site_name = session.get(Site, today_best.site_id).name if today_best else ""
+        site_row_today = session.get(Site, today_best.site_id) if today_best else None
+        site_name = site_row_today.name if site_row_today else ""
+        ds = days[visitor_id]
         out.append(
             LoyalRow(
                 visitor=visitor,
                 site=site_name,
                 arrived_today=arrival,
-                visits_before=int(n_before),
-                visits_7d=sum(now - timedelta(days=7) <= s <= now for s in visits),
-                visits_window=sum(s >= window_start for s in visits),
+                visits_before=before,
+                visits_7d=count(ds, week, day + timedelta(days=1)),
+                visits_window=count(ds, first, day + timedelta(days=1)),
                 reference=_reference(session, visitor),
                 today=today_best,
+                zone=site_zone(site_row_today, timezone) if site_row_today else zone,
             )
         )
-    return LoyalPage(out, int(total), today.astimezone(ZoneInfo(timezone)).date(), min_visits, window_days)
+    return LoyalPage(out, len(loyal), day, min_visits, window_days, zone, site is None)
 
 
 @dataclass

@@ -53,6 +53,14 @@ class BrokerConfig(BrokerConnection):
     heartbeat_s: float = Field(30, ge=1, le=3600, description="status heartbeat period")
     protocol: Literal["3.1.1", "5"] = Field("3.1.1", description="MQTT version (amqtt speaks only 3.1.1)")
     reconnect_max_s: int = Field(30, ge=1, le=600, description="cap of the exponential reconnect backoff")
+    delivery: Literal["stored", "broker"] = Field(
+        "stored",
+        description="stored: keep an observation until central confirms it stored it (acks topic); "
+        "broker: until the broker's PUBACK (for a central without acknowledgements)",
+    )
+    confirm_timeout_s: float = Field(60, ge=1, le=86400, description="resend an unconfirmed observation after this")
+    confirm_backoff_max_s: float = Field(900, ge=1, le=86400, description="cap of the doubling resend timeout")
+    unconfirmed_warn_s: float = Field(600, ge=1, description="warn when the oldest unconfirmed one is this old")
 
 
 class CameraConfig(Strict):
@@ -90,6 +98,9 @@ class RecogniseConfig(Strict):
     reembed_size_ratio: float = Field(1.5, ge=1, description="re-embed when the face is this much larger")
     reembed_quality_delta: float = Field(0.2, ge=0, le=1, description="... or quality improved this much")
     max_embeds_per_track: int = Field(3, ge=1, le=100)
+    mean_shots: int = Field(
+        1, ge=1, le=10, description="publish the mean embedding of the track's best K shots (1: the best shot's)"
+    )
     publish_interval_s: float = Field(300, ge=10, description="long tracks publish this often (same track id)")
     crop_padding: float = Field(0.3, ge=0, le=2, description="padding around the face box in the crop")
     crop_max_side: int = Field(256, ge=64, le=1024)

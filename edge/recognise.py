@@ -121,7 +121,8 @@ def encode_jpeg(image: np.ndarray, quality: int, max_bytes: int = MAX_CROP_BYTES
 class Shot:
     face: Face  # with its quality and aligned crop
     ts: float
-    padded: np.ndarray = field(repr=False)
+    padded: np.ndarray | None = field(default=None, repr=False)  # only the best shot's is kept
+    embedding: np.ndarray | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -141,6 +142,7 @@ class TrackState:
     embeds: int = 0
     co_tracks: set[int] = field(default_factory=set)
     published: int = 0
+    pool: list[Shot] = field(default_factory=list)  # with mean_shots > 1: the best K embeddable shots
 
     def new_window(self, now: float) -> None:
         self.window_start = now
@@ -150,6 +152,7 @@ class TrackState:
         self.embedding = None
         self.embeds = 0
         self.co_tracks = set()
+        self.pool = []
 
 
 @dataclass
@@ -190,6 +193,10 @@ class Recogniser:
         if face.quality is not None and is_better_shot(state.best.face if state.best else None, face, self.rules):
             padded = padded_crop(image, face.box, self.config.crop_padding, self.config.crop_max_side)
             state.best = Shot(face, ts, padded)
+        k = self.config.mean_shots
+        if k > 1 and embeddable(face, self.rules):
+            shot = state.best if state.best is not None and state.best.face is face else Shot(face, ts)
+            state.pool = sorted([*state.pool, shot], key=lambda s: -_score(s.face))[:k]
 
     def together(self, track_ids: Iterable[int]) -> None:
         """Confirmed tracks matched in the same frame: each is a co-track of the others."""
@@ -208,17 +215,48 @@ class Recogniser:
                 embedded = state.embedded.face if state.embedded else None
                 if should_reembed(embedded, state.best.face, state.embeds, self.rules):
                     out.append((state.key, state.best.face))
+            if state.track_id and self.config.mean_shots > 1:  # the pool's other shots: K embeds at most
+                queued = sum(1 for key, _ in out if key == state.key)
+                budget = min(self.config.mean_shots, self.rules.max_embeds) - state.embeds - queued
+                for shot in state.pool:
+                    if budget <= 0:
+                        break
+                    if shot.embedding is None and all(shot.face is not f for key, f in out if key == state.key):
+                        out.append((state.key, shot.face))
+                        budget -= 1
         return out
 
     def set_embedding(self, key: int, face: Face, vector: np.ndarray) -> None:
         state = self.states.get(key)
-        if state is None or state.best is None or state.best.face is not face:
+        if state is None:
+            return
+        vector = np.asarray(vector, dtype=np.float32)
+        pooled = next((s for s in state.pool if s.face is face), None)
+        is_best = state.best is not None and state.best.face is face
+        if pooled is None and not is_best:
             return
         self.stats.embeds += 1
         self.stats.reembeds += state.embeds > 0
         state.embeds += 1
-        state.embedded = state.best
-        state.embedding = np.asarray(vector, dtype=np.float32)
+        if pooled is not None:
+            pooled.embedding = vector
+        if is_best:
+            assert state.best is not None
+            state.best.embedding = vector
+            state.embedded = state.best
+            state.embedding = vector
+        elif state.embedded is None:  # a pooled shot before the best was embedded: publishable already
+            state.embedded, state.embedding = pooled, vector
+
+    def _published_vector(self, state: TrackState) -> np.ndarray:
+        """The best shot's embedding, or with mean_shots > 1 the normalised mean of the pool's embedded shots."""
+        assert state.embedding is not None
+        vectors = [s.embedding for s in state.pool if s.embedding is not None]
+        if self.config.mean_shots <= 1 or len(vectors) < 2:
+            return state.embedding
+        mean = np.mean(np.stack(vectors), axis=0)
+        norm = float(np.linalg.norm(mean))
+        return (mean / norm).astype(np.float32) if norm > 1e-6 else state.embedding
 
     def end(self, track: Track) -> Observation | None:
         """The track ended: its observation, or None (never confirmed, or nothing embeddable)."""
@@ -259,8 +297,11 @@ class Recogniser:
     def observation(self, state: TrackState) -> Observation:
         assert state.embedded is not None and state.embedding is not None and state.first_ts is not None
         shot, face = state.embedded, state.embedded.face
+        if shot.padded is None and state.best is not None and state.best.padded is not None:
+            shot = state.best  # a pooled shot without a crop: show the best one
         q = face.quality
         assert q is not None
+        vector = self._published_vector(state)
         return Observation(
             observation_id=str(uuid.uuid4()),
             site=self.site,
@@ -271,13 +312,13 @@ class Recogniser:
             last_ts=state.last_ts,
             best_ts=shot.ts,
             recognizer_id=self.recognizer_id,
-            embedding=Observation.pack_vector(state.embedding),
-            embedding_dim=int(state.embedding.size),
+            embedding=Observation.pack_vector(vector),
+            embedding_dim=int(vector.size),
             det_score=min(1.0, max(0.0, face.score)),
             quality={k: getattr(q, k) for k in ("detector", "size", "sharpness", "pose", "score")},
             box=tuple(float(v) for v in face.box),
             landmarks=tuple((float(x), float(y)) for x, y in face.landmarks),
-            crop_jpeg=encode_jpeg(shot.padded, self.config.crop_jpeg_quality),
+            crop_jpeg=encode_jpeg(shot.padded if shot.padded is not None else face.crop, self.config.crop_jpeg_quality),
             frame_size=state.frame_size,
             frames_seen=max(1, state.frames_seen),
             co_tracks=tuple(sorted(state.co_tracks - {state.track_id})),

@@ -71,6 +71,13 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("verify", help="1:1 verification on labelled photos: TAR@FAR, AUC, speed")
     common(p)
     p.add_argument("--peer", choices=PEERS, help="also evaluate this library on the same photos and pairs")
+    p.add_argument(
+        "--degrade",
+        choices=["none", "cctv", "hard"],
+        default="none",
+        help="degrade every photo like CCTV (revisit.shared.degrade); TAR is also reported by face size",
+    )
+    p.add_argument("--seed", type=int, default=SEED, help="seed of the degradations")  # fmt: skip
     p.set_defaults(func=run_verify)
     p = sub.add_parser("detect", help="detection rate on labelled photos and group photos")
     common(p)
@@ -212,8 +219,19 @@ def run_verify(args: argparse.Namespace) -> int:
     engine = _engine(args)
     peer = create_peer(args.peer) if args.peer else None
 
-    def ours(image: np.ndarray) -> np.ndarray | None:
+    degrade_level = getattr(args, "degrade", "none")
+    face_px: list[float] = []  # the degraded face width of each photo (nan: clean or unreadable)
+
+    def ours(image: np.ndarray, record: Record | None = None) -> np.ndarray | None:
         face = central_face(engine.detect(image), image.shape)
+        if degrade_level != "none" and record is not None:
+            from revisit.shared.degrade import degrade, nearest_face, rng_for
+
+            if face is None:
+                return None
+            v = degrade(image, face.box, degrade_level, rng_for(args.seed, record.relpath, degrade_level, 0))
+            face_px[-1] = v.face_px
+            image, face = v.frame, nearest_face(engine.detect(v.frame), v.face_box)
         return None if face is None else engine.complete(image, [face])[0].embedding
 
     _warm_up(photos, ours, *([peer.encode] if peer else []))
@@ -227,7 +245,8 @@ def run_verify(args: argparse.Namespace) -> int:
             image, decode = _read(record)
             unreadable += image is None
             start = time.perf_counter()
-            vectors.append(None if image is None else ours(image))
+            face_px.append(float("nan"))
+            vectors.append(None if image is None else ours(image, record))
             times.append(decode + time.perf_counter() - start)
             if peer:
                 start = time.perf_counter()
@@ -242,8 +261,12 @@ def run_verify(args: argparse.Namespace) -> int:
         "same_pairs": len(same),
         "different_pairs": len(different),
     }
-    result |= verification_metrics(pair_scores(vectors, same, cosine), pair_scores(vectors, different, cosine))
+    genuine, impostor = pair_scores(vectors, same, cosine), pair_scores(vectors, different, cosine)
+    result |= verification_metrics(genuine, impostor)
     result |= _timing(times, "", "photo")
+    if degrade_level != "none":
+        result["degrade"] = degrade_level
+        result["tar_by_face_px"] = tar_by_face_size(genuine, impostor, np.array(face_px), same)
     detector, recognizer, backend = engine.config.detector.model, engine.recognizer_id, engine.config.backend.type
     result |= {"detector": detector, "recognizer_id": recognizer, "backend": backend}
     lines = [
@@ -251,6 +274,9 @@ def run_verify(args: argparse.Namespace) -> int:
         f"{len(different)} different-identity pairs",
         _verify_line(f"revisit ({detector} + {recognizer}, {backend})", result, ""),
     ]
+    if degrade_level != "none":
+        by_size = ", ".join(f"{k} px {v['tar']:.3f} ({v['pairs']})" for k, v in result["tar_by_face_px"].items())
+        lines.append(f"  degraded like {degrade_level}: TAR@FAR=1e-3 by face width (pairs): {by_size}")
     if peer:
         result["peer"] = peer.name
         result["peer_detect_failures"] = sum(v is None for v in peer_vectors)
@@ -262,6 +288,27 @@ def run_verify(args: argparse.Namespace) -> int:
         result |= _timing(peer_times, "peer_", "photo")
         lines.append(_verify_line(f"{peer.name} (HOG + dlib ResNet)", result, "peer_"))
     return _emit(args, lines, result)
+
+
+FACE_BINS = ((20, 24), (24, 32), (32, 40), (40, 48), (48, 56), (56, 65))
+
+
+def tar_by_face_size(
+    genuine: np.ndarray, impostor: np.ndarray, face_px: np.ndarray, same: np.ndarray, far: float = 1e-3
+) -> dict[str, dict[str, float]]:
+    """TAR of the same-identity pairs grouped by the smaller face width of the pair, at the one threshold that
+    gives `far` over all different-identity pairs."""
+    threshold = tar_at_far(roc(genuine, impostor), far)[1]
+    smaller = np.fmin(face_px[same[:, 0]], face_px[same[:, 1]]) if len(same) else np.zeros(0)
+    out = {}
+    for lo, hi in FACE_BINS:
+        pick = (smaller >= lo) & (smaller < hi)
+        if pick.any():
+            out[f"{lo}-{hi - 1}"] = {
+                "pairs": int(pick.sum()),
+                "tar": round(float(np.mean(genuine[pick] >= threshold)), 4),
+            }
+    return out
 
 
 def _verify_line(name: str, r: dict[str, Any], p: str) -> str:

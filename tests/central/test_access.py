@@ -41,6 +41,7 @@ TABLE: dict[str, str] = {
     "POST /visitors/{visitor_id}/erase": "AHS",
     "POST /sightings/{sighting_id}/not-this-person": "AHS",
     "GET /sites": "AHS",
+    "POST /sites/{site_id}/timezone": "A",
     "GET /crops/{path:path}": "AHS",
     "GET /live/camera/{camera_id}.mjpg": "AHS",
     "GET /live/camera/{camera_id}.jpg": "AHS",
@@ -100,7 +101,7 @@ FILL = {
     "{visitor_id}": str(uuid.uuid4()), "{sighting_id}": str(uuid.uuid4()), "{camera_id}": str(uuid.uuid4()),
     "{event_id}": str(uuid.uuid4()), "{photo_id}": str(uuid.uuid4()), "{token_id}": str(uuid.uuid4()),
     "{path:path}": "ab/" + "a" * 32 + ".jpg", "{code}": "ZZZZ2345", "{token}": "x" * 64, "{kind}": "thumb",
-    "{username}": "nobody", "{order_id}": str(uuid.uuid4()),
+    "{username}": "nobody", "{site_id}": str(uuid.uuid4()), "{order_id}": str(uuid.uuid4()),
 }  # fmt: skip
 
 

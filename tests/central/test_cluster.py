@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as _timezone
 
 import numpy as np
 import pytest
 from sqlmodel import func, select
 
+from revisit.central import queries
 from revisit.central.cluster import ClusterError, choose, cluster_offline, sessionise
-from revisit.central.store import AuditLog, CannotLink, MustLink, Sighting, Visit, Visitor
+from revisit.central.store import AuditLog, CannotLink, MustLink, Sighting, Visit, Visitor, loyal_customers
 from tests.central.conftest import REC, make_obs, near, people
+
+UTC = _timezone.utc  # datetime.UTC is Python 3.11+
 
 A, B, C = (uuid.UUID(int=i) for i in (1, 2, 3))
 
@@ -272,3 +276,85 @@ def test_redelivery_mends_an_index_left_stale_by_a_qdrant_failure(make_clusterer
     assert c.vectors.count(REC) == 1 and c.vectors.count(REC, "sightings") == 1
     # and the person is found again instead of becoming a new visitor
     assert c.ingest(make_obs(near(people(1)[0], seed=5), ts=1_800_000_100.0)).visitor_id == first.visitor_id
+
+
+# --- the quality floor: a poor face never founds a visitor -------------------------------------------------------
+
+
+def test_a_low_quality_face_joins_a_clear_match_or_waits_unassigned(db_url, make_clusterer):
+    c = make_clusterer(db_url, found_min_quality=0.4)
+    known, stranger = people(2)
+    good = c.ingest(make_obs(near(known, seed=1), ts=1_800_000_000, quality=0.8))
+    assert good.created and not good.unassigned
+    joined = c.ingest(make_obs(near(known, seed=2), ts=1_800_100_000, quality=0.2))
+    assert joined.visitor_id == good.visitor_id and not joined.unassigned and not joined.created
+    held = c.ingest(make_obs(near(stranger, seed=3), ts=1_800_200_000, quality=0.2))
+    assert held.unassigned and held.visitor_id != good.visitor_id
+    # nothing can join a held sighting, not even the same poor face again: no prototype is indexed for it
+    assert c.vectors.count(REC) == 1
+    again = c.ingest(make_obs(near(stranger, seed=4), ts=1_800_300_000, quality=0.2))
+    assert again.unassigned and again.visitor_id != held.visitor_id
+    assert c.unassigned_count() == 2
+    # a good face of the stranger founds a visitor; later poor faces of the stranger join it
+    founder = c.ingest(make_obs(near(stranger, seed=5), ts=1_800_400_000, quality=0.9))
+    assert founder.created and not founder.unassigned
+    later = c.ingest(make_obs(near(stranger, seed=6), ts=1_800_500_000, quality=0.1))
+    assert later.visitor_id == founder.visitor_id
+    with c.store.session() as s:
+        listed = loyal_customers(s, min_visits=1, window_days=3650, now=datetime(2027, 1, 15, 0, 0, tzinfo=UTC),
+                                 as_of=datetime.fromtimestamp(1_800_500_000, UTC).date())  # fmt: skip
+        assert [r.visitor.id for r in listed.rows] == [founder.visitor_id]
+        assert listed.rows[0].visits_before == 1  # the held sightings are no visits of anybody
+        held_rows = queries.list_visitors(s, unassigned=True)
+        assert held_rows.total == 2 and queries.list_visitors(s).unassigned == 2
+        assert {v.id for v in queries.list_visitors(s).visitors} == {good.visitor_id, founder.visitor_id}
+    # recluster keeps the rule: the held ones stay held (each alone), the others keep their visitors
+    report = c.recluster()
+    assert report.visitors_after == 4 and c.unassigned_count() == 2
+    assert c.vectors.count(REC) == 2
+    # a person can place a held sighting: merging makes it part of a visitor
+    c.merge(good.visitor_id, held.visitor_id)
+    with c.store.session() as s:
+        assert s.get(Visitor, good.visitor_id).unassigned is False
+    assert c.unassigned_count() == 1
+
+
+def test_without_a_floor_every_face_founds(make_clusterer):
+    c = make_clusterer()
+    (face,) = people(1)
+    first = c.ingest(make_obs(face, quality=0.01))
+    assert first.created and not first.unassigned and c.unassigned_count() == 0
+
+
+def test_cluster_offline_quality_floor():
+    vecs = np.stack([near(p, seed=i) for i, p in enumerate(people(3))] + [near(people(3)[0], seed=9)])
+    labels = cluster_offline(vecs, [0.1, 0.9, 0.1, 0.1], 0.37, found_min_quality=0.4)
+    assert labels == [-1, 0, -1, -1]  # the fourth is the first person again, but neither may found
+    labels = cluster_offline(vecs, [0.9, 0.9, 0.1, 0.1], 0.37, found_min_quality=0.4)
+    assert labels == [0, 1, -1, 0]  # a poor face joins its clear match
+    labels = cluster_offline(vecs, [0.1, 0.9, 0.1, 0.1], 0.37, found_min_quality=0.4, must=[[0, 2]])
+    assert labels[0] == labels[2] >= 0  # a person's must-link wins over the floor
+
+
+def _at_cosine(base: np.ndarray, cos: float, seed: int) -> np.ndarray:
+    """A unit vector at exactly `cos` to `base`."""
+    base = base / np.linalg.norm(base)
+    other = np.random.default_rng(seed).standard_normal(base.shape)
+    other -= (other @ base) * base
+    return cos * base + np.sqrt(1 - cos * cos) * other / np.linalg.norm(other)
+
+
+def test_a_low_quality_face_must_match_clearly_to_join(make_clusterer):
+    c = make_clusterer(threshold=0.37, found_min_quality=0.4, low_quality_threshold=0.5)
+    assert c.settings.join_threshold(0.2) == 0.5 and c.settings.join_threshold(0.6) == 0.37
+    (face,) = people(1)
+    good = c.ingest(make_obs(face, ts=1_800_000_000, quality=0.9))
+    unclear = c.ingest(make_obs(_at_cosine(face, 0.45, 1), ts=1_800_100_000, quality=0.2))
+    assert unclear.unassigned and unclear.visitor_id != good.visitor_id  # 0.45: enough for a good face only
+    clear = c.ingest(make_obs(_at_cosine(face, 0.6, 2), ts=1_800_200_000, quality=0.2))
+    assert clear.visitor_id == good.visitor_id
+    fine = c.ingest(make_obs(_at_cosine(face, 0.45, 3), ts=1_800_300_000, quality=0.9))
+    assert fine.visitor_id == good.visitor_id
+    labels = cluster_offline(np.stack([face, _at_cosine(face, 0.45, 1)]), [0.9, 0.2], 0.37,
+                             found_min_quality=0.4, low_quality_threshold=0.5)  # fmt: skip
+    assert labels == [0, -1]

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import timedelta
+from datetime import timezone as _timezone
 
 import pytest
 from sqlmodel import select
 
 from revisit.central import pages
-from revisit.central.store import AuditLog, Sighting, Visitor
+from revisit.central.store import AuditLog, Sighting, Site, Visitor
 from tests.central.webapp import login, seeded_app
+
+UTC = _timezone.utc  # datetime.UTC is Python 3.11+
 
 pytestmark = [pytest.mark.models, pytest.mark.facedata]
 
@@ -58,7 +62,7 @@ def test_loyal_customers_shows_the_regular_with_photos(seeded):
     for url in images:
         r = client.get(url)
         assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg" and r.content[:2] == b"\xff\xd8"
-    assert "4 visits this week, 4 in 30 days" in table and "3 before today" in table
+    assert "4 visits this week, 4 in 30 days" in table and "3 before this day" in table
     assert "<td>s1</td>" in table
     with service.session() as s:
         today = s.exec(select(Sighting).where(Sighting.visitor_id == loyal).order_by(Sighting.best_ts.desc())).first()
@@ -360,3 +364,60 @@ def _camera_id(service, name: str, site: str = "s1") -> uuid.UUID:
 
     with service.session() as s:
         return s.exec(select(Camera.id).join(Site).where(Camera.name == name, Site.name == site)).one()
+
+
+# --- looking back, time zones ------------------------------------------------------------------------------------
+
+
+def test_loyal_looks_back_with_as_of(seeded):
+    client, _, data = seeded
+    ids = list(data.visitors.values())
+    today = data.now.astimezone(UTC).date()
+    yesterday = (today - timedelta(days=1)).isoformat()
+    html = client.get(f"/loyal?min_visits=1&as_of={yesterday}").text
+    shown = _VISITOR.findall(_section(html, '<table class="loyal"'))
+    assert sorted(shown) == sorted(str(ids[i]) for i in (0, 2))  # the regular and the one seen on days 2 and 1
+    assert f'name="as_of" value="{yesterday}"' in html and 'id="day-rule"' in html
+    assert "one visit per day" in html  # all sites: the rule is said on the page
+    assert _VISITOR.findall(client.get(f"/loyal?min_visits=2&as_of={yesterday}").text) == [str(ids[0])]
+    assert "Nobody seen on this day" in client.get("/loyal?as_of=2001-01-01").text
+    assert client.get("/loyal?as_of=yesterday").status_code == 422
+    api = client.get(f"/api/v1/loyal?min_visits=1&as_of={yesterday}").json()
+    assert api["day"] == yesterday and api["total"] == 2 and api["all_sites"] and api["zone"] == "UTC"
+    assert client.get("/api/v1/loyal").json()["day"] == today.isoformat()
+    assert client.get("/api/v1/loyal?as_of=2026-02-30").status_code == 422
+
+
+def test_site_time_zone_is_set_on_the_sites_page(fresh):
+    client, service, data, token = fresh
+    html = client.get("/sites").text
+    assert html.count('name="timezone"') == 2 and "UTC (head office)" in html
+    with service.session() as s:
+        site = s.exec(select(Site).where(Site.name == "s2")).one()
+    r = client.post(
+        f"/sites/{site.id}/timezone", data={"timezone": "Mars/Base", "csrf_token": token}, follow_redirects=False
+    )
+    assert r.status_code == 303 and "unknown time zone" in client.get("/sites").text
+    r = client.post(f"/sites/{site.id}/timezone", data={"timezone": "Asia/Tokyo"}, follow_redirects=False)
+    assert r.status_code == 403  # no CSRF token
+    r = client.post(
+        f"/sites/{site.id}/timezone", data={"timezone": "Asia/Tokyo", "csrf_token": token}, follow_redirects=False
+    )
+    assert r.status_code == 303
+    with service.session() as s:
+        assert s.get(Site, site.id).timezone == "Asia/Tokyo"
+        assert s.exec(select(AuditLog).where(AuditLog.action == "site_timezone")).one().details["to"] == "Asia/Tokyo"
+    assert 'value="Asia/Tokyo"' in client.get("/sites").text
+    page = client.get("/api/v1/loyal?site=s2").json()
+    assert page["zone"] == "Asia/Tokyo" and not page["all_sites"]
+    sites = {x["name"]: x for x in client.get("/api/v1/sites").json()}
+    assert sites["s2"]["timezone"] == "Asia/Tokyo" and sites["s1"]["timezone"] == "UTC"
+    r = client.post(f"/sites/{site.id}/timezone", data={"timezone": "", "csrf_token": token}, follow_redirects=False)
+    with service.session() as s:
+        assert s.get(Site, site.id).timezone is None  # back to head office's
+    assert (
+        client.post(
+            f"/sites/{uuid.uuid4()}/timezone", data={"timezone": "UTC", "csrf_token": token}, follow_redirects=False
+        ).status_code
+        == 404
+    )

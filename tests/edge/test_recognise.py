@@ -185,3 +185,23 @@ def test_encode_jpeg_fits_the_limit():
     noise = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), dtype=np.uint8)
     assert len(encode_jpeg(noise, 100, max_bytes=600_000)) <= 600_000
     assert encode_jpeg(noise[:64, :64], 90).startswith(b"\xff\xd8")
+
+
+def test_mean_of_the_best_shots():
+    h = Harness(mean_shots=3)
+    for i, q in enumerate([0.5, 0.3, 0.6, 0.4]):
+        h.see(0, 1, shot(q), float(i))
+    assert h.embedded == 3  # 0.5 (first), 0.3 and 0.6 entered the best three; 0.4 came after the budget
+    obs = h.rec.end(h.tracks[0])
+    mean = unit(200) + unit(0)  # the best three are 0.6, 0.5 and 0.4; 0.4 has no embedding
+    assert np.allclose(obs.vector(), mean / np.linalg.norm(mean), atol=1e-6)
+    assert obs.quality.score == pytest.approx(0.6) and obs.best_ts == 2.0  # crop and quality: the best shot
+    assert cv2.imdecode(np.frombuffer(obs.crop_jpeg, np.uint8), cv2.IMREAD_COLOR) is not None
+
+
+def test_mean_shots_with_one_embedded_shot_is_that_shot():
+    h = Harness(mean_shots=2)
+    for i, q in enumerate([0.5, 0.1]):
+        h.see(0, 1, shot(q), float(i))
+    obs = h.rec.end(h.tracks[0])
+    assert h.embedded == 1 and np.allclose(obs.vector(), unit(0))
