@@ -298,65 +298,7 @@ class Clusterer:
 
     def ingest(self, obs: Observation, save_crop: bool = True) -> Assignment:
         """Store one observation as a sighting of a known or new visitor. Idempotent by observation id."""
-        with self.lock:
-            vec = obs.vector().astype(np.float32)
-            self.vectors.ensure(obs.recognizer_id, obs.embedding_dim)
-            crop_path: str | None = None
-            try:
-                with self.store.begin() as s:
-                    found = s.exec(
-                        select(Sighting).where(Sighting.observation_id == uuid.UUID(obs.observation_id))
-                    ).first()
-                    if found is not None:
-                        self._resync(s, found, obs, vec)
-                        return Assignment(found.id, found.visitor_id, found.visit_id, False, True, 1.0)
-                    site = ensure_site(s, obs.site)
-                    device = ensure_device(s, site, obs.device)
-                    camera = ensure_camera(s, site, device, obs.camera)
-                    first, last, best = from_epoch(obs.first_ts), from_epoch(obs.last_ts), from_epoch(obs.best_ts)
-                    device.last_seen = camera.last_seen = utcnow()
-                    device.observations += 1
-                    co = self._co_track_sightings(s, obs, camera.id, first, last)
-                    visitor, created, score = self._pick(s, obs, vec, site, {c.visitor_id for c in co})
-                    held = visitor.unassigned
-                    if save_crop and self.crops is not None:
-                        crop_path = self.crops.save(obs.crop_jpeg)
-                    sighting = Sighting(
-                        observation_id=uuid.UUID(obs.observation_id), visitor_id=visitor.id, site_id=site.id,
-                        device_id=device.id, camera_id=camera.id, track_id=obs.track_id, first_ts=first,
-                        last_ts=last, best_ts=best, quality=obs.quality.score, det_score=obs.det_score,
-                        box=list(obs.box), frame_size=list(obs.frame_size), co_tracks=list(obs.co_tracks),
-                        crop_path=crop_path, recognizer_id=obs.recognizer_id, embedding=obs.embedding,
-                    )  # fmt: skip
-                    s.add(sighting)
-                    s.flush()
-                    for other in co:
-                        a, b = pair(sighting.id, other.id)
-                        s.add(CannotLink(a_id=a, b_id=b, reason="co_track"))
-                    proto = _proto(visitor, obs.embedding_dim)
-                    proto.add(vec, obs.quality.score)
-                    _save_proto(visitor, proto)
-                    visitor.sighting_count += 1
-                    visitor.first_seen = min(visitor.first_seen, first)
-                    visitor.last_seen = max(visitor.last_seen, last)
-                    if crop_path and sighting.quality > visitor.reference_quality:
-                        visitor.reference_sighting_id, visitor.reference_quality = sighting.id, sighting.quality
-                    visit = self._add_to_visit(s, visitor.id, site.id, sighting)
-                    s.flush()
-                    visitor.visit_count = self._count_visits(s, visitor.id)
-                    result = Assignment(sighting.id, visitor.id, visit.id, created, False, score, held)
-                    site_name, proto_vec = site.name, proto.vector
-            except BaseException:
-                if crop_path and self.crops is not None:
-                    self.crops.delete(crop_path)
-                raise
-            rec = obs.recognizer_id
-            self.vectors.upsert_sightings(
-                rec, [SightingPoint(result.sighting_id, vec, result.visitor_id, site_name, obs.best_ts)]
-            )
-            if not held:  # a held sighting has no prototype: nothing can join it
-                self.vectors.upsert_prototypes(rec, [(result.visitor_id, proto_vec, site_name)])
-            return result
+        return self.ingest_batch([obs], save_crop=save_crop)[0]
 
     def ingest_batch(
         self, observations: Sequence[Observation], notes: Sequence[SightingNote | None] | None = None,
@@ -455,16 +397,6 @@ class Clusterer:
         if not held:  # a held sighting has no prototype: nothing can join it
             overlay[rec][visitor.id] = (proto.vector, site.name)
         return Assignment(sighting.id, visitor.id, visit.id, created, False, score, held)
-
-    def _resync(self, s: Session, found: Sighting, obs: Observation, vec: np.ndarray) -> None:
-        """A redelivered observation: push its stored state to Qdrant again. A Qdrant failure after the database
-        commit leaves the index stale; the redelivery (or the ingest retry) mends it. Both upserts are idempotent."""
-        site, visitor = s.get(Site, found.site_id), s.get(Visitor, found.visitor_id)
-        if site is None or visitor is None:
-            return
-        rec = obs.recognizer_id
-        self.vectors.upsert_sightings(rec, [SightingPoint(found.id, vec, visitor.id, site.name, obs.best_ts)])
-        self.vectors.upsert_prototypes(rec, [(visitor.id, _proto(visitor, obs.embedding_dim).vector, site.name)])
 
     def _pick(
         self,

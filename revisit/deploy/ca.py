@@ -116,7 +116,7 @@ def run_central_cert(args: argparse.Namespace) -> int:
     for path in files:
         print(f"  {path}")
     print("the broker's ACL (/etc/mosquitto/revisit/acl) needs this block, then `systemctl reload mosquitto`:")
-    print(f"  user {args.name}\n  topic read revisit/v1/#")
+    print(f"  user {args.name}\n  topic read revisit/v1/#\n  topic write revisit/v1/+/+/acks")
     print("central.toml:")
     print(
         f'  [broker]\n  client_id = "{args.name}"\n  [broker.tls]\n  ca = "/etc/revisit/tls/ca.pem"\n'
