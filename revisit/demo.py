@@ -83,7 +83,7 @@ def _seed(service, data_dir: Path):
         print(f"revisit demo: no labelled photos in {facedata} (set REVISIT_FACEDATA): no demo history", flush=True)
         return None
     start = time.perf_counter()
-    print("revisit demo: seeding four weeks of demo visits from the dev photos (once; under a minute or two)", flush=True)
+    print("revisit demo: seeding four weeks of demo visits from the dev photos (once; about a minute)", flush=True)
     seeded = seed_demo(service, FaceEngine(service.config.engine), facedata)
     print(f"revisit demo: seeded {seeded.observations} observations in {time.perf_counter() - start:.0f} s", flush=True)
     return seeded
