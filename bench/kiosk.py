@@ -4,6 +4,8 @@
     .venv/bin/python bench/kiosk.py --sizes 100,1000 --queries 20
     .venv/bin/python bench/kiosk.py --engine qdrant-local    # qdrant-client local mode (the old default)
     .venv/bin/python bench/kiosk.py --no-shared              # skip the shared-collection comparison
+    .venv/bin/python bench/kiosk.py --extraction             # background extraction of full-size photos
+    .venv/bin/python bench/kiosk.py --extraction --mp 24 --faces 20 --photos 8
 
 For each size N, one event gets N faces: the real faces of a few photos of one person (so a search finds
 something and the database part of the search is exercised) and random 512-d unit vectors for the rest (a store
@@ -15,7 +17,15 @@ of that size; random vectors match nothing). Reported per size:
 - shared p50: for comparison, the design not taken: one collection holding every event's faces (N in all), searched
   with an `event_id` payload filter for an event of 1,000 of them.
 
-A script that prints a table, not a test.
+--extraction: photographers' full-size photos, made at run time from the dev portraits (none are stored): canvases
+of --mp megapixels (3:2) with --faces portraits pasted at 3x (faces ~200 px) on a smooth textured background,
+JPEG quality 90. Each goes through the kiosk's own path: `Events.add_photo` (validate, store, thumbnail: the
+upload's part) and the `FaceWorker` (decode, detect at `photo_max_side`, assess and embed every face, store the
+vectors). Reported: upload s/photo, extraction photos/s and faces/s (wall clock, one worker thread) and CPU s per
+photo (this process, all threads), the time from upload until a photo is searchable with an idle worker, and
+where one photo's time goes (decode, detect, embed) with the reduced-size JPEG decode beside the full one.
+
+A script that prints tables, not a test.
 """
 
 from __future__ import annotations
@@ -148,8 +158,133 @@ def bench_size(n: int, args: argparse.Namespace, engine, selfie: bytes, own: lis
     return out
 
 
+def canvases(data: Path, count: int, mp: float, faces: int, seed: int = 0) -> list[bytes]:
+    """`count` JPEGs of `mp` megapixels with `faces` different portraits pasted on each."""
+    import cv2
+
+    from revisit.shared.dataset import load_labels
+
+    rng = np.random.default_rng(seed)
+    portraits = sorted((r.path for r in load_labels(data) if r.kind == "photo"), key=str)
+    picks = rng.choice(len(portraits), size=count * faces, replace=len(portraits) < count * faces)
+    width = int(round((mp * 1e6 * 1.5) ** 0.5))
+    height = int(round(width / 1.5))
+    cols = int(np.ceil((faces * 1.5) ** 0.5))
+    rows = int(np.ceil(faces / cols))
+    out = []
+    for i in range(count):
+        low = rng.integers(60, 200, (height // 64 + 1, width // 64 + 1, 3), dtype=np.uint8)
+        canvas = cv2.resize(low, (width, height), interpolation=cv2.INTER_CUBIC)
+        canvas = cv2.add(canvas, rng.integers(0, 12, canvas.shape, dtype=np.uint8))  # some grain, as a camera has
+        cell_w, cell_h = width // cols, height // rows
+        for k in range(faces):
+            face = cv2.imread(str(portraits[picks[i * faces + k]]))
+            side = min(cell_w, cell_h, face.shape[1] * 3) - 20
+            face = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+            r, c = divmod(k, cols)
+            y = r * cell_h + int(rng.integers(0, cell_h - side))
+            x = c * cell_w + int(rng.integers(0, cell_w - side))
+            canvas[y : y + side, x : x + side] = face
+        out.append(bytes(cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])[1]))
+    return out
+
+
+def bench_extraction(args: argparse.Namespace, engine) -> None:
+    import cv2
+
+    from revisit.central.photos import photo_detector
+    from revisit.shared.image import decode_image
+
+    print(f"making {args.photos} photos of {args.mp} MP with {args.faces} faces each ...", flush=True)
+    photos = canvases(args.data, args.photos + 1, args.mp, args.faces)
+    size = np.median([len(p) for p in photos]) / 2**20
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (a shared machine: other jobs run too); "
+          f"{engine.recognizer_id}; JPEG {size:.1f} MB median", flush=True)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="revisit-bench-extract-") as tmp:
+        store = Store(f"sqlite:///{Path(tmp) / 'x.db'}")
+        events = Events(store, PhotoFiles(Path(tmp) / "photos"), EventVectors.memory())
+        events.create_tables()
+        event = events.create_event("bench extraction")
+        worker = FaceWorker(events, engine, max_side=args.max_side).start()
+        # warm-up (first runs of the models are slow), then the time until one photo is searchable
+        warm = events.add_photo(event.id, "warm.jpg", photos[-1]).photo
+        worker.submit(event.id, warm.id)
+        worker.wait_idle()
+        start = time.perf_counter()
+        one = events.add_photo(event.id, "one.jpg", photos[0]).photo
+        uploaded = time.perf_counter()
+        worker.submit(event.id, one.id)
+        worker.wait_idle()
+        searchable = time.perf_counter()
+        found = events.photo_status(event.id)["faces"]
+        # upload part of the rest, then the worker's backlog
+        t0, c0 = time.perf_counter(), time.process_time()
+        ids = [events.add_photo(event.id, f"p{i}.jpg", data).photo.id for i, data in enumerate(photos[1:-1], 1)]
+        t1, c1 = time.perf_counter(), time.process_time()
+        for pid in ids:
+            worker.submit(event.id, pid)
+        worker.wait_idle()
+        t2, c2 = time.perf_counter(), time.process_time()
+        worker.stop()
+        status = events.photo_status(event.id)
+        faces = status["faces"] - found
+        n = len(ids)
+        print(f"\n| {args.mp} MP, {args.faces} faces, max_side {args.max_side} | value |\n|---|---:|")
+        print(f"| upload (validate, store, thumbnail) | {(t1 - t0) / n:.2f} s/photo, CPU {(c1 - c0) / n:.2f} s |")
+        print(f"| extraction | **{n / (t2 - t1):.2f} photos/s**, {faces / (t2 - t1):.1f} faces/s |")
+        print(f"| extraction CPU per photo | {(c2 - c1) / n:.2f} s |")
+        print(f"| faces found / pasted | {faces} / {n * args.faces} |")
+        print(f"| upload to searchable, idle worker | {searchable - start:.2f} s "
+              f"(upload {uploaded - start:.2f} s) |")  # fmt: skip
+        events.vectors.close()
+        store.dispose()
+    # where one photo's time goes (medians of 3)
+    data = photos[0]
+    detector = photo_detector(engine, args.max_side)
+
+    def timed(fn, k: int = 3):
+        """(median CPU s of this process, all threads: steadier than wall time on a shared machine, result)"""
+        times, result = [], None
+        for _ in range(k):
+            s0 = time.process_time()
+            result = fn()
+            times.append(time.process_time() - s0)
+        return float(np.median(times)), result
+
+    buf = np.frombuffer(data, np.uint8)
+    t_pil, full = timed(lambda: decode_image(data, max_pixels=100_000_000, max_bytes=200 * 2**20))
+    t_cv, _ = timed(lambda: cv2.imdecode(buf, cv2.IMREAD_COLOR))
+    t_red, half = timed(lambda: cv2.imdecode(buf, cv2.IMREAD_REDUCED_COLOR_2))
+    t_det, dets = timed(lambda: detector.detect(full))
+    t_det_half, _ = timed(lambda: detector.detect(half))
+    t_emb, _ = timed(lambda: engine.complete(full, detector.detect(full)))
+    print(f"\n| stage, one {full.shape[1]}x{full.shape[0]} photo ({len(dets)} faces) | CPU ms |\n|---|---:|")
+    print(f"| decode, Pillow (the worker's `decode_image`) | {t_pil * 1000:.0f} |")
+    print(f"| decode, OpenCV full | {t_cv * 1000:.0f} |")
+    print(f"| decode, OpenCV IMREAD_REDUCED_COLOR_2 | {t_red * 1000:.0f} |")
+    print(f"| detect at max_side {args.max_side} (full image) | {t_det * 1000:.0f} |")
+    print(f"| detect at max_side {args.max_side} (half image) | {t_det_half * 1000:.0f} |")
+    print(f"| detect + assess + embed all faces | {t_emb * 1000:.0f} |")
+    # what the reduced decode costs in accuracy: the same faces found, and their embeddings' agreement
+    whole = engine.complete(full, detector.detect(full))
+    reduced = engine.complete(half, detector.detect(half))
+    cos = []
+    for f in whole:
+        near = min(reduced, key=lambda r: float(np.sum((np.asarray(r.box) * 2 - np.asarray(f.box)) ** 2)), default=None)
+        if near is not None:
+            cos.append(float(np.dot(f.embedding, near.embedding)))
+    print(f"| faces found, full / half-size decode | {len(whole)} / {len(reduced)} |")
+    agree = f"median {np.median(cos):.3f}, min {min(cos):.3f}" if cos else "no faces"
+    print(f"| embedding cosine, full vs half-size decode (same face) | {agree} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--extraction", action="store_true", help="benchmark background extraction instead")
+    parser.add_argument("--photos", type=int, default=8, help="--extraction: photos to process")
+    parser.add_argument("--mp", type=float, default=24, help="--extraction: megapixels per photo")
+    parser.add_argument("--faces", type=int, default=20, help="--extraction: faces per photo")
+    parser.add_argument("--max-side", type=int, default=1280, help="--extraction: the detector's input side")
     parser.add_argument("--sizes", default="1000,10000,100000", help="faces per event, comma-separated")
     parser.add_argument("--engine", choices=["embedded", "qdrant-local"], default="embedded")
     parser.add_argument("--queries", type=int, default=30, help="searches per size")
@@ -162,6 +297,9 @@ def main() -> int:
     from revisit.shared.engine import FaceEngine
 
     engine = FaceEngine(models_dir=args.models)
+    if args.extraction:
+        bench_extraction(args, engine)
+        return 0
     selfie, own = person_photos(args.data)
     print(
         f"{args.engine} ({'memory' if args.memory else 'on disk'}), {engine.recognizer_id}, "

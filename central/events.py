@@ -265,7 +265,10 @@ class Events:
 
     def create_tables(self) -> None:
         """Create the kiosk's tables if missing (`Store.create_all` does too once this module is imported)."""
-        tables = [m.__table__ for m in (Event, Photo, PhotoFace, Order, EventSettings)]  # type: ignore[attr-defined]
+        from revisit.central.orders import TABLES as ORDER_TABLES  # orders.py imports this module
+
+        models = (Event, Photo, PhotoFace, Order, EventSettings, *reversed(ORDER_TABLES))
+        tables = [m.__table__ for m in models]  # type: ignore[attr-defined]
         SQLModel.metadata.create_all(self.store.engine, tables=tables)
 
     # --- events ---
@@ -343,14 +346,16 @@ class Events:
         return out
 
     def delete_event(self, event_id: uuid.UUID) -> bool:
-        """Vectors, files, then rows (orders, faces, photos, the event). False when there was no such event."""
+        """Vectors, files, then rows (guests' orders, faces, photos, the event). False when there was no such event."""
         with self.lock:
             with self.store.session() as s:
                 exists = s.get(Event, event_id) is not None
             self.vectors.drop_event(event_id)
             self.files.delete_event(event_id)
+            from revisit.central.orders import TABLES as ORDER_TABLES  # orders.py imports this module
+
             with self.store.begin() as s:
-                for table in (Order, PhotoFace, Photo, EventSettings):
+                for table in (*ORDER_TABLES, Order, PhotoFace, Photo, EventSettings):
                     s.exec(delete(table).where(table.event_id == event_id))  # type: ignore[call-overload]
                 s.exec(delete(Event).where(Event.id == event_id))  # type: ignore[call-overload]
         if exists:

@@ -23,7 +23,7 @@ Public (rate limited per client address and per event; no login):
                                          image_url, download_url, token}], notice?}; 422 with guidance when the selfie
                                          has no usable face; 429 when rate limited
     GET  /kiosk/photo/{token}/{thumb|view|download}   only photos a search returned
-    POST /api/v1/orders                  JSON {token, name?, email?}: order a photo
+    POST /api/v1/orders                  order photos (`kiosk_orders`; the orders page and exports are there too)
 
 Browsers open the webcam (getUserMedia) only in a secure context: serve the kiosk over HTTPS (the reverse
 proxy) or from localhost on the kiosk machine itself.
@@ -73,8 +73,9 @@ from revisit.central.events import (
     Photo,
     normalize_code,
 )
+from revisit.central.orders import Orders
 from revisit.central.photos import FaceWorker, sanitize_filename
-from revisit.central.search import FaceSearch, RateLimiter, SearchResult, SelfieRejected
+from revisit.central.search import MAX_SELFIES, FaceSearch, RateLimiter, SearchResult, SelfieRejected
 from revisit.central.store import AuditLog, local_day, utcnow
 from revisit.shared.errors import RevisitError
 
@@ -131,6 +132,8 @@ class Kiosk:
         self.config = config or KioskConfig()
         self.timezone = timezone  # events' default dates are days of this zone (head office's)
         self.events = events
+        self.orders = Orders(events.store)
+        self.orders.create_tables()
         self.engine = engine
         self.worker = FaceWorker(events, engine, max_side=self.config.photo_max_side)
         self.search = FaceSearch(events, engine, threshold=self.config.threshold)
@@ -431,6 +434,7 @@ uploads = APIRouter(dependencies=[Depends(check_upload_size), CSRFChecked])
 def events_page(request: Request, kiosk: KioskDep) -> Response:
     return templates.TemplateResponse(request, "kiosk/events.html", {
         "summaries": kiosk.events.list_events(), "today": local_day(utcnow(), kiosk.timezone).isoformat(),
+        "order_counts": kiosk.orders.counts(),
         "expiry_days": int(kiosk.config.expiry_days),
     })  # fmt: skip
 
@@ -464,7 +468,8 @@ def _create(kiosk: Kiosk, name: str, day: date | None, expiry_days: float | None
 def event_page(request: Request, event_id: uuid.UUID, kiosk: KioskDep) -> Response:
     event = _event_or_404(kiosk, event_id)
     return templates.TemplateResponse(request, "kiosk/event.html", {
-        "event": event, "status": kiosk.events.photo_status(event_id), "orders": kiosk.events.orders(event_id),
+        "event": event, "status": kiosk.events.photo_status(event_id),
+        "order_counts": kiosk.orders.counts().get(event_id, {"total": 0}),
         "photos": {p.id: p for p in kiosk.events.photos(event_id)},
         "max_upload_mb": kiosk.events.files.max_bytes / 2**20, "ended": kiosk.expired(event),
         "floor": kiosk.floor(event_id), "default_floor": kiosk.config.threshold_floor,
@@ -627,18 +632,21 @@ SEARCH_BODY = _json_body({
     "event_id": {"type": "string", "format": "uuid"},
     "event_code": {"type": "string", "example": "ABCD2345"},
     "face_image": {"type": "string", "description": "the selfie, JPEG or PNG, base64 (a data: URL is accepted)"},
+    "face_images": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 3,
+                    "description": "instead of face_image: 1-3 selfies of the same guest (other angles), merged"},
     "threshold": {"type": "number", "minimum": 0, "maximum": 1,
                   "description": "(cos + 1) / 2; cosine = 2 * threshold - 1; default: the kiosk's (0.68); never below "
                                  "the event's floor (raised to it)"},
     "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100,
               "description": "capped at the kiosk's max_results (100)"},
-}, ["face_image"])  # fmt: skip
+}, [])  # fmt: skip
 
 
 @public.post("/api/v1/search/face", openapi_extra=SEARCH_BODY)
 async def api_search(request: Request, kiosk: KioskDep) -> Response:
     """Find an event's photos of the person in a selfie. JSON `{event_id | event_code, face_image: base64,
-    threshold?: 0..1 on the (cos+1)/2 scale, limit?}`. The selfie is processed in memory and never stored.
+    threshold?: 0..1 on the (cos+1)/2 scale, limit?}`; or `face_images: [base64, ...]` (up to 3 selfies of the
+    guest from other angles, merged: `search.MULTI_MERGE`). Selfies are processed in memory and never stored.
     The threshold is raised to the event's floor and the limit capped; the answer says which were used."""
     wait = kiosk.client_search.take(client_key(request))
     if wait:
@@ -659,19 +667,26 @@ async def api_search(request: Request, kiosk: KioskDep) -> Response:
         raise HTTPException(422, "limit must be an integer from 1 to 1000")
     threshold = max(float(threshold), await run_in_threadpool(kiosk.floor, event.id))
     limit = min(limit, kiosk.config.max_results)
+    many = body.pop("face_images", None)
     try:
-        image = decode_base64_image(body.pop("face_image", None))
+        if many is None:
+            images = [decode_base64_image(body.pop("face_image", None))]
+        elif not isinstance(many, list) or not 1 <= len(many) <= MAX_SELFIES:
+            raise ValueError(f"face_images is a list of 1 to {MAX_SELFIES} selfies (base64)")
+        else:
+            images = [decode_base64_image(text) for text in many]
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    del body
+    del body, many
     try:
-        result = await run_in_threadpool(kiosk.search.search, event.id, image, float(threshold), limit)
+        result = await run_in_threadpool(kiosk.search.search_many, event.id, images, float(threshold), limit)
     except SelfieRejected as exc:
         return JSONResponse({"detail": exc.message, "reason": exc.reason, "matches_found": 0, "matches": []},
                             status_code=422)  # fmt: skip
     finally:
-        del image
-    return JSONResponse({"event_id": str(event.id), **kiosk.match_json(event.id, result), "limit": limit},
+        del images
+    return JSONResponse({"event_id": str(event.id), **kiosk.match_json(event.id, result), "limit": limit,
+                         "selfies": result.selfies},
                         headers={"Cache-Control": "no-store"})  # fmt: skip
 
 
@@ -694,31 +709,6 @@ def kiosk_photo(token: str, kind: str, kiosk: KioskDep) -> Response:
         return FileResponse(path, media_type=media, headers=PRIVATE)
     name = Path(photo.filename).stem + path.suffix
     return FileResponse(path, media_type=media, filename=name, headers=PRIVATE)
-
-
-@public.post("/api/v1/orders", status_code=201, openapi_extra=_json_body({
-    "token": {"type": "string", "description": "a match's token from /api/v1/search/face"},
-    "name": {"type": "string", "maxLength": 200}, "email": {"type": "string", "maxLength": 254},
-}, ["token"]))  # fmt: skip
-async def api_order(request: Request, kiosk: KioskDep) -> Response:
-    """Order a photo a search returned: JSON `{token, name?, email?}`."""
-    wait = kiosk.client_lookup.take("order:" + client_key(request))
-    if wait:
-        return too_many(wait, "orders")
-    body = await read_json(request, 16 * 1024)
-    ids = kiosk.tokens.verify(str(body.get("token", "")))
-    event = kiosk.events.get(ids[0]) if ids else None
-    if event is None:
-        raise HTTPException(404, "this photo link is not valid (it may have expired): search again")
-    live_or_410(kiosk, event)
-    name, email = body.get("name") or "", body.get("email") or ""
-    if not isinstance(name, str) or not isinstance(email, str):
-        raise HTTPException(422, "name and email are text")
-    try:
-        order = await run_in_threadpool(kiosk.events.add_order, ids[0], ids[1], name, email)
-    except EventError as exc:
-        raise HTTPException(422, str(exc)) from None
-    return JSONResponse({"order_id": str(order.id), "photo_id": str(order.photo_id)}, status_code=201)
 
 
 router = APIRouter(lifespan=lifespan)

@@ -15,8 +15,15 @@ photos returned / expected photos. A portrait's label names only its centred fac
 of another face in it (a guest in the background) counts as wrong although it may be right; `precision_labelled`
 leaves those matches out (`unlabelled_matches` counts them) and is reported beside, never instead.
 
-With --json the last line of stdout is one JSON object with `queries, precision, recall, p50_ms, p95_ms` and
-details (threshold on the (cos+1)/2 scale, photos, faces, ...).
+Several selfies (`FaceSearch.search_many`): for each queried identity with more single photos, its first selfie
+plus its next one or two single photos (in path order; they are event photos) are searched together, each way of
+merging (`max`: best similarity per photo, `mean`: the mean embedding). Those extra selfies are left out of both
+the expected and the returned photos (a photo always finds itself). `recall_multi` / `precision_multi` are of
+the kiosk's merge (`search.MULTI_MERGE`); `multi` has both merges and `single`, the first selfie alone scored the
+same way, so the gain is read on the same photos.
+
+With --json the last line of stdout is one JSON object with `queries, precision, recall, p50_ms, p95_ms,
+recall_multi, precision_multi` and details (threshold on the (cos+1)/2 scale, photos, faces, ...).
 --sweep T,T,... also reports other thresholds on stderr (from one extra, untimed search per query).
 --distractors N keeps only the first N photos of identities that are not queried (a small, quick subset).
 """
@@ -36,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from revisit.central.search import DEFAULT_THRESHOLD
+from revisit.central.search import DEFAULT_THRESHOLD, MAX_SELFIES, MERGES, MULTI_MERGE
 from revisit.shared.dataset import DatasetError, Record, load_labels
 
 log = logging.getLogger(__name__)
@@ -196,6 +203,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                     by_photo[uuid.UUID(pid)].relpath,
                     f"{best:.4f}" if best is not None else "below the sweep",
                 )
+        multi = evaluate_multi(search, event.id, event_records, selfies, by_photo, expected, found, args.threshold)
         vectors.close()
         store.dispose()
     for t in thresholds:
@@ -213,6 +221,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             args.threshold,
         )["precision"],
         "unlabelled_matches": sum(len(u - expected[n]) for n, u in unlabelled.items()),
+        "recall_multi": multi[MULTI_MERGE]["recall"],
+        "precision_multi": multi[MULTI_MERGE]["precision"],
+        "multi_merge": MULTI_MERGE,
+        "multi": multi,
         "p50_ms": round(float(np.percentile(ms, 50)), 1),
         "p95_ms": round(float(np.percentile(ms, 95)), 1),
         "threshold": args.threshold,
@@ -227,6 +239,42 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def evaluate_multi(search: Any, event_id: uuid.UUID, event_records: list[Record], selfies: dict[str, Record],
+                   by_photo: dict[uuid.UUID, Record], expected: dict[str, set[str]],
+                   found: dict[str, dict[str, float]], threshold: float) -> dict[str, Any]:  # fmt: skip
+    """Scores of 2-3 selfies per identity merged each way, and of the first selfie alone on the same photos."""
+    from revisit.central.search import SelfieRejected
+
+    ids = {r.relpath: pid for pid, r in by_photo.items()}
+    want: dict[str, set[str]] = {}
+    got: dict[str, dict[str, dict[str, float]]] = {m: {} for m in (*MERGES, "single")}
+    times: list[float] = []
+    for name, selfie in selfies.items():
+        extra = sorted((r for r in event_records if r.kind == "photo" and r.identity == name and r.relpath in ids),
+                       key=lambda r: r.relpath)[: MAX_SELFIES - 1]  # fmt: skip
+        if not extra:
+            continue
+        used = {str(ids[r.relpath]) for r in extra}
+        want[name] = expected[name] - used
+        images = [selfie.path.read_bytes(), *(r.path.read_bytes() for r in extra)]
+        got["single"][name] = {p: v for p, v in found.get(name, {}).items() if p not in used}
+        for merge in MERGES:
+            start = time.perf_counter()
+            try:
+                result = search.search_many(event_id, images, threshold, merge=merge)
+            except SelfieRejected:
+                got[merge][name] = {}
+                continue
+            finally:
+                times.append(time.perf_counter() - start)
+            got[merge][name] = {str(m.photo.id): m.similarity for m in result.matches if str(m.photo.id) not in used}
+    out: dict[str, Any] = {"queries": len(want), "expected_photos": sum(len(v) for v in want.values())}
+    for merge, results in got.items():
+        out[merge] = score(want, results, threshold)
+    out["p50_ms"] = round(float(np.percentile(np.array(times) * 1000, 50)), 1) if times else 0.0
+    return out
+
+
 def run_search(args: argparse.Namespace) -> int:
     result = evaluate(args)
     out = sys.stderr if args.json else sys.stdout
@@ -234,6 +282,10 @@ def run_search(args: argparse.Namespace) -> int:
           f"({result['event_faces']} faces), threshold {result['threshold']} (cosine {result['cosine_threshold']}): "
           f"precision {result['precision']:.4f}, recall {result['recall']:.4f}, "
           f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms", file=out, flush=True)  # fmt: skip
+    m = result["multi"]
+    for merge in ("single", *MERGES):
+        print(f"  {m['queries']} queries with 2-3 selfies, {merge}: precision {m[merge]['precision']:.4f}, "
+              f"recall {m[merge]['recall']:.4f}", file=out, flush=True)  # fmt: skip
     if args.json:
         print(json.dumps(result), flush=True)
     return 0

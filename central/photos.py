@@ -12,6 +12,7 @@ stored; each photo's status goes processing -> done (with its face count) or fai
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import queue
@@ -20,12 +21,15 @@ import shutil
 import threading
 import unicodedata
 import uuid
+import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+from PIL import Image, ImageOps
 
 from revisit.shared.detect import Detector, create_detector
 from revisit.shared.errors import ImageError, RevisitError
@@ -59,16 +63,17 @@ class UploadError(RevisitError):
 @dataclass(frozen=True)
 class ValidatedImage:
     data: bytes
-    image: np.ndarray  # BGR, EXIF orientation applied
+    image: np.ndarray  # BGR, EXIF orientation applied; a large JPEG's at reduced size (enough for the thumbnail)
     ext: str
+    size: tuple[int, int] | None = None  # (width, height) of the original, oriented, when `image` is reduced
 
     @property
     def width(self) -> int:
-        return int(self.image.shape[1])
+        return self.size[0] if self.size else int(self.image.shape[1])
 
     @property
     def height(self) -> int:
-        return int(self.image.shape[0])
+        return self.size[1] if self.size else int(self.image.shape[0])
 
 
 @dataclass(frozen=True)
@@ -105,11 +110,37 @@ def validate_upload(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixel
     if not data:
         raise UploadError("empty file: 0 bytes")
     ext = sniff_ext(data)  # the content says what it is; the name and declared type are never trusted
+    if ext == "jpg":
+        reduced = _validate_jpeg(data, max_pixels, 2 * THUMB_SIDE)
+        if reduced is not None:
+            return reduced
     try:
         image = decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
     except ImageError as exc:
         raise UploadError(str(exc)) from None
     return ValidatedImage(data, image, ext)
+
+
+def _validate_jpeg(data: bytes, max_pixels: int, side: int) -> ValidatedImage | None:
+    """A large JPEG decoded completely but at a reduced scale (Pillow's `draft`: the decoder still reads every
+    byte, so a truncated or corrupt file fails as in `decode_image`, but skips most of the pixel work); None when
+    it is small or not a plain JPEG (then `decode_image` does it all)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+        if img.format != "JPEG" or img.width * img.height > max_pixels or max(img.size) < 4 * side:
+            return None
+        turned = (img.getexif().get(0x0112) or 1) in (5, 6, 7, 8)
+        width, height = (img.height, img.width) if turned else img.size
+        img.draft("RGB", (side, side))
+        img.load()
+        rgb = ImageOps.exif_transpose(img).convert("RGB")
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise UploadError(f"corrupt or truncated JPEG image: {exc}") from None
+    except Exception:  # anything odd: the full decode decides (and explains)
+        return None
+    return ValidatedImage(data, np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1]), "jpg", (width, height))
 
 
 class PhotoFiles:
@@ -196,6 +227,7 @@ class FaceWorker:
         self.events = events
         self.engine = engine
         self.detector = photo_detector(engine, max_side)
+        self.max_side = max_side
         self.queue: queue.Queue[tuple[uuid.UUID, uuid.UUID] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -237,28 +269,68 @@ class FaceWorker:
             thread.join(timeout)
 
     def _run(self) -> None:
-        while True:
-            item = self.queue.get()
-            try:
-                if item is None:
-                    return
-                self.process(*item)
-            except Exception:  # never let one photo stop the worker
-                log.exception("face extraction failed for photo %s", item[1] if item else None)
-            finally:
-                self.queue.task_done()
+        """Photos in upload order; the next one waiting is read and decoded (one helper thread) while the
+        current one is in the models, so decoding and inference overlap on two cores."""
+        with ThreadPoolExecutor(1, thread_name_prefix="kiosk-decode") as pool:
+            ahead: tuple[tuple[uuid.UUID, uuid.UUID], Future] | None = None
+            stop = False
+            while not stop:
+                if ahead is None:
+                    item = self.queue.get()
+                    if item is None:
+                        self.queue.task_done()
+                        return
+                    ahead = (item, pool.submit(self.prepare, *item))
+                (event_id, photo_id), prepared = ahead
+                ahead = None
+                try:
+                    waiting = self.queue.get_nowait()
+                except queue.Empty:
+                    pass
+                else:
+                    if waiting is None:
+                        stop = True  # after this photo
+                    else:
+                        ahead = (waiting, pool.submit(self.prepare, *waiting))
+                try:
+                    self.finish(event_id, photo_id, prepared.result())
+                except Exception:  # never let one photo stop the worker
+                    log.exception("face extraction failed for photo %s", photo_id)
+                finally:
+                    self.queue.task_done()
+            self.queue.task_done()  # the stop marker
 
     def process(self, event_id: uuid.UUID, photo_id: uuid.UUID) -> None:
+        """Extract one photo's faces now (in the calling thread)."""
+        self.finish(event_id, photo_id, self.prepare(event_id, photo_id))
+
+    def prepare(self, event_id: uuid.UUID, photo_id: uuid.UUID) -> tuple[np.ndarray, int] | str | None:
+        """The photo decoded for extraction (`load`); None when there is nothing to do; the reason it failed."""
         photo = self.events.photo(event_id, photo_id)
         if photo is None or photo.status != "processing":
-            return
+            return None
         try:
-            data = self.events.files.original(event_id, photo.stored_name).read_bytes()
-            image = decode_image(data, max_pixels=self.events.files.max_pixels, max_bytes=self.events.files.max_bytes)
-            faces = self.analyze(image)
+            return self.load(self.events.files.original(event_id, photo.stored_name).read_bytes())
         except FileNotFoundError:
-            self.events.fail_photo(photo_id, "the stored file is missing")
+            return "the stored file is missing"
+        except RevisitError as exc:
+            return str(exc)
+        except Exception as exc:
+            log.exception("decoding photo %s failed", photo_id)
+            return f"face extraction failed: {type(exc).__name__}"
+
+    def finish(self, event_id: uuid.UUID, photo_id: uuid.UUID, prepared: tuple[np.ndarray, int] | str | None) -> None:
+        if prepared is None:
             return
+        if isinstance(prepared, str):
+            self.events.fail_photo(photo_id, prepared)
+            return
+        image, factor = prepared
+        try:
+            faces = self.analyze(image)
+            for face in faces:  # back to the original's pixels
+                face.box = np.asarray(face.box, np.float32) * factor
+                face.landmarks = np.asarray(face.landmarks, np.float32) * factor
         except RevisitError as exc:
             self.events.fail_photo(photo_id, str(exc))
             return
@@ -267,6 +339,36 @@ class FaceWorker:
             self.events.fail_photo(photo_id, f"face extraction failed: {type(exc).__name__}")
             return
         self.events.record_faces(photo_id, faces, self.engine.recognizer_id)
+
+    def load(self, data: bytes) -> tuple[np.ndarray, int]:
+        """The stored photo (validated at upload) decoded for extraction, and the factor back to its pixels.
+
+        A large JPEG is decoded at 1/2 or 1/4 size by the JPEG decoder itself (`IMREAD_REDUCED_COLOR_N`: it
+        skips most of the work), as long as the result keeps at least twice the detector's input side: the
+        detector sees the same pixels it would have seen, and faces keep at least twice their detected size for
+        alignment (`bench/kiosk.py --extraction` has the figures). Other photos are decoded whole, by OpenCV
+        (EXIF orientation applied), falling back to `decode_image` when OpenCV cannot read them."""
+        files = self.events.files
+        # a JPEG that ends as one should (OpenCV would decode a truncated one silently: decode_image refuses it)
+        if data[:3] == b"\xff\xd8\xff" and data.rstrip(b"\x00\r\n")[-2:] == b"\xff\xd9":
+            try:
+                with Image.open(io.BytesIO(data)) as img:
+                    width, height = img.size
+                    turned = (img.getexif().get(0x0112) or 1) in (5, 6, 7, 8)
+            except Exception:
+                width = height = 0
+                turned = False
+            if turned:
+                width, height = height, width
+            factor = next((f for f in (4, 2) if max(width, height) // f >= 2 * self.max_side), 1)
+            flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}[factor]
+            if width and width * height <= files.max_pixels:
+                image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+                # the shape must be the original's, reduced (a mismatch: let decode_image do it)
+                if image is not None and abs(image.shape[1] - -(-width // factor)) <= 1 and abs(
+                    image.shape[0] - -(-height // factor)) <= 1:  # fmt: skip
+                    return image, factor
+        return decode_image(data, max_pixels=files.max_pixels, max_bytes=files.max_bytes), 1
 
     def analyze(self, image: np.ndarray) -> list[Face]:
         return self.engine.complete(image, self.detector.detect(image))

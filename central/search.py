@@ -67,6 +67,13 @@ def to_similarity(cosine: float) -> float:
     return (cosine + 1.0) / 2.0
 
 
+# How several selfies of one guest are merged (`FaceSearch.search_many`); chosen from `revisit eval search`
+# figures (recall_multi / precision_multi of each, README "Event kiosk").
+MERGES = ("max", "mean")
+MULTI_MERGE = "max"
+MAX_SELFIES = 3
+
+
 class SelfieRejected(RevisitError):
     """No usable face in the selfie: `reason` for programs, the message for the guest."""
 
@@ -98,6 +105,7 @@ class SearchResult:
     selfie: Selfie
     threshold: float
     timings_ms: dict[str, float] = field(default_factory=dict)
+    selfies: int = 1  # how many selfies were merged (`FaceSearch.search_many`)
 
 
 def pick_face(faces: list[Face], shape: tuple[int, ...]) -> tuple[Face, str | None]:
@@ -169,6 +177,45 @@ class FaceSearch:
         t2 = time.perf_counter()
         timings = {"face_ms": round((t1 - t0) * 1000, 1), "search_ms": round((t2 - t1) * 1000, 1)}
         return SearchResult(matches, selfie, threshold, timings)
+
+    def search_many(
+        self, event_id: uuid.UUID, images: list[bytes], threshold: float | None = None, limit: int = 200,
+        merge: str = MULTI_MERGE,
+    ) -> SearchResult:  # fmt: skip
+        """Several selfies of one guest (other angles), merged: "max" ranks each photo by its best similarity to
+        any selfie, "mean" searches once with the mean of the selfies' embeddings (re-normalised). A refused
+        selfie refuses the search, saying which one (the guest retakes it)."""
+        if merge not in MERGES:
+            raise ValueError(f"merge is one of {', '.join(MERGES)}")
+        if len(images) == 1:
+            return self.search(event_id, images[0], threshold, limit)
+        threshold = self.threshold if threshold is None else threshold
+        if not 0.0 <= threshold <= 1.0 or math.isnan(threshold):
+            raise ValueError("threshold is on the (cos + 1) / 2 scale: between 0 and 1")
+        t0 = time.perf_counter()
+        selfies = []
+        for i, data in enumerate(images):
+            try:
+                selfies.append(self.selfie(data))
+            except SelfieRejected as exc:
+                raise SelfieRejected(exc.reason, f"Selfie {i + 1}: {exc.message}") from None
+        t1 = time.perf_counter()
+        rec = selfies[0].face.recognizer_id or ""
+        if merge == "mean":
+            mean = np.mean([np.asarray(s.face.embedding, np.float32) for s in selfies], axis=0)
+            matches = self.match(event_id, mean / max(float(np.linalg.norm(mean)), 1e-12), rec, threshold, limit)
+        else:
+            best: dict[uuid.UUID, Match] = {}
+            for s in selfies:  # a photo in the merged top `limit` is in the top `limit` of its best selfie
+                for m in self.match(event_id, s.face.embedding, rec, threshold, limit):
+                    if m.photo.id not in best or m.cosine > best[m.photo.id].cosine:
+                        best[m.photo.id] = m
+            matches = sorted(best.values(), key=lambda m: -m.cosine)[:limit]
+        t2 = time.perf_counter()
+        notices = list(dict.fromkeys(s.notice for s in selfies if s.notice))
+        first = Selfie(selfies[0].face, selfies[0].faces_seen, " ".join(notices) or None, selfies[0].brightness)
+        timings = {"face_ms": round((t1 - t0) * 1000, 1), "search_ms": round((t2 - t1) * 1000, 1)}
+        return SearchResult(matches, first, threshold, timings, len(selfies))
 
     def match(self, event_id: uuid.UUID, vector: np.ndarray, recognizer_id: str, threshold: float,
               limit: int = 200) -> list[Match]:  # fmt: skip

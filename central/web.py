@@ -38,7 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from revisit.central import admin, api, auth, kiosk, pages, queries
+from revisit.central import admin, api, auth, kiosk, kiosk_orders, pages, queries
 from revisit.central.auth import (
     Accounts,
     LoginRequired,
@@ -105,6 +105,7 @@ def create_app(service: CentralService, *, live_urls: Mapping[str, str] | None =
     app.include_router(pages.router)
     app.include_router(api.router)
     app.include_router(kiosk.router)
+    app.include_router(kiosk_orders.router)
     app.include_router(admin.router)
 
     registry = CollectorRegistry()

@@ -70,6 +70,16 @@ TABLE: dict[str, str] = {
     "DELETE /api/v1/events/{event_id}": "AE",
     "GET /api/v1/events/{event_id}/photos": "AE",
     "POST /api/v1/photos/upload": "AE",
+    "GET /events/{event_id}/orders": "AE",
+    "POST /events/{event_id}/orders/{order_id}": "AE",
+    "POST /events/{event_id}/orders/{order_id}/erase": "AE",
+    "GET /events/{event_id}/orders.csv": "AE",
+    "GET /events/{event_id}/orders.zip": "AE",
+    "GET /events/{event_id}/qr.svg": "AE",
+    "GET /events/{event_id}/poster": "AE",
+    "GET /api/v1/events/{event_id}/orders": "AE",
+    "PATCH /api/v1/events/{event_id}/orders/{order_id}": "AE",
+    "DELETE /api/v1/events/{event_id}/orders/{order_id}": "AE",
     "GET /kiosk": "*",
     "GET /api/v1/events/{code}": "*",
     "POST /api/v1/search/face": "*",
@@ -91,7 +101,7 @@ FILL = {
     "{visitor_id}": str(uuid.uuid4()), "{sighting_id}": str(uuid.uuid4()), "{camera_id}": str(uuid.uuid4()),
     "{event_id}": str(uuid.uuid4()), "{photo_id}": str(uuid.uuid4()), "{token_id}": str(uuid.uuid4()),
     "{path:path}": "ab/" + "a" * 32 + ".jpg", "{code}": "ZZZZ2345", "{token}": "x" * 64, "{kind}": "thumb",
-    "{username}": "nobody", "{site_id}": str(uuid.uuid4()),
+    "{username}": "nobody", "{site_id}": str(uuid.uuid4()), "{order_id}": str(uuid.uuid4()),
 }  # fmt: skip
 
 

@@ -182,8 +182,8 @@ def test_order_a_photo(site):
     assert client.post("/api/v1/orders", json={"token": match["token"]}).status_code == 201  # all optional
     assert client.post("/api/v1/orders", json={"token": match["token"], "email": "nope"}).status_code == 422
     assert client.post("/api/v1/orders", json={"token": "x" * 70}).status_code == 404
-    orders = ka.kiosk.events.orders(party.id)
-    assert [(o.name, o.email) for o in orders][:2] == [("Ann", "ann@example.com"), ("", "")]
+    orders = ka.kiosk.orders.list(party.id)
+    assert [(v.order.name, v.order.contact) for v in orders][:2] == [("Ann", "ann@example.com"), ("", "")]
 
 
 def test_staff_endpoints_need_login_and_csrf(site):

@@ -110,7 +110,7 @@ def test_kiosk_finds_the_guest_by_webcam(server, sync_api, tmp_path):
         page.fill("#order-form input[name=name]", "Jen")
         page.click("#order-form button[type=submit]")
         page.wait_for_function("() => document.getElementById('order-message').textContent.includes('Thank you')")
-        assert [o.name for o in ka.kiosk.events.orders(event.id)] == ["Jen"]
+        assert [v.order.name for v in ka.kiosk.orders.list(event.id)] == ["Jen"]
         # start over: the next guest sees nothing of this one
         page.click("#viewer-close")
         page.click("#step-results .restart")

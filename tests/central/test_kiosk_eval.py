@@ -57,3 +57,10 @@ def test_eval_search_regression(facedata, models_dir, capsys):
     assert result["recall"] >= baseline["recall"] - baseline["tolerance"]
     assert result["rejected_selfies"] == {}
     assert result["p95_ms"] < 1000  # generous: shared CI machines; the real figure is in the README
+    # 2-3 selfies merged: reported beside, never worse than the first selfie alone on the same photos
+    assert {"recall_multi", "precision_multi"} <= set(result)
+    multi = result["multi"]
+    assert multi["queries"] == baseline["queries"]
+    assert result["recall_multi"] >= baseline["recall_multi"] - baseline["tolerance"]
+    assert result["precision_multi"] >= baseline["precision_multi"] - baseline["tolerance"]
+    assert multi["max"]["recall"] >= multi["single"]["recall"]

@@ -182,3 +182,67 @@ def test_worker_marks_a_corrupted_file_failed(tmp_path, engine):
     finally:
         worker.stop()
         close_events(events)
+
+
+@pytest.mark.models
+@pytest.mark.facedata
+def test_a_large_jpeg_is_decoded_reduced_and_its_faces_kept_in_original_pixels(tmp_path, engine, facedata):
+    """A 24 MP photo is decoded at half size (the detector still gets twice its input side), yet the faces are
+    found where they are in the original, and embed like the full-size decode's."""
+    from sqlmodel import select
+
+    from revisit.central.events import PhotoFace
+    from tests.central.kiosk_support import dev_people
+
+    people = dev_people(facedata)
+    canvas = np.full((4000, 6000, 3), 120, np.uint8)
+    face = cv2.resize(cv2.imread(str(people.own[0])), (450, 450), interpolation=cv2.INTER_CUBIC)
+    canvas[2500:2950, 4200:4650] = face
+    data = bytes(cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 92])[1])
+    events = make_events(tmp_path)
+    worker = FaceWorker(events, engine)
+    try:
+        image, factor = worker.load(data)
+        assert factor == 2 and image.shape[:2] == (2000, 3000)
+        small = bytes(cv2.imencode(".jpg", canvas[:2000, :3000])[1])
+        assert worker.load(small)[1] == 1  # 3000 px: halving would leave less than twice the detector's side
+        assert worker.load(png(64, 48))[1] == 1  # not a JPEG: decoded whole
+        event = events.create_event("e")
+        photo = events.add_photo(event.id, "big.jpg", data).photo
+        worker.start()
+        assert worker.wait_idle(120)
+        with events.store.session() as s:
+            rows = list(s.exec(select(PhotoFace).where(PhotoFace.photo_id == photo.id)))
+        assert len(rows) >= 1
+        best = min(rows, key=lambda r: abs((r.box[0] + r.box[2]) / 2 - 4425) + abs((r.box[1] + r.box[3]) / 2 - 2725))
+        x1, y1, x2, y2 = best.box
+        assert 4200 <= x1 < x2 <= 4650 and 2500 <= y1 < y2 <= 2950  # in the original's pixels
+        full = engine.complete(canvas, photo_detector_faces(worker, canvas))
+        ref = max(full, key=lambda f: float(np.dot(f.embedding, np.frombuffer(best.embedding, np.float32))))
+        assert float(np.dot(ref.embedding, np.frombuffer(best.embedding, np.float32))) > 0.9
+    finally:
+        worker.stop()
+        close_events(events)
+
+
+def photo_detector_faces(worker, image):
+    return worker.detector.detect(image)
+
+
+def test_a_large_jpeg_is_validated_at_reduced_scale_but_completely(tmp_path):
+    rng = np.random.default_rng(3)
+    big = cv2.resize(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8), (6000, 4000), interpolation=cv2.INTER_CUBIC)
+    data = bytes(cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 90])[1])
+    checked = validate_upload(data)
+    assert (checked.width, checked.height) == (6000, 4000)  # the original's size
+    assert max(checked.image.shape[:2]) < 6000  # decoded at a reduced scale: enough for the thumbnail
+    with pytest.raises(UploadError, match="truncated"):
+        validate_upload(data[: len(data) * 2 // 3])  # every byte is still read
+    events = make_events(tmp_path)
+    try:
+        photo = events.add_photo(events.create_event("e").id, "big.jpg", data).photo
+        assert (photo.width, photo.height) == (6000, 4000)
+        thumb = cv2.imread(str(events.files.thumb(photo.event_id, photo.thumb_name)))
+        assert max(thumb.shape[:2]) == 480
+    finally:
+        close_events(events)

@@ -122,6 +122,11 @@
     const s = await response.json();
     document.getElementById("status-summary").textContent =
       `${s.total} photos · ${s.done} done · ${s.processing} processing · ${s.failed} failed · ${s.faces} faces`;
+    const processed = s.done + s.failed;
+    document.getElementById("processing-bar").hidden = s.total === 0;
+    document.getElementById("processing-progress").max = Math.max(s.total, 1);
+    document.getElementById("processing-progress").value = processed;
+    document.getElementById("processing-text").textContent = `${processed} / ${s.total} processed`;
     const tbody = document.getElementById("photo-rows");
     tbody.replaceChildren(...s.photos.map(row));
     const empty = document.getElementById("no-photos");
