@@ -9,10 +9,10 @@ PORT ?= 8080
 .PHONY: install test lint demo clean
 
 $(BIN)/revisit: pyproject.toml
-	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (Revisit needs Python 3.11); set PY=/path/to/python3.11"; exit 1; }
+	@command -v $(PY) >/dev/null || { echo "error: $(PY) not found (the dev install uses Python 3.11; Revisit runs on 3.10–3.13); set PY=/path/to/python3.X"; exit 1; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,peer]'
+	$(BIN)/pip install -q -e '.[central,dev,peer]'
 	$(BIN)/pip install -q --no-deps 'face_recognition>=1.3,<2'
 	@# PyGObject (the GStreamer capture path) compiles against apt's dev packages; without them its tests skip.
 	$(BIN)/pip install -q -e '.[gstreamer]' || echo "warning: PyGObject not built (apt-get install libgirepository1.0-dev libcairo2-dev pkg-config); the GStreamer capture tests will skip"

@@ -249,14 +249,15 @@ def serve(n: int, args: argparse.Namespace, workdir: Path) -> dict:
     return out
 
 
-def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path) -> dict:
-    """End to end: publish to a broker, the service ingests; observations per second until all are stored."""
+def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path, batch_size: int = 64) -> dict:
+    """End to end: publish to a broker, the service ingests (micro-batches of up to `batch_size`, 1 = one message
+    per transaction as before the pipeline); observations per second until all are stored."""
     from revisit.central.config import CentralConfig
     from revisit.central.service import CentralService
 
     broker_proc = None
-    data = workdir / "mqtt"
-    cfg: dict = {"data_dir": str(data)}
+    data = workdir / f"mqtt-{batch_size}"
+    cfg: dict = {"data_dir": str(data), "ingest": {"batch_size": batch_size, "max_future_s": None}}  # 2027 data
     mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     import socket
     import subprocess
@@ -294,14 +295,14 @@ def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path) -> dict:
         crop = tiny_jpeg()
         payloads = [encode(observation(unit(protos[rng.integers(n)] + 0.03 * rng.normal(size=DIM)), i, crop))
                     for i in range(args.mqtt_messages)]  # fmt: skip
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         for p in payloads:
             info = pub.publish(faces_topic("bench", "d1"), p, qos=1)
         info.wait_for_publish(120)
         published = time.perf_counter() - start
         while service.counters.get("stored") < len(payloads) and time.perf_counter() - start < args.budget:
             time.sleep(0.05)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
         stored = service.counters.get("stored")
         pub.loop_stop()
         pub.disconnect()
@@ -311,7 +312,8 @@ def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path) -> dict:
             broker_proc.terminate()
             broker_proc.wait(10)
     return {"broker": broker, "visitors": n, "messages": len(payloads), "stored": stored,
-            "publish_per_s": len(payloads) / published, "end_to_end_per_s": stored / wall}  # fmt: skip
+            "publish_per_s": len(payloads) / published, "end_to_end_per_s": stored / wall, "batch_size": batch_size,
+            "cpu_s": cpu}  # fmt: skip
 
 
 def main() -> int:
@@ -336,6 +338,7 @@ def main() -> int:
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the reopened-service half of a size
     parser.add_argument("--mqtt", action="store_true", help="also measure end to end through a broker")
     parser.add_argument("--mqtt-messages", type=int, default=1000)
+    parser.add_argument("--batch-sizes", default="1,64", help="ingest batch sizes compared end to end (1: unbatched)")
     args = parser.parse_args()
     if args.serve:
         print(json.dumps(serve(args.serve, args, args.workdir)), flush=True)
@@ -353,8 +356,11 @@ def main() -> int:
         for k, n in enumerate(sizes):
             r = bench_size(n, args, workdir)
             r.update(engine=engine, database=db, cpus=os.cpu_count())
-            if args.mqtt and k == 0:
-                r["e2e_obs_per_s"] = bench_mqtt(n, args, workdir)["end_to_end_per_s"]
+            if args.mqtt and k == 0:  # end to end per ingest batch size (1: one message per transaction)
+                e2e = {b: bench_mqtt(n, args, workdir, batch_size=b) for b in map(int, args.batch_sizes.split(","))}
+                r["e2e_by_batch"] = {b: {"obs_per_s": x["end_to_end_per_s"], "cpu_s": x["cpu_s"],
+                                         "stored": x["stored"]} for b, x in e2e.items()}  # fmt: skip
+                r["e2e_obs_per_s"] = list(e2e.values())[-1]["end_to_end_per_s"]
             if args.json:
                 print(json.dumps(r), flush=True)
             else:

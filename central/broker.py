@@ -5,6 +5,11 @@ amqtt keeps no queued messages for anonymous sessions, so clients are let in by 
 accepts everyone without marking them anonymous: persistent sessions (clean_session=False) then keep QoS 1
 messages while the central subscriber is away. With a password file, amqtt's FileAuthPlugin checks clients.
 Shared subscriptions (`$share/...`) are not supported by amqtt: use Mosquitto for several central workers.
+
+With a password file, `DeviceAclPlugin` applies the same ACL as deploy/mosquitto/acl: a box's username is
+`<site>/<device>`; it may publish only revisit/v1/<site>/<device>/faces and /status and read only its own
+/acks; central's user reads everything under revisit/v1/ and publishes every box's /acks. Without a password
+file there is no identity to bind topics to (the open mode of a demo or a single box on localhost).
 """
 
 from __future__ import annotations
@@ -12,13 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from amqtt.broker import Broker
-from amqtt.plugins.base import BaseAuthPlugin
+from amqtt.contexts import Action
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
 from revisit.shared.errors import RevisitError
+from revisit.shared.schema import TOPIC_ROOT, parse_topic
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +42,57 @@ class OpenAuthPlugin(BaseAuthPlugin):
         return True
 
 
+def acl_allows(username: str | None, central: str, topic: str, action: str) -> bool:
+    """The Revisit ACL: `action` is "publish", "subscribe" (a topic filter) or "receive"."""
+    if not username or not topic:
+        return False
+    if username == central:
+        if action == "publish":
+            try:
+                return parse_topic(topic)[2] == "acks"
+            except Exception:
+                return False
+        return topic.startswith(f"{TOPIC_ROOT}/") or topic.startswith("$share/")
+    own = f"{TOPIC_ROOT}/{username}"
+    try:
+        parse_topic(f"{own}/acks")  # the username must be <site>/<device>
+    except Exception:
+        return False
+    if action == "publish":
+        return topic in (f"{own}/faces", f"{own}/status")
+    return topic == f"{own}/acks"
+
+
+class DeviceAclPlugin(BaseTopicPlugin):
+    """amqtt topic filter applying `acl_allows` (only installed with a password file: identities are real)."""
+
+    @dataclass
+    class Config:
+        central: str = "revisit-central"
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
+    ) -> bool:
+        names = {Action.PUBLISH: "publish", Action.SUBSCRIBE: "subscribe", Action.RECEIVE: "receive"}
+        user = session.username if session else None
+        allowed = action in names and acl_allows(user, self.context.config.central, topic or "", names[action])
+        if not allowed and action != Action.RECEIVE:
+            log.warning("embedded broker ACL: %s may not %s %s", user, names.get(action, action), (topic or "")[:200])
+        return allowed
+
+
 class EmbeddedBroker:
     """amqtt in a background thread with its own event loop; `port` is the bound port once started."""
 
-    def __init__(self, bind: str = "127.0.0.1", port: int = 1883, password_file: Path | None = None):
+    def __init__(
+        self,
+        bind: str = "127.0.0.1",
+        port: int = 1883,
+        password_file: Path | None = None,
+        central: str = "revisit-central",
+    ):
         self.bind = bind
+        self.central = central
         self.requested_port = port
         self.password_file = password_file
         self.port: int | None = None
@@ -48,7 +102,10 @@ class EmbeddedBroker:
 
     def _config(self) -> dict:
         auth = (
-            {"amqtt.plugins.authentication.FileAuthPlugin": {"password_file": str(self.password_file)}}
+            {
+                "amqtt.plugins.authentication.FileAuthPlugin": {"password_file": str(self.password_file)},
+                f"{__name__}.DeviceAclPlugin": {"central": self.central},
+            }
             if self.password_file
             else {f"{__name__}.OpenAuthPlugin": {}}
         )

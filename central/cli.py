@@ -1,4 +1,4 @@
-"""`revisit central run | recluster | retention | migrate-vectors | passwd | users --config FILE`.
+"""`revisit central run | recluster | retention | migrate-vectors | backfill | passwd | users --config FILE`.
 
 revisit central users add NAME --role site_manager --sites store-1,store-2   (password asked twice)
 revisit central users list | passwd NAME | remove NAME
@@ -30,6 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     central.choices["run"].add_argument("--models", metavar="DIR", help="the kiosk's models (default: $REVISIT_MODELS)")
     add("recluster", "rebuild visitors from every stored embedding, keeping manual edits (service stopped)", recluster)
     add("retention", "delete crops and sightings past their TTLs now (service stopped)", retention)
+    add("backfill", "ingest msgpack observation files (one message each, or a stream) as backfill (service stopped)",
+        backfill)  # fmt: skip
+    central.choices["backfill"].add_argument("files", nargs="+", type=Path, metavar="FILE")
     add("migrate-vectors", "rebuild the vector index from the database, e.g. from old Qdrant local-mode storage "
         "(service stopped)", migrate_vectors)  # fmt: skip
     q = central.add_parser("passwd", help="read a password twice and print its argon2 hash for admin.password_hash")
@@ -142,6 +145,56 @@ def retention(args: argparse.Namespace) -> int:
         service.stop()
     print(json.dumps(report, default=str))
     return 0
+
+
+BACKFILL_BATCH = 256
+
+
+def backfill(args: argparse.Namespace) -> int:
+    """Every message through the ingest's validation and assignment (`Ingestor.handle_batch(backfill=True)`):
+    sightings flagged as backfill, their times trusted (no clock-skew stamping). Prints a JSON report; exit
+    status 1 if anything was rejected or failed."""
+    import msgpack
+
+    from revisit.central.service import CentralService
+    from revisit.shared.schema import MAX_MESSAGE_BYTES, faces_topic
+
+    service = CentralService(load_config(args)).open()
+    ingestor = service.make_ingestor()
+    report: dict = {"files": 0, "messages": 0, "unreadable_files": []}
+    pending: list[tuple[str, bytes]] = []
+
+    def flush() -> None:
+        ingestor.handle_batch(pending, backfill=True)
+        pending.clear()
+
+    try:
+        for path in args.files:
+            try:
+                with path.open("rb") as f:
+                    unpacker = msgpack.Unpacker(f, raw=False, max_buffer_size=2 * MAX_MESSAGE_BYTES)
+                    for obj in unpacker:
+                        report["messages"] += 1
+                        try:
+                            topic = faces_topic(str(obj.get("site")), str(obj.get("device")))
+                        except (AttributeError, ValueError):
+                            topic = "backfill/unaddressed"  # counted as bad_topic
+                        pending.append((topic, msgpack.packb(obj, use_bin_type=True)))
+                        if len(pending) >= BACKFILL_BATCH:
+                            flush()
+                report["files"] += 1
+            except (OSError, ValueError, msgpack.UnpackException) as exc:
+                log.error("backfill: %s: %s", path, exc)
+                report["unreadable_files"].append(f"{path}: {type(exc).__name__}: {exc}"[:300])
+        if pending:
+            flush()
+    finally:
+        service.stop()
+    counts = ingestor.counters.snapshot()
+    report |= {k: counts.get(k, 0) for k in ("stored", "duplicate", "error")}
+    report["rejected"] = ingestor.counters.rejected()
+    print(json.dumps(report))
+    return 1 if report["rejected"] or report["error"] or report["unreadable_files"] else 0
 
 
 def users_command(args: argparse.Namespace) -> int:

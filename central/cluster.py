@@ -42,6 +42,7 @@ from revisit.central.store import (
     CropStore,
     MustLink,
     Sighting,
+    SightingFlag,
     Site,
     Store,
     Visit,
@@ -92,6 +93,19 @@ class Assignment:
     duplicate: bool  # the observation was already stored: nothing changed
     score: float  # cosine to the best allowed prototype (-1 when there was none)
     unassigned: bool = False  # a low-quality face that matched nobody: held apart, founding nothing
+
+
+@dataclass(frozen=True)
+class SightingNote:
+    """Stored beside a sighting (`SightingFlag`): `clock_skew` (times stamped at receipt) or `backfill`."""
+
+    kind: Literal["clock_skew", "backfill"]
+    device_ts: float  # the edge's best_ts
+    received_at: datetime
+
+
+# Prototypes changed by a batch not yet upserted: recognizer -> visitor id -> (unit vector, site name).
+Overlay = dict[str, dict[uuid.UUID, tuple[np.ndarray, str]]]
 
 
 @dataclass
@@ -283,84 +297,129 @@ class Clusterer:
 
     def ingest(self, obs: Observation, save_crop: bool = True) -> Assignment:
         """Store one observation as a sighting of a known or new visitor. Idempotent by observation id."""
+        return self.ingest_batch([obs], save_crop=save_crop)[0]
+
+    def ingest_batch(
+        self, observations: Sequence[Observation], notes: Sequence[SightingNote | None] | None = None,
+        save_crop: bool = True,
+    ) -> list[Assignment]:  # fmt: skip
+        """`ingest` for several observations in order, in one database transaction and one vector upsert per
+        recognizer. Each is assigned exactly as `ingest` would one after the other: the prototypes the batch
+        changed are kept aside (`Overlay`) and searched together with the index. On an error nothing is committed
+        (the crops saved are deleted) and the exception is raised. `notes`: flags stored beside the sightings."""
+        if not observations:
+            return []
+        notes = list(notes) if notes is not None else [None] * len(observations)
         with self.lock:
-            vec = obs.vector().astype(np.float32)
-            self.vectors.ensure(obs.recognizer_id, obs.embedding_dim)
-            crop_path: str | None = None
+            for obs in observations:
+                self.vectors.ensure(obs.recognizer_id, obs.embedding_dim)
+            overlay: Overlay = defaultdict(dict)
+            points: dict[str, dict[uuid.UUID, SightingPoint]] = defaultdict(dict)
+            saved: list[str] = []
+            results: list[Assignment] = []
             try:
                 with self.store.begin() as s:
-                    found = s.exec(
-                        select(Sighting).where(Sighting.observation_id == uuid.UUID(obs.observation_id))
-                    ).first()
-                    if found is not None:
-                        self._resync(s, found, obs, vec)
-                        return Assignment(found.id, found.visitor_id, found.visit_id, False, True, 1.0)
-                    site = ensure_site(s, obs.site)
-                    device = ensure_device(s, site, obs.device)
-                    camera = ensure_camera(s, site, device, obs.camera)
-                    first, last, best = from_epoch(obs.first_ts), from_epoch(obs.last_ts), from_epoch(obs.best_ts)
-                    device.last_seen = camera.last_seen = utcnow()
-                    device.observations += 1
-                    co = self._co_track_sightings(s, obs, camera.id, first, last)
-                    visitor, created, score = self._pick(s, obs, vec, site, {c.visitor_id for c in co})
-                    held = visitor.unassigned
-                    if save_crop and self.crops is not None:
-                        crop_path = self.crops.save(obs.crop_jpeg)
-                    sighting = Sighting(
-                        observation_id=uuid.UUID(obs.observation_id), visitor_id=visitor.id, site_id=site.id,
-                        device_id=device.id, camera_id=camera.id, track_id=obs.track_id, first_ts=first,
-                        last_ts=last, best_ts=best, quality=obs.quality.score, det_score=obs.det_score,
-                        box=list(obs.box), frame_size=list(obs.frame_size), co_tracks=list(obs.co_tracks),
-                        crop_path=crop_path, recognizer_id=obs.recognizer_id, embedding=obs.embedding,
-                    )  # fmt: skip
-                    s.add(sighting)
-                    s.flush()
-                    for other in co:
-                        a, b = pair(sighting.id, other.id)
-                        s.add(CannotLink(a_id=a, b_id=b, reason="co_track"))
-                    proto = _proto(visitor, obs.embedding_dim)
-                    proto.add(vec, obs.quality.score)
-                    _save_proto(visitor, proto)
-                    visitor.sighting_count += 1
-                    visitor.first_seen = min(visitor.first_seen, first)
-                    visitor.last_seen = max(visitor.last_seen, last)
-                    if crop_path and sighting.quality > visitor.reference_quality:
-                        visitor.reference_sighting_id, visitor.reference_quality = sighting.id, sighting.quality
-                    visit = self._add_to_visit(s, visitor.id, site.id, sighting)
-                    s.flush()
-                    visitor.visit_count = self._count_visits(s, visitor.id)
-                    result = Assignment(sighting.id, visitor.id, visit.id, created, False, score, held)
-                    site_name, proto_vec = site.name, proto.vector
+                    for obs, note in zip(observations, notes, strict=True):
+                        results.append(self._ingest_in(s, obs, note, overlay, points, saved, save_crop))
             except BaseException:
-                if crop_path and self.crops is not None:
-                    self.crops.delete(crop_path)
+                if self.crops is not None:
+                    for path in saved:
+                        self.crops.delete(path)
                 raise
-            rec = obs.recognizer_id
-            self.vectors.upsert_sightings(
-                rec, [SightingPoint(result.sighting_id, vec, result.visitor_id, site_name, obs.best_ts)]
-            )
-            if not held:  # a held sighting has no prototype: nothing can join it
-                self.vectors.upsert_prototypes(rec, [(result.visitor_id, proto_vec, site_name)])
-            return result
+            for rec, pts in points.items():
+                self.vectors.upsert_sightings(rec, list(pts.values()))
+            for rec, protos in overlay.items():
+                self.vectors.upsert_prototypes(rec, [(vid, vec, site) for vid, (vec, site) in protos.items()])
+            return results
 
-    def _resync(self, s: Session, found: Sighting, obs: Observation, vec: np.ndarray) -> None:
-        """A redelivered observation: push its stored state to Qdrant again. A Qdrant failure after the database
-        commit leaves the index stale; the redelivery (or the ingest retry) mends it. Both upserts are idempotent."""
-        site, visitor = s.get(Site, found.site_id), s.get(Visitor, found.visitor_id)
-        if site is None or visitor is None:
-            return
+    def _ingest_in(
+        self,
+        s: Session,
+        obs: Observation,
+        note: SightingNote | None,
+        overlay: Overlay,
+        points: dict[str, dict[uuid.UUID, SightingPoint]],
+        saved: list[str],
+        save_crop: bool,
+    ) -> Assignment:
+        """One observation of a batch inside its session; the vector writes are collected, not made."""
+        vec = obs.vector().astype(np.float32)
         rec = obs.recognizer_id
-        self.vectors.upsert_sightings(rec, [SightingPoint(found.id, vec, visitor.id, site.name, obs.best_ts)])
-        self.vectors.upsert_prototypes(rec, [(visitor.id, _proto(visitor, obs.embedding_dim).vector, site.name)])
+        found = s.exec(select(Sighting).where(Sighting.observation_id == uuid.UUID(obs.observation_id))).first()
+        if found is not None:  # a resend: its points are upserted again (mends an index left behind)
+            site_row, owner = s.get(Site, found.site_id), s.get(Visitor, found.visitor_id)
+            if site_row is not None and owner is not None:
+                points[rec][found.id] = SightingPoint(found.id, vec, owner.id, site_row.name, obs.best_ts)
+                if owner.id not in overlay[rec] and not owner.unassigned:
+                    overlay[rec][owner.id] = (_proto(owner, obs.embedding_dim).vector, site_row.name)
+            return Assignment(found.id, found.visitor_id, found.visit_id, False, True, 1.0)
+        site = ensure_site(s, obs.site)
+        device = ensure_device(s, site, obs.device)
+        camera = ensure_camera(s, site, device, obs.camera)
+        first, last, best = from_epoch(obs.first_ts), from_epoch(obs.last_ts), from_epoch(obs.best_ts)
+        device.last_seen = camera.last_seen = utcnow()
+        device.observations += 1
+        co = self._co_track_sightings(s, obs, camera.id, first, last)
+        visitor, created, score = self._pick(s, obs, vec, site, {c.visitor_id for c in co}, overlay)
+        held = visitor.unassigned
+        crop_path: str | None = None
+        if save_crop and self.crops is not None:
+            crop_path = self.crops.save(obs.crop_jpeg)
+            saved.append(crop_path)
+        sighting = Sighting(
+            observation_id=uuid.UUID(obs.observation_id), visitor_id=visitor.id, site_id=site.id,
+            device_id=device.id, camera_id=camera.id, track_id=obs.track_id, first_ts=first,
+            last_ts=last, best_ts=best, quality=obs.quality.score, det_score=obs.det_score,
+            box=list(obs.box), frame_size=list(obs.frame_size), co_tracks=list(obs.co_tracks),
+            crop_path=crop_path, recognizer_id=obs.recognizer_id, embedding=obs.embedding,
+        )  # fmt: skip
+        s.add(sighting)
+        s.flush()
+        if note is not None:
+            s.add(SightingFlag(sighting_id=sighting.id, kind=note.kind, device_ts=note.device_ts,
+                               received_at=note.received_at))  # fmt: skip
+        for other in co:
+            a, b = pair(sighting.id, other.id)
+            s.add(CannotLink(a_id=a, b_id=b, reason="co_track"))
+        proto = _proto(visitor, obs.embedding_dim)
+        proto.add(vec, obs.quality.score)
+        _save_proto(visitor, proto)
+        visitor.sighting_count += 1
+        visitor.first_seen = min(visitor.first_seen, first)
+        visitor.last_seen = max(visitor.last_seen, last)
+        if crop_path and sighting.quality > visitor.reference_quality:
+            visitor.reference_sighting_id, visitor.reference_quality = sighting.id, sighting.quality
+        visit = self._add_to_visit(s, visitor.id, site.id, sighting)
+        s.flush()
+        visitor.visit_count = self._count_visits(s, visitor.id)
+        points[rec][sighting.id] = SightingPoint(sighting.id, vec, visitor.id, site.name, obs.best_ts)
+        if not held:  # a held sighting has no prototype: nothing can join it
+            overlay[rec][visitor.id] = (proto.vector, site.name)
+        return Assignment(sighting.id, visitor.id, visit.id, created, False, score, held)
 
     def _pick(
-        self, s: Session, obs: Observation, vec: np.ndarray, site: Site, forbidden: set[uuid.UUID]
+        self,
+        s: Session,
+        obs: Observation,
+        vec: np.ndarray,
+        site: Site,
+        forbidden: set[uuid.UUID],
+        overlay: Overlay | None = None,
     ) -> tuple[Visitor, bool, float]:
-        """The visitor to join (locked for update) or a new one; stale index entries are dropped."""
+        """The visitor to join (locked for update) or a new one; stale index entries are dropped. `overlay`: the
+        prototypes a batch changed so far, which take the place of the index's (not yet upserted) ones."""
         scope_site = site.name if self.settings.scope == "site" else None
         limit = self.settings.candidates + len(forbidden)
-        candidates = self.vectors.search_prototypes(obs.recognizer_id, vec, limit, scope_site,
-                                                    floor=self.settings.threshold)  # fmt: skip
+        pending = (overlay or {}).get(obs.recognizer_id, {})
+        candidates = self.vectors.search_prototypes(
+            obs.recognizer_id, vec, limit + len(pending), scope_site, floor=self.settings.threshold
+        )
+        if pending:
+            scores = {vid: score for vid, score in candidates if vid not in pending}
+            for vid, (proto, proto_site) in pending.items():
+                if scope_site is None or proto_site == scope_site:
+                    scores[vid] = float(np.dot(proto, vec))
+            candidates = sorted(scores.items(), key=lambda kv: -kv[1])[:limit]
         while True:
             chosen, score = choose(candidates, self.settings.join_threshold(obs.quality.score), forbidden)
             if chosen is None:

@@ -38,7 +38,10 @@ Example (see deploy/central.example.toml):
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -68,9 +71,9 @@ class EmbeddedBrokerConfig(Strict):
 
 
 class BrokerConfig(BrokerConnection):
-    client_id: str = Field(
-        "revisit-central", min_length=1, max_length=64,
-        description="stable: the broker keeps this persistent session; give each worker its own",
+    client_id: str | None = Field(
+        None, min_length=1, max_length=64,
+        description="stable: the broker keeps this persistent session; default revisit-central-<instance>",
     )  # fmt: skip
     shared_group: Ident | None = Field(None, description="subscribe as $share/<group>/... so workers split the load")
 
@@ -154,6 +157,18 @@ class IngestConfig(Strict):
         description="extra recognizer ids (custom models) and their embedding dims; the manifest's are known",
     )
     max_crop_pixels: int = Field(1024 * 1024, ge=64 * 64, description="crops larger than this are rejected")
+    queue_size: int = Field(
+        1000, ge=1, le=1_000_000, description="messages received and not yet stored; beyond: flow control"
+    )
+    batch_size: int = Field(64, ge=1, le=10_000, description="observations stored in one transaction at most")
+    batch_ms: float = Field(50, ge=0, le=10_000, description="how long a batch waits to fill up")
+    max_past_s: float | None = Field(
+        7 * 86400, gt=0, description="observations older than this at receipt are stamped (clock_skew); None: off"
+    )
+    max_future_s: float | None = Field(
+        300, gt=0, description="observations ahead of the receive time by more are stamped (clock_skew); None: off"
+    )
+    app_acks: bool = Field(True, description="publish DeliveryAcks to revisit/v1/<site>/<device>/acks after commit")
 
 
 class AdminConfig(Strict):
@@ -180,6 +195,9 @@ class WebConfig(Strict):
 
 class CentralConfig(Strict):
     data_dir: Path = Path("/var/lib/revisit-central")
+    instance: Ident | None = Field(
+        None, description="this worker's name, unique per broker; default <host>-<hash of data_dir>"
+    )
     broker: BrokerConfig | None = Field(None, description="None: run the embedded broker")
     embedded_broker: EmbeddedBrokerConfig = EmbeddedBrokerConfig()
     vectors: VectorsConfig = VectorsConfig()
@@ -223,6 +241,21 @@ class CentralConfig(Strict):
         if problems:
             raise ValueError("production mode: " + "; ".join(problems))
         return self
+
+    @property
+    def instance_name(self) -> str:
+        """Unique per host and data directory unless configured: two workers never share a client id."""
+        if self.instance:
+            return self.instance
+        host = re.sub(r"[^A-Za-z0-9_.\-]", "-", socket.gethostname())[:40] or "host"
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:8]
+        return f"{host}-{digest}"
+
+    @property
+    def mqtt_client_id(self) -> str:
+        if self.broker is not None and self.broker.client_id:
+            return self.broker.client_id
+        return f"revisit-central-{self.instance_name}"[:64]
 
     @property
     def database(self) -> str:

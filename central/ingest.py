@@ -1,26 +1,41 @@
-"""MQTT ingest: validate every message, store observations through the clusterer, keep devices' status.
+"""MQTT ingest as a pipeline: validate every message, store observations in micro-batches through the clusterer,
+acknowledge what is stored (MQTT and application level), keep devices' status.
 
-Subscriptions (QoS 1, MQTT 3.1.1, persistent session: clean_session=False and a stable client id):
+Subscriptions (QoS 1, MQTT 3.1.1, persistent session: clean_session=False and a client id unique per worker):
   revisit/v1/+/+/faces    (or $share/<group>/revisit/v1/+/+/faces: several workers split the load)
   revisit/v1/+/+/status   (never shared: every worker keeps device rows current; it is idempotent)
+Publications (QoS 1): revisit/v1/{site}/{device}/acks, a `DeliveryAck` with the observation ids committed (or
+rejected for good) since the last one; the edge keeps each observation in its spool until it is named there.
 
-Every message is checked (topic, schema and sizes, finite unit-norm embedding, a known recognizer with the
+Threads: paho's network thread only puts (topic, payload, mid) into a bounded queue, so keepalives go out whatever
+the store does. One worker drains micro-batches (up to `batch_size` messages or `batch_ms`), validates them,
+assigns them in order in one database transaction and one vector upsert (`Clusterer.ingest_batch`), then sends
+each MQTT PUBACK and the application acks. A store failure (database or Qdrant down, disk full) is retried by
+one `RetryPolicy` with backoff until it passes; nothing is acknowledged meanwhile, /healthz turns 503, and the
+queue fills up to the broker's in-flight window. When the queue is full, a new message is neither queued nor
+acknowledged (flow control): the broker keeps it for the persistent session, and once the queue has room again
+the worker reconnects so the broker redelivers it (the edges resend unconfirmed ones too). Nothing is dropped.
+
+Every message is checked (topic, strict schema and sizes, finite unit-norm embedding, a known recognizer with the
 right dimension, the crop decodes as an image within limits); a rejected one is counted by reason, logged
-(rate-limited) and acknowledged, so it is never redelivered. Nothing in a payload can raise out of
-`Ingestor.handle`. Acknowledgement is manual and comes only after the sighting is committed: a crash before
-the commit leaves the message unacknowledged, and the broker redelivers it to the persistent session; the
-observation UUID makes a redelivery of an already-stored message a no-op. A store failure (database or
-Qdrant down, disk full) is retried in place with backoff (this also holds the flow back) and, if it
-persists, the message is left unacknowledged for redelivery after the next reconnect.
+(rate-limited), acknowledged and named in the edge's ack as rejected, so it is never resent. Observation times far
+from the receive time (a wrong device clock) are counted as `clock_skew` and stamped with the receive time (the
+sighting is flagged, the device's time kept); `handle(..., backfill=True)` skips that check for deliberate imports.
+Nothing in a payload can raise out of `Ingestor.handle`. The observation UUID makes a resend of a stored one a
+no-op that is acknowledged again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import socket
 import ssl
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,19 +43,24 @@ import paho.mqtt.client as mqtt
 from sqlalchemy.exc import DBAPIError, DisconnectionError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
-from revisit.central.cluster import Clusterer
+from revisit.central.cluster import Clusterer, SightingNote
 from revisit.central.store import Store, ensure_device, ensure_site, from_epoch, utcnow
 from revisit.models.manifest import Manifest
 from revisit.shared.errors import ImageError
 from revisit.shared.image import decode_image
 from revisit.shared.schema import (
+    MAX_ACK_IDS,
     MAX_CROP_BYTES,
     TOPIC_ROOT,
+    DeliveryAck,
     DeviceStatus,
     Observation,
     SchemaError,
+    acks_topic,
     decode,
+    encode,
     parse_topic,
+    peek_observation_id,
 )
 
 log = logging.getLogger(__name__)
@@ -49,8 +69,9 @@ STATUS_FILTER = f"{TOPIC_ROOT}/+/+/status"
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
 # Failures that pass: the database or Qdrant away, a pool exhausted, a dropped connection.
 TRANSIENT = (DBAPIError, SQLAlchemyTimeoutError, DisconnectionError, PendingRollbackError, OSError)
-# While the store is down, a message is retried this often (capped); it is never acknowledged before it is stored.
+# While the store is down, a batch is retried this often (capped); it is never acknowledged before it is stored.
 STORE_RETRY_MAX_S = 30.0
+MAX_STAMPED_SPAN_S = 3600.0  # a stamped observation keeps its duration up to this
 
 
 def known_recognizers(extra: dict[str, int] | None = None) -> dict[str, int]:
@@ -59,8 +80,70 @@ def known_recognizers(extra: dict[str, int] | None = None) -> dict[str, int]:
     return known | dict(extra or {})
 
 
+def _transient() -> tuple[type[BaseException], ...]:
+    from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+    return (*TRANSIENT, ResponseHandlingException, UnexpectedResponse)
+
+
+class StoreUnavailable(Exception):
+    """A store operation kept failing with transient errors until the retry policy gave up (or was stopped)."""
+
+
+class RetryPolicy:
+    """The one retry policy of the store: transient failures are retried with these delays, then every
+    `max_delay` (doubling up to it) while `forever`; anything else is raised at once. Reports its state to
+    `on_failure(exc)` / `on_success()` (health)."""
+
+    def __init__(
+        self,
+        delays: Sequence[float] = RETRY_DELAYS,
+        max_delay: float = STORE_RETRY_MAX_S,
+        on_failure: Callable[[BaseException], None] | None = None,
+        on_success: Callable[[], None] | None = None,
+    ):
+        self.delays = tuple(delays)
+        self.max_delay = max_delay
+        self.on_failure = on_failure
+        self.on_success = on_success
+
+    def run(
+        self, work: Callable[[], Any], what: str, *, forever: bool = False, stop: threading.Event | None = None
+    ) -> Any:
+        """`work()`'s result; StoreUnavailable when the failures outlast the policy (or `stop` is set)."""
+        transient = _transient()
+        attempt = 0
+        while True:
+            try:
+                result = work()
+            except transient as exc:
+                if self.on_failure is not None:
+                    self.on_failure(exc)
+                if attempt < len(self.delays):
+                    delay = self.delays[attempt]
+                elif forever:
+                    last = self.delays[-1] if self.delays else 1.0
+                    delay = min(self.max_delay, last * 2 ** (attempt - len(self.delays) + 1))
+                else:
+                    log.error("store failed on %s after %d attempts: %s", what, attempt + 1, exc)
+                    raise StoreUnavailable(str(exc)) from exc
+                attempt += 1
+                log.warning("store failed on %s (%s: %s); retry %d in %.1f s",
+                            what, type(exc).__name__, str(exc)[:200], attempt, delay)  # fmt: skip
+                if stop is not None:
+                    if stop.wait(delay):
+                        raise StoreUnavailable("stopping") from exc
+                else:
+                    time.sleep(delay)
+                continue
+            if self.on_success is not None:
+                self.on_success()
+            return result
+
+
 class Counters:
-    """Thread-safe counts: outcomes (`stored`, `duplicate`, `status`, `error`) and `rejected.<reason>`."""
+    """Thread-safe counts: outcomes (`stored`, `duplicate`, `status`, `error`), `rejected.<reason>`, and
+    `clock_skew`, `backfill`, `store_errors`, `flow_refused`, `acks_sent`."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -87,10 +170,24 @@ class Outcome:
     kind: str  # stored, duplicate, status, rejected, error
     reason: str = ""  # the rejection reason
     ack: bool = True  # False only when the store failed: leave it for redelivery
+    site: str = ""  # of a faces message whose topic parsed: where the application ack goes
+    device: str = ""
+    observation_id: str = ""  # of an observation (stored, duplicate, or rejected with a readable id)
+
+
+@dataclass
+class _Prepared:
+    """One message after validation: an outcome already, or an observation / status still to be stored."""
+
+    topic: str
+    outcome: Outcome | None = None
+    obs: Observation | None = None
+    note: SightingNote | None = None
+    status: DeviceStatus | None = None
 
 
 class Ingestor:
-    """Turns one (topic, payload) into a stored sighting or device status, or a counted rejection."""
+    """Turns (topic, payload) messages into stored sightings or device statuses, or counted rejections."""
 
     def __init__(
         self,
@@ -100,104 +197,207 @@ class Ingestor:
         *,
         max_crop_pixels: int = 1024 * 1024,
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
+        max_past_s: float | None = None,
+        max_future_s: float | None = None,
     ):
+        """`max_past_s` / `max_future_s`: observations further from the receive time are stamped (None: trusted)."""
         self.clusterer = clusterer
         self.store = store
         self.recognizers = dict(recognizers)
         self.max_crop_pixels = max_crop_pixels
-        self.retry_delays = retry_delays
+        self.max_past_s, self.max_future_s = max_past_s, max_future_s
         self.counters = Counters()
+        self.retry = RetryPolicy(retry_delays, on_failure=self._store_failed, on_success=self._store_ok)
         self._last_log: dict[str, float] = {}
+        self._health_lock = threading.Lock()
+        self.store_failing_since: float | None = None  # wall time of the first failure of the current outage
+        self.last_store_error = ""
+
+    # --- health ---
+
+    def _store_failed(self, exc: BaseException) -> None:
+        self.counters.inc("store_errors")
+        with self._health_lock:
+            if self.store_failing_since is None:
+                self.store_failing_since = time.time()
+            self.last_store_error = f"{type(exc).__name__}: {str(exc)[:200]}"
+
+    def _store_ok(self) -> None:
+        with self._health_lock:
+            if self.store_failing_since is not None:
+                log.info("store is back after %.1f s", time.time() - self.store_failing_since)
+            self.store_failing_since = None
+
+    @property
+    def store_ok(self) -> bool:
+        return self.store_failing_since is None
+
+    # --- one message, synchronously (tests, backfill) ---
 
     def handle(self, topic: str, payload: bytes, *, backfill: bool = False) -> Outcome:
-        """Never raises: every failure is an Outcome. `backfill`: history (imports, evaluations), same path."""
-        try:
-            outcome = self._handle(topic, bytes(payload))
-        except Exception:  # a bug, not bad input: count it, keep the message out of a redelivery loop
-            log.exception("unexpected error on %s", topic[:200])
-            outcome = Outcome("error", "internal", ack=True)
-        self.counters.inc(f"rejected.{outcome.reason}" if outcome.kind == "rejected" else outcome.kind)
-        return outcome
+        """Validate and store one message (retrying transient store failures a few times). Never raises:
+        every failure is an Outcome. `backfill`: a deliberate import of old observations, stored with the same
+        validation and assignment, flagged as backfill and exempt from the clock-skew check."""
+        return self.handle_batch([(topic, payload)], backfill=backfill)[0]
 
-    def _handle(self, topic: str, payload: bytes) -> Outcome:
+    def handle_batch(
+        self,
+        messages: Sequence[tuple[str, bytes]],
+        *,
+        backfill: bool = False,
+        forever: bool = False,
+        stop: threading.Event | None = None,
+    ) -> list[Outcome]:
+        """Messages in order: observations in one transaction (`Clusterer.ingest_batch`), statuses each in its
+        own. `forever`: retry a store outage until it passes (or `stop` is set). Never raises."""
+        received = time.time()
+        prepared: list[_Prepared] = []
+        for topic, payload in messages:
+            try:
+                prepared.append(self._prepare(topic, bytes(payload), received, backfill))
+            except Exception:  # a bug, not bad input: count it, keep the message out of a redelivery loop
+                log.exception("unexpected error on %s", topic[:200])
+                prepared.append(_Prepared(topic, Outcome("error", "internal")))
+        faces = [p for p in prepared if p.obs is not None]
+        if faces:
+            self._store_faces(faces, forever, stop)
+        for p in prepared:
+            if p.status is not None:
+                p.outcome = self._save_status(p.status, p.topic, forever, stop)
+        outcomes: list[Outcome] = []
+        for p in prepared:
+            outcome = p.outcome or Outcome("error", "internal")
+            self.counters.inc(f"rejected.{outcome.reason}" if outcome.kind == "rejected" else outcome.kind)
+            outcomes.append(outcome)
+        return outcomes
+
+    def _prepare(self, topic: str, payload: bytes, received: float, backfill: bool) -> _Prepared:
         try:
             site, device, kind = parse_topic(topic)
         except SchemaError as exc:
-            return self._reject(exc.reason, exc.detail, topic)
+            return _Prepared(topic, self._reject(exc.reason, exc.detail, topic))
         if kind == "faces":
-            return self._faces(site, device, payload, topic)
+            return self._prepare_faces(site, device, payload, topic, received, backfill)
         if kind == "status":
-            return self._status(site, device, payload, topic)
-        return self._reject("unknown_kind", f"topic kind {kind[:40]!r}", topic)
+            return self._prepare_status(site, device, payload, topic)
+        return _Prepared(topic, self._reject("unknown_kind", f"topic kind {kind[:40]!r}", topic))
 
-    def _faces(self, site: str, device: str, payload: bytes, topic: str) -> Outcome:
+    def _prepare_faces(
+        self, site: str, device: str, payload: bytes, topic: str, received: float, backfill: bool
+    ) -> _Prepared:
+        def reject(reason: str, detail: str) -> _Prepared:
+            oid = peek_observation_id(payload) or ""
+            return _Prepared(topic, self._reject(reason, detail, topic, site=site, device=device, observation_id=oid))
+
         try:
             obs: Observation = decode(payload, Observation)
         except SchemaError as exc:
-            return self._reject(exc.reason, exc.detail, topic)
+            return reject(exc.reason, exc.detail)
         if (obs.site, obs.device) != (site, device):
-            return self._reject("topic_mismatch", f"message of {obs.site}/{obs.device} on {topic}", topic)
+            return _Prepared(
+                topic, self._reject("topic_mismatch", f"message of {obs.site}/{obs.device} on {topic}", topic)
+            )
         dim = self.recognizers.get(obs.recognizer_id)
         if dim is None:
-            return self._reject("unknown_recognizer", f"recognizer {obs.recognizer_id[:128]!r}", topic)
+            return reject("unknown_recognizer", f"recognizer {obs.recognizer_id[:128]!r}")
         if dim != obs.embedding_dim:
-            detail = f"{obs.embedding_dim}-d from {obs.recognizer_id} (expects {dim})"
-            return self._reject("bad_dimension", detail, topic)
+            return reject("bad_dimension", f"{obs.embedding_dim}-d from {obs.recognizer_id} (expects {dim})")
         try:
             decode_image(obs.crop_jpeg, max_pixels=self.max_crop_pixels, max_bytes=MAX_CROP_BYTES)
         except ImageError as exc:
-            return self._reject("bad_crop", str(exc), topic)
-        result = self._with_retry(lambda: self.clusterer.ingest(obs), topic)
-        if result is None:
-            return Outcome("error", "store", ack=False)
-        return Outcome("duplicate" if result.duplicate else "stored")
+            return reject("bad_crop", str(exc))
+        if backfill:
+            self.counters.inc("backfill")
+            return _Prepared(topic, obs=obs, note=SightingNote("backfill", obs.best_ts, from_epoch(received)))
+        skewed = (self.max_future_s is not None and obs.last_ts > received + self.max_future_s) or (
+            self.max_past_s is not None and obs.first_ts < received - self.max_past_s
+        )
+        if not skewed:
+            return _Prepared(topic, obs=obs)
+        self.counters.inc("clock_skew")
+        self._log_rate_limited("clock_skew", "observation %s on %s is %.0f s from the receive time: stamped with it",
+                               obs.observation_id, topic[:200], obs.best_ts - received)  # fmt: skip
+        span = min(obs.last_ts - obs.first_ts, MAX_STAMPED_SPAN_S)
+        best = received - min(obs.last_ts - obs.best_ts, span)
+        stamped = obs.model_copy(update={"first_ts": received - span, "best_ts": best, "last_ts": received})
+        return _Prepared(topic, obs=stamped, note=SightingNote("clock_skew", obs.best_ts, from_epoch(received)))
 
-    def _status(self, site: str, device: str, payload: bytes, topic: str) -> Outcome:
+    def _prepare_status(self, site: str, device: str, payload: bytes, topic: str) -> _Prepared:
         if not payload:
-            return Outcome("status")  # a cleared retained message
+            return _Prepared(topic, Outcome("status"))  # a cleared retained message
         try:
             status: DeviceStatus = decode(payload, DeviceStatus)
         except SchemaError as exc:
-            return self._reject(exc.reason, exc.detail, topic)
+            return _Prepared(topic, self._reject(exc.reason, exc.detail, topic))
         if (status.site, status.device) != (site, device):
-            return self._reject("topic_mismatch", f"status of {status.site}/{status.device} on {topic}", topic)
+            detail = f"status of {status.site}/{status.device} on {topic}"
+            return _Prepared(topic, self._reject("topic_mismatch", detail, topic))
+        return _Prepared(topic, status=status)
 
+    def _store_faces(self, faces: list[_Prepared], forever: bool, stop: threading.Event | None) -> None:
+        observations = [p.obs for p in faces if p.obs is not None]
+        notes = [p.note for p in faces]
+        what = f"{len(faces)} observation(s)"
+        try:
+            results = self.retry.run(lambda: self.clusterer.ingest_batch(observations, notes), what,
+                                     forever=forever, stop=stop)  # fmt: skip
+        except StoreUnavailable:
+            for p in faces:
+                p.outcome = Outcome("error", "store", ack=False)
+            return
+        except Exception:  # not transient: find the one message that fails, store the others
+            log.exception("batch of %d failed; storing its observations one by one", len(faces))
+            if len(faces) == 1:
+                faces[0].outcome = Outcome("error", "internal")
+                return
+            for p in faces:
+                self._store_faces([p], forever, stop)
+            return
+        for p, result in zip(faces, results, strict=True):
+            assert p.obs is not None
+            kind = "duplicate" if result.duplicate else "stored"
+            p.outcome = Outcome(kind, site=p.obs.site, device=p.obs.device, observation_id=p.obs.observation_id)
+
+    def _save_status(self, status: DeviceStatus, topic: str, forever: bool, stop: threading.Event | None) -> Outcome:
         def save() -> None:
             with self.clusterer.lock, self.store.begin() as s:
-                row = ensure_device(s, ensure_site(s, site), device)
+                row = ensure_device(s, ensure_site(s, status.site), status.device)
                 row.state, row.version = status.state, status.version
                 row.stats = dict(status.stats)
                 row.status_at, row.last_seen = from_epoch(status.ts), utcnow()
 
-        ok = self._with_retry(lambda: save() or True, topic)
-        return Outcome("status") if ok else Outcome("error", "store", ack=False)
+        try:
+            self.retry.run(save, topic, forever=forever, stop=stop)
+        except StoreUnavailable:
+            return Outcome("error", "store", ack=False)
+        except Exception:
+            log.exception("status on %s could not be saved", topic[:200])
+            return Outcome("error", "internal")
+        return Outcome("status")
 
-    def _with_retry(self, work: Any, topic: str) -> Any:
-        """Run a store operation, retrying transient failures; None if they persist."""
-        from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-
-        for attempt in range(len(self.retry_delays) + 1):
-            try:
-                return work()
-            except (*TRANSIENT, ResponseHandlingException, UnexpectedResponse) as exc:
-                if attempt == len(self.retry_delays):
-                    log.error("store failed on %s after %d attempts, left for redelivery: %s", topic, attempt + 1, exc)
-                    return None
-                log.warning("store failed on %s (%s), retrying", topic, type(exc).__name__)
-                time.sleep(self.retry_delays[attempt])
-        return None
-
-    def _reject(self, reason: str, detail: str, topic: str) -> Outcome:
+    def _log_rate_limited(self, key: str, msg: str, *args: Any) -> None:
         now = time.monotonic()
-        if now - self._last_log.get(reason, -1e9) >= 10.0:  # one line per reason per 10 s
-            self._last_log[reason] = now
-            total = self.counters.get(f"rejected.{reason}") + 1
-            log.warning("rejected message on %s: %s: %s (%d so far)", topic[:200], reason, detail[:300], total)
-        return Outcome("rejected", reason)
+        if now - self._last_log.get(key, -1e9) >= 10.0:  # one line per key per 10 s
+            self._last_log[key] = now
+            log.warning(msg + " (%d so far)", *args, self.counters.get(key) + (key != "clock_skew"))
+
+    def _reject(self, reason: str, detail: str, topic: str, **ids: str) -> Outcome:
+        self._log_rate_limited(f"rejected.{reason}", "rejected message on %s: %s: %s",
+                               topic[:200], reason, detail[:300])  # fmt: skip
+        return Outcome("rejected", reason, **ids)
+
+
+@dataclass
+class _Message:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    received: float  # wall time
 
 
 class MqttIngest:
-    """The paho client: persistent QoS 1 subscriptions, manual acknowledgement after `Ingestor.handle`."""
+    """The paho client and the ingest worker: on_message queues, the worker stores batches and acknowledges."""
 
     def __init__(
         self,
@@ -212,14 +412,29 @@ class MqttIngest:
         keepalive: int = 30,
         shared_group: str | None = None,
         max_inflight: int = 20,
+        queue_size: int = 1000,
+        batch_size: int = 64,
+        batch_ms: float = 50.0,
+        app_acks: bool = True,
     ):
         self.ingestor = ingestor
         self.host, self.port, self.keepalive = host, port, keepalive
         self.shared_group = shared_group
+        self.batch_size, self.batch_s = batch_size, batch_ms / 1000.0
+        self.app_acks = app_acks
+        self.client_id = client_id
         self.connected = threading.Event()
         self.subscribed = threading.Event()
+        self.disconnects = 0
         self._stopping = False
         self._stop_event = threading.Event()  # wakes a store retry at shutdown
+        self._queue: queue.Queue[_Message] = queue.Queue(maxsize=queue_size)
+        self._pending_mids: set[int] = set()  # packet ids queued or being stored (a broker resend is not new)
+        self._mids_lock = threading.Lock()
+        self._refused = threading.Event()  # a message was refused (queue full): reconnect for it once there is room
+        self._busy_since: float | None = None  # receive time of the oldest message of the batch being stored
+        self._in_batch = 0  # messages of the batch being stored
+        self._worker: threading.Thread | None = None
         client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
@@ -227,7 +442,8 @@ class MqttIngest:
             protocol=mqtt.MQTTv311,
             manual_ack=True,
         )
-        client.max_inflight_messages_set(max_inflight)
+        client.max_inflight_messages_set(max_inflight)  # our publications (acks); the broker bounds the inbound
+        client.max_queued_messages_set(0)
         client.reconnect_delay_set(1, 30)
         if username is not None:
             client.username_pw_set(username, password)
@@ -252,21 +468,44 @@ class MqttIngest:
 
     def start(self, wait: float = 0) -> bool:
         """Connect in the background (retrying forever); with `wait`, block until subscribed or timeout."""
+        self._worker = threading.Thread(target=self._work, name="ingest-worker", daemon=True)
+        self._worker.start()
         self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
         self.client.loop_start()
         return self.subscribed.wait(wait) if wait else False
 
     def stop(self) -> None:
+        """The batch being stored finishes (or its retry stops); queued messages stay unacknowledged."""
         self._stopping = True
         self._stop_event.set()
+        if self._worker is not None:
+            self._worker.join(timeout=30)
         self.client.disconnect()
         self.client.loop_stop()
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:
+    # --- health ---
+
+    @property
+    def backlog(self) -> int:
+        """Messages received and not yet stored (queued, plus the batch in the worker)."""
+        return self._queue.qsize() + self._in_batch
+
+    def oldest_unstored_s(self, now: float | None = None) -> float:
+        now = time.time() if now is None else now
+        oldest = self._busy_since
+        with self._queue.mutex:
+            head = self._queue.queue[0].received if self._queue.queue else None
+        times = [t for t in (oldest, head) if t is not None]
+        return max(0.0, now - min(times)) if times else 0.0
+
+    # --- paho callbacks (network thread): queue and return ---
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
             log.error("MQTT connect to %s:%d refused: %s", self.host, self.port, reason)
             return
-        log.info("MQTT connected to %s:%d; subscribing to %s", self.host, self.port, ", ".join(self.topics))
+        log.info("MQTT connected to %s:%d as %s (session present: %s); subscribing to %s", self.host, self.port,
+                 self.client_id, flags.session_present, ", ".join(self.topics))  # fmt: skip
         self.connected.set()
         client.subscribe([(t, 1) for t in self.topics])
 
@@ -277,24 +516,107 @@ class MqttIngest:
             self.subscribed.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        was = self.connected.is_set()
         self.connected.clear()
         self.subscribed.clear()
+        if was:
+            self.disconnects += 1
         if not self._stopping:
             log.warning("MQTT disconnected (%s); reconnecting", reason)
 
-    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, _client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             topic = msg.topic
         except UnicodeDecodeError:  # brokers should refuse these; never let one stop the network thread
             topic = "<topic is not UTF-8>"
-        outcome = self.ingestor.handle(topic, msg.payload)
-        delay = 1.0
-        # The store is down: keep the message (and, by blocking, the ones behind it) until it is stored. Giving up
-        # would leave it unacknowledged with nothing to trigger a redelivery, and a stalled in-flight window.
-        while not outcome.ack and not self._stopping:
-            log.warning("store unavailable; retrying the message on %s in %.0f s", topic[:200], delay)
-            self._stop_event.wait(delay)
-            delay = min(delay * 2, STORE_RETRY_MAX_S)
-            outcome = self.ingestor.handle(topic, msg.payload)
-        if outcome.ack:
-            client.ack(msg.mid, msg.qos)
+        if msg.dup:
+            self.ingestor.counters.inc("redelivered")
+        with self._mids_lock:
+            if msg.dup and msg.mid in self._pending_mids:
+                return  # the broker's resend (after a reconnect) of a message still queued here: acked once stored
+            try:
+                self._queue.put_nowait(_Message(topic, msg.payload, msg.mid, msg.qos, time.time()))
+                self._pending_mids.add(msg.mid)
+                return
+            except queue.Full:
+                pass
+        # Flow control: neither queued nor acknowledged. The broker keeps it for our persistent session.
+        self.ingestor.counters.inc("flow_refused")
+        if not self._refused.is_set():
+            log.warning("ingest queue full (%d): refusing new messages until it drains", self._queue.maxsize)
+        self._refused.set()
+
+    # --- the worker ---
+
+    def _take(self) -> list[_Message]:
+        try:
+            first = self._queue.get(timeout=0.5)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.batch_s
+        while len(batch) < self.batch_size:
+            left = deadline - time.monotonic()
+            try:
+                batch.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _work(self) -> None:
+        while not self._stopping:
+            try:
+                if self._refused.is_set() and self._queue.qsize() <= self._queue.maxsize // 2:
+                    self._redeliver_refused()
+                batch = self._take()
+                if batch:
+                    self._process(batch)
+            except Exception:  # the worker must outlive any one failure
+                log.exception("ingest worker error")
+                self._stop_event.wait(1.0)
+
+    def _process(self, batch: list[_Message]) -> None:
+        self._busy_since = min(m.received for m in batch)
+        self._in_batch = len(batch)
+        try:
+            outcomes = self.ingestor.handle_batch(
+                [(m.topic, m.payload) for m in batch], forever=True, stop=self._stop_event
+            )
+        finally:
+            self._busy_since = None
+            self._in_batch = 0
+        with self._mids_lock:  # before the PUBACK: the broker may reuse a packet id as soon as it has it
+            self._pending_mids.difference_update(m.mid for m, o in zip(batch, outcomes, strict=True) if o.ack)
+        for m, outcome in zip(batch, outcomes, strict=True):
+            if outcome.ack:
+                self.client.ack(m.mid, m.qos)
+        if self.app_acks:
+            self._send_acks(outcomes)
+
+    def _send_acks(self, outcomes: list[Outcome]) -> None:
+        stored: dict[tuple[str, str], list[str]] = defaultdict(list)
+        rejected: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for o in outcomes:
+            if not (o.site and o.observation_id and o.ack):
+                continue
+            (stored if o.kind in ("stored", "duplicate") else rejected)[(o.site, o.device)].append(o.observation_id)
+        for key in stored.keys() | rejected.keys():
+            s_ids, r_ids = stored.get(key, []), rejected.get(key, [])
+            for i in range(0, max(len(s_ids), len(r_ids)), MAX_ACK_IDS):
+                ack = DeliveryAck(site=key[0], device=key[1], ts=time.time(), stored=tuple(s_ids[i : i + MAX_ACK_IDS]),
+                                  rejected=tuple(r_ids[i : i + MAX_ACK_IDS]))  # fmt: skip
+                # QoS 1; paho keeps it across a reconnect. A lost ack only means a resend, acknowledged again.
+                self.client.publish(acks_topic(*key), encode(ack), qos=1)
+                self.ingestor.counters.inc("acks_sent")
+
+    def _redeliver_refused(self) -> None:
+        """Refused messages sit unacknowledged at the broker: reconnecting makes it send them again."""
+        self._refused.clear()
+        sock = self.client.socket()
+        log.warning("ingest queue has room again: reconnecting to receive the refused messages")
+        # Let paho's network thread write the PUBACKs already queued: one lost with the connection makes the broker
+        # send that message again (stored once all the same, but counted twice).
+        self._stop_event.wait(1.0)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # paho sees the connection drop and reconnects (session kept)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -80,10 +81,24 @@ class CentralService:
         return self.config.embedded_broker.bind, port
 
     def health(self) -> dict[str, Any]:
+        """MQTT, broker, counters and the ingest pipeline: `store_ok` is False while storing fails (503)."""
+        ingestor, mqtt = self.ingestor, self.mqtt
+        failing = ingestor.store_failing_since if ingestor else None
         return {
-            "mqtt_connected": bool(self.mqtt and self.mqtt.connected.is_set()),
+            "mqtt_connected": bool(mqtt and mqtt.connected.is_set()),
             "broker": "{}:{}".format(*self.broker_address),
+            "client_id": mqtt.client_id if mqtt else None,
             "counters": self.counters.snapshot(),
+            "ingest": {
+                "backlog": mqtt.backlog if mqtt else 0,
+                "oldest_unstored_s": round(mqtt.oldest_unstored_s(), 3) if mqtt else 0.0,
+                "store_ok": failing is None,
+                "store_failing_s": round(time.time() - failing, 3) if failing is not None else 0.0,
+                "store_errors": self.counters.get("store_errors"),
+                "last_store_error": ingestor.last_store_error if ingestor else "",
+                "flow_refused": self.counters.get("flow_refused"),
+                "mqtt_disconnects": mqtt.disconnects if mqtt else 0,
+            },
         }
 
     # --- lifecycle ---
@@ -108,6 +123,18 @@ class CentralService:
         self._clusterer = Clusterer(self._store, self._vectors, CropStore(cfg.crops_dir), settings)
         self._apply_site_zones()
         return self
+
+    def make_ingestor(self) -> Ingestor:
+        """The validating, assigning ingestor of this configuration (the service's, or a backfill's)."""
+        cfg = self.open().config
+        return Ingestor(
+            self.clusterer,
+            self.store,
+            known_recognizers(cfg.ingest.recognizers),
+            max_crop_pixels=cfg.ingest.max_crop_pixels,
+            max_past_s=cfg.ingest.max_past_s,
+            max_future_s=cfg.ingest.max_future_s,
+        )
 
     def _apply_site_zones(self) -> None:
         """Configured site zones (validated with the configuration) win over ones set on the Sites page."""
@@ -170,27 +197,26 @@ class CentralService:
         self.repair_index()
         if cfg.broker is None:
             emb = cfg.embedded_broker
-            self.broker = EmbeddedBroker(emb.bind, emb.port, emb.password_file)
+            self.broker = EmbeddedBroker(emb.bind, emb.port, emb.password_file, central=emb.username)
             self.broker.start()
-        self.ingestor = Ingestor(
-            self.clusterer,
-            self.store,
-            known_recognizers(cfg.ingest.recognizers),
-            max_crop_pixels=cfg.ingest.max_crop_pixels,
-        )
+        self.ingestor = self.make_ingestor()
         b, emb = cfg.broker, cfg.embedded_broker
         host, port = self.broker_address
         self.mqtt = MqttIngest(
             self.ingestor,
             "127.0.0.1" if b is None and host in ("0.0.0.0", "::") else host,
             port,
-            client_id=b.client_id if b else "revisit-central",
+            client_id=cfg.mqtt_client_id,
             username=b.username if b else emb.username,
             password=_secret(b.password if b else emb.password),
             tls=b.tls if b else None,
             keepalive=b.keepalive_s if b else 30,
             shared_group=b.shared_group if b else None,
             max_inflight=b.max_inflight if b else 20,
+            queue_size=cfg.ingest.queue_size,
+            batch_size=cfg.ingest.batch_size,
+            batch_ms=cfg.ingest.batch_ms,
+            app_acks=cfg.ingest.app_acks,
         )
         self.mqtt.start()
         self._stop.clear()

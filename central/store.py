@@ -18,7 +18,8 @@ from collections import defaultdict
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
+from datetime import timezone as _timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +43,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
 from revisit.shared.errors import RevisitError
+
+UTC = _timezone.utc  # datetime.UTC is Python 3.11+
 
 
 class StoreError(RevisitError):
@@ -200,6 +203,16 @@ class AuditLog(SQLModel, table=True):
     action: str = Field(max_length=32, description="erase, merge, split, not_this_person, retention, recluster")
     visitor_id: uuid.UUID | None = Field(None, description="no foreign key: erased visitors stay named here")
     details: dict = Field(default_factory=dict, sa_type=JSON)
+
+
+class SightingFlag(SQLModel, table=True):
+    """Why a sighting's times are not the edge's own: `clock_skew` (far from the receive time: stamped with it)
+    or `backfill` (imported after the fact). The device's best time is kept in `device_ts`."""
+
+    sighting_id: uuid.UUID = Field(foreign_key="sighting.id", primary_key=True, ondelete="CASCADE")
+    kind: str = Field(max_length=16, index=True)
+    device_ts: float = Field(description="the observation's best_ts as the edge sent it (UTC epoch seconds)")
+    received_at: datetime = _time(default_factory=utcnow)
 
 
 # --- accounts (revisit.central.users) -------------------------------------------------------------------------

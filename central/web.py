@@ -8,7 +8,7 @@
 
 Every route passes one guard (`auth.authorize`, a dependency of the whole app) that applies the route's rule in
 `auth.ACCESS`; the app refuses to start when a route has none. Request bodies are bounded (`BodyLimits`).
-    /healthz                        200 while the database answers (503 otherwise), with service.health()
+    /healthz                        200 while the database answers and ingest stores (503 otherwise), service.health()
     /metrics                        Prometheus text: ingest outcomes and rejections by reason, table sizes, devices
     /static/...                     CSS and JS
 
@@ -113,7 +113,8 @@ def create_app(service: CentralService, *, live_urls: Mapping[str, str] | None =
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> JSONResponse:
-        """200 while the database answers; the body is the service's health (MQTT, broker, counters)."""
+        """200 while the database answers and ingest can store; the body is the service's health (MQTT, broker,
+        counters, ingest backlog and oldest unstored message age, store errors)."""
         health: dict[str, Any] = dict(service.health())
         try:
             with service.session() as s:
@@ -121,7 +122,7 @@ def create_app(service: CentralService, *, live_urls: Mapping[str, str] | None =
             health["database"] = "ok"
         except Exception as exc:  # any failure of the database is the answer here
             health["database"] = f"error: {type(exc).__name__}"
-        health["ok"] = health["database"] == "ok"
+        health["ok"] = health["database"] == "ok" and health.get("ingest", {}).get("store_ok", True)
         return JSONResponse(health, status_code=200 if health["ok"] else 503)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
@@ -218,6 +219,14 @@ class CentralCollector(Collector):
         yield rejected
         health = self.service.health()
         yield GaugeMetricFamily("revisit_central_mqtt_connected", "1 while subscribed", value=health["mqtt_connected"])
+        ingest = health.get("ingest", {})
+        yield GaugeMetricFamily("revisit_central_ingest_backlog", "messages received, not yet stored",
+                                value=ingest.get("backlog", 0))  # fmt: skip
+        yield GaugeMetricFamily("revisit_central_ingest_oldest_unstored_seconds", "age of the oldest unstored message",
+                                value=ingest.get("oldest_unstored_s", 0.0))  # fmt: skip
+        yield GaugeMetricFamily("revisit_central_store_ok", "0 while storing fails", value=ingest.get("store_ok", True))
+        yield CounterMetricFamily("revisit_central_store_errors", "failed store attempts (retried)",
+                                  value=ingest.get("store_errors", 0))  # fmt: skip
         try:
             with self.service.session() as s:
                 tables = (("visitors", Visitor), ("sightings", Sighting), ("visits", Visit))

@@ -17,10 +17,15 @@ usage: install-edge.sh [options]
   --no-systemd         do not install or start the systemd unit
   --no-doctor          do not run `revisit edge doctor` at the end
   --prefix DIR         install under DIR (a trial or test root): no system user, no systemctl
-  --python PATH        Python 3.11 for the virtual environment (default: python3.11, else python3)
+  --python PATH        the Python of the virtual environment; must be the bundle's (MANIFEST.json: target)
+                       (default: on a Jetson /usr/bin/python3, JetPack's; else python3.X of the bundle, else python3)
   --deps-from DIR      tests/development only: reuse the packages in DIR (a site-packages folder) instead of
                        the bundle's dependencies (for bundles made with `revisit deploy bundle --no-deps`)
   -h, --help           this help
+
+On a Jetson (JetPack 6 or 7, from /etc/nv_tegra_release) the venv sees the system's packages
+(--system-site-packages): JetPack's TensorRT, CUDA and OpenCV/GStreamer; the TensorRT engines are built at the end.
+Elsewhere the venv is isolated. The bundle's target (machine, Python, Jetson or not) must match this box.
 
 Installs: /opt/revisit/.venv (the software), /opt/revisit/models (verified models), /etc/revisit/edge.toml
 (created from the flags unless it exists), /etc/revisit/tls/ (the identity), /var/lib/revisit-edge (the spool),
@@ -72,8 +77,26 @@ if [[ -z "$PREFIX" ]]; then
     [[ $EUID -eq 0 ]] || die "run as root (sudo $0 ...), or try it under a throw-away root with --prefix DIR"
     REAL=1
 fi
-JETSON=0
-[[ -f "$JETSON_RELEASE" ]] && JETSON=1
+MACHINE="$(uname -m)"
+
+# A Jetson: L4T R36 is JetPack 6 (Ubuntu 22.04, Python 3.10), R38 and later JetPack 7 (Ubuntu 24.04, Python 3.12).
+JETSON=0 JETPACK="" L4T=""
+if [[ -f "$JETSON_RELEASE" ]]; then
+    JETSON=1
+    L4T="$(sed -n 's/^# R\([0-9][0-9]*\) (release), REVISION: \([0-9.]*\).*/\1.\2/p' "$JETSON_RELEASE" | head -n 1)"
+elif [[ -z "${REVISIT_JETSON_RELEASE:-}" ]] && L4T="$(dpkg-query -W -f='${Version}' nvidia-l4t-core 2>/dev/null)" \
+    && [[ -n "$L4T" ]]; then
+    JETSON=1  # no release file, but L4T's core package, e.g. 36.4.3-20250107174145
+    L4T="${L4T%%-*}"
+fi
+if (( JETSON )); then
+    case "${L4T%%.*}" in
+        36 | 37) JETPACK=6 ;;
+        38 | 39 | 4[0-9]) JETPACK=7 ;;
+        "") die "$JETSON_RELEASE does not say the L4T release (expected '# R36 (release), REVISION: ...')" ;;
+        *) die "this Jetson runs L4T R$L4T (JetPack 5 or older, Python 3.8): Revisit needs JetPack 6 or 7" ;;
+    esac
+fi
 
 # Without a configuration and without a terminal to prompt on, every value must come from flags (or the
 # enrolment's edge.toml): say what is missing before installing anything.
@@ -107,15 +130,87 @@ shopt -u nullglob
 [[ ${#WHEELS[@]} -eq 1 ]] || die "$BUNDLE/wheelhouse must hold exactly one revisit-*.whl (found ${#WHEELS[@]})"
 WHEEL="${WHEELS[0]}"
 
+# -- the bundle's target against this box ---------------------------------------------------------------------
+# Any python3 reads MANIFEST.json; the venv's Python is chosen from what it says.
+READER="${PYTHON:-$(command -v python3 || true)}"
+[[ -n "$READER" ]] || die "no python3 found: install Python 3.10-3.13 (Debian/Ubuntu: apt install python3 python3-venv)"
+TARGET_NAME="" TARGET_MACHINE="" TARGET_PY="" TARGET_JETPACK=""
+if [[ -f "$BUNDLE/MANIFEST.json" ]]; then
+    read -r TARGET_NAME TARGET_MACHINE TARGET_PY TARGET_JETPACK < <("$READER" - "$BUNDLE/MANIFEST.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+t = m.get("target") or {}
+print(t.get("name") or "-", t.get("machine") or "-", t.get("python") or m.get("python") or "-", t.get("jetpack") or "-")
+PY
+    ) || die "cannot read $BUNDLE/MANIFEST.json"
+    [[ "$TARGET_MACHINE" == "-" ]] && TARGET_MACHINE=""
+    [[ "$TARGET_PY" == "-" ]] && TARGET_PY=""
+    [[ "$TARGET_JETPACK" == "-" ]] && TARGET_JETPACK=""
+    say "bundle for $TARGET_NAME (${TARGET_MACHINE:-any machine}, Python ${TARGET_PY:-any}); this box: $MACHINE$( (( JETSON )) && echo ", Jetson L4T R$L4T (JetPack $JETPACK)")"
+fi
+rebuild="build one for this box: revisit deploy bundle --target"
+if (( JETSON )); then
+    rebuild+=" jetson-jp$JETPACK"
+else
+    rebuild+=" linux-$MACHINE"
+fi
+[[ -z "$TARGET_MACHINE" || "$TARGET_MACHINE" == "$MACHINE" ]] \
+    || die "the bundle is for $TARGET_MACHINE ($TARGET_NAME) and this box is $MACHINE: $rebuild"
+if (( JETSON )) && [[ -z "$TARGET_JETPACK" ]]; then
+    die "this box is a Jetson (JetPack $JETPACK) and the bundle ($TARGET_NAME) is not: it would replace JetPack's OpenCV/GStreamer and cannot use TensorRT; $rebuild"
+fi
+if (( ! JETSON )) && [[ -n "$TARGET_JETPACK" ]]; then
+    die "the bundle is for a Jetson on JetPack $TARGET_JETPACK and this box is not one (no $JETSON_RELEASE): $rebuild"
+fi
+if (( JETSON )) && [[ "$TARGET_JETPACK" != "$JETPACK" ]]; then
+    die "the bundle is for JetPack $TARGET_JETPACK and this Jetson runs JetPack $JETPACK: $rebuild"
+fi
+
 # -- Python -----------------------------------------------------------------------------------------------------
 if [[ -z "$PYTHON" ]]; then
-    PYTHON="$(command -v python3.11 || command -v python3 || true)"
-    [[ -n "$PYTHON" ]] || die "no python3 found: install Python 3.11 (Debian/Ubuntu: apt install python3.11 python3.11-venv)"
+    if (( JETSON )); then
+        PYTHON=/usr/bin/python3  # JetPack's TensorRT and OpenCV bindings exist for this one only
+    else
+        PYTHON="$( { [[ -n "$TARGET_PY" ]] && command -v "python$TARGET_PY"; } || command -v python3 || true)"
+    fi
 fi
-"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
-    || die "$PYTHON is Python $("$PYTHON" -c 'import platform; print(platform.python_version())'); Revisit needs 3.11 (give --python PATH)"
+[[ -x "$PYTHON" ]] || PYTHON="$(command -v "$PYTHON" || true)"
+[[ -n "$PYTHON" ]] || die "no python3 found: install Python ${TARGET_PY:-3.10-3.13} (Debian/Ubuntu: apt install python3 python3-venv)"
+PY_VERSION="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+if [[ -n "$TARGET_PY" ]]; then
+    [[ "$PY_VERSION" == "$TARGET_PY" ]] \
+        || die "the bundle's wheels are for Python $TARGET_PY and $PYTHON is $PY_VERSION: give --python PATH to a $TARGET_PY, or $rebuild --python-version $PY_VERSION"
+fi
+"$PYTHON" -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 13) else 1)' \
+    || die "$PYTHON is Python $PY_VERSION; Revisit runs on 3.10 to 3.13 (give --python PATH)"
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null \
-    || die "$PYTHON cannot create virtual environments: apt install python3.11-venv"
+    || die "$PYTHON cannot create virtual environments: apt install python$PY_VERSION-venv"
+
+# On a Jetson, JetPack's own packages are used from the system Python: check them before installing anything.
+if (( JETSON )); then
+    say "checking JetPack $JETPACK's Python packages ($PYTHON)"
+    JP_VERSION="$(dpkg-query -W -f='${Version}' nvidia-jetpack 2>/dev/null || true)"
+    [[ -n "$JP_VERSION" ]] && note "nvidia-jetpack $JP_VERSION"
+    missing=()
+    check() {  # MODULE-TEST WHAT APT-PACKAGES
+        if "$PYTHON" -c "$1" >/dev/null 2>&1; then
+            note "$2: ok"
+        else
+            missing+=("$2 (sudo apt install $3)")
+        fi
+    }
+    check 'import tensorrt' "TensorRT's Python bindings" "python3-libnvinfer, or all of JetPack: nvidia-jetpack"
+    check 'import cv2' "OpenCV's Python bindings" "nvidia-opencv (JetPack's, with GStreamer), or Ubuntu's python3-opencv"
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        printf 'install-edge: error: %s\n' "this Jetson's Python lacks what Revisit uses from JetPack:" >&2
+        printf '    %s\n' "${missing[@]}" >&2
+        die "install those packages, then run this installer again (nothing was installed)"
+    fi
+    "$PYTHON" -c 'import cv2, re, sys; sys.exit(not re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()))' \
+        || warn "this OpenCV is built without GStreamer: no hardware decoding (JetPack's nvidia-opencv has it)"
+    "$PYTHON" -c 'import gi; gi.require_version("Gst", "1.0"); from gi.repository import Gst' 2>/dev/null \
+        || warn "GStreamer's Python bindings are missing: sudo apt install python3-gi gir1.2-gstreamer-1.0 gstreamer1.0-plugins-bad"
+fi
 
 say "checking the bundle's files against MANIFEST.json"
 if [[ -f "$BUNDLE/MANIFEST.json" ]]; then
@@ -154,12 +249,21 @@ owner() { (( REAL )) && chown "$@"; return 0; }
 # -- the software -----------------------------------------------------------------------------------------------
 # The bundle is self-contained: no pip configuration (indexes, find-links, constraints) of this machine applies.
 PIP=(env PIP_CONFIG_FILE=/dev/null "$VENV/bin/python" -m pip --disable-pip-version-check --no-input --quiet)
-if [[ -x "$VENV/bin/python" ]]; then
+SYSTEM_SITE=false VENV_FLAGS=()
+(( JETSON )) && SYSTEM_SITE=true VENV_FLAGS=(--system-site-packages)
+if [[ -x "$VENV/bin/python" ]] \
+    && [[ "$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" == "$PY_VERSION" ]] \
+    && grep -qx "include-system-site-packages = $SYSTEM_SITE" "$VENV/pyvenv.cfg"; then
     say "virtual environment $VENV exists"
 else
-    say "creating virtual environment $VENV"
+    if [[ -d "$VENV" ]]; then
+        say "replacing virtual environment $VENV (another Python, or system packages $( (( JETSON )) && echo needed || echo "not wanted"))"
+        rm -rf "$VENV"
+    else
+        say "creating virtual environment $VENV$( (( JETSON )) && echo " (with the system's packages: JetPack)")"
+    fi
     mkdir -p "$OPT"
-    "$PYTHON" -m venv "$VENV"
+    "$PYTHON" -m venv "${VENV_FLAGS[@]}" "$VENV"
 fi
 if [[ -n "$DEPS_FROM" ]]; then
     [[ -d "$DEPS_FROM" ]] || die "--deps-from $DEPS_FROM is not a directory"
@@ -169,9 +273,41 @@ if [[ -n "$DEPS_FROM" ]]; then
     "${PIP[@]}" install --no-index --no-deps --force-reinstall "$WHEEL"
 else
     say "installing $(basename "$WHEEL") and its dependencies from the bundle (offline)"
-    "${PIP[@]}" install --no-index --find-links "$BUNDLE/wheelhouse" "$WHEEL" \
-        || die "offline install failed: was the bundle built for this machine's platform and Python? (see README)"
+    REQS="$BUNDLE/wheelhouse/requirements.txt"
+    if [[ ! -f "$REQS" ]]; then  # a bundle made before targets existed
+        "${PIP[@]}" install --no-index --find-links "$BUNDLE/wheelhouse" "$WHEEL" \
+            || die "offline install failed: was the bundle built for this machine's platform and Python? (see README)"
+    elif (( JETSON )); then
+        # JetPack's OpenCV replaces opencv-python-headless, which the bundle does not ship: the project's wheel
+        # goes in without its dependency list, after everything else it needs.
+        "${PIP[@]}" install --no-index --find-links "$BUNDLE/wheelhouse" -r "$REQS" \
+            || die "offline install of the bundle's wheels failed (see above)"
+    else
+        "${PIP[@]}" install --no-index --find-links "$BUNDLE/wheelhouse" -r "$REQS" "$WHEEL" \
+            || die "offline install failed: was the bundle built for this machine's platform and Python? (see README)"
+    fi
     "${PIP[@]}" install --no-index --no-deps --force-reinstall "$WHEEL"
+fi
+if (( JETSON )); then
+    # The venv's packages (numpy above all) must not break JetPack's: OpenCV and TensorRT are built for numpy 1.x.
+    "$VENV/bin/python" -c 'import numpy, cv2, tensorrt' \
+        || die "JetPack's OpenCV or TensorRT does not load in $VENV (see above): the bundle's numpy must be < 2"
+    "$VENV/bin/python" - <<'PY' || die "no working CUDA Python binding: the bundle ships cuda-python; the CUDA runtime comes with JetPack (sudo apt install nvidia-jetpack), or install pycuda (sudo apt install python3-pycuda)"
+try:
+    from cuda.bindings import runtime as rt  # cuda-python >= 12.6
+except ImportError:
+    try:
+        from cuda import cudart as rt
+    except ImportError:
+        import pycuda.driver as drv
+        drv.init()
+        print(f"    pycuda: {drv.Device.count()} CUDA device(s)")
+        raise SystemExit(0)
+err, count = rt.cudaGetDeviceCount()
+if int(err) != 0 or count < 1:
+    raise SystemExit(f"install-edge: error: cudaGetDeviceCount: {err} ({count} devices)")
+print(f"    cuda-python: {count} CUDA device(s)")
+PY
 fi
 REVISIT="$VENV/bin/revisit"
 note "$("$REVISIT" --version)"
@@ -242,8 +378,12 @@ else
     umask 027
     "$VENV/bin/python" - "$CONFIG" "$SITE" "$DEVICE" "$BROKER" "$TLS_DIR" "$STATE" "$SNIPPET" "$ENGINE_CACHE" \
         "${CAMERAS[@]}" <<'PY'
-import json, sys, tomllib
+import json, sys
 from pathlib import Path
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 config, site, device, broker, tls, state, snippet, engine_cache, *cameras = sys.argv[1:]
 defaults = tomllib.loads(Path(snippet).read_text()) if snippet else {}
@@ -292,13 +432,14 @@ fi
 # -- state directory and TensorRT engines -----------------------------------------------------------------------
 install -d -m 0750 "$STATE"
 owner "$SERVICE_USER:$SERVICE_USER" "$STATE"
-(( JETSON )) && say "Jetson detected ($JETSON_RELEASE)"
 say "TensorRT engines"
+ENGINE_FAIL="building the TensorRT engines failed (above); fix it and run this installer again, or build them
+    by hand: $REVISIT deploy build-engines --config $CONFIG --models $MODELS"
 if (( REAL )); then
     runuser -u "$SERVICE_USER" -- env REVISIT_MODELS="$MODELS" "$REVISIT" deploy build-engines --config "$CONFIG" \
-        | sed 's/^/    /'
+        2>&1 | sed 's/^/    /' || die "$ENGINE_FAIL"
 else
-    "$REVISIT" deploy build-engines --config "$CONFIG" --models "$MODELS" | sed 's/^/    /'
+    "$REVISIT" deploy build-engines --config "$CONFIG" --models "$MODELS" 2>&1 | sed 's/^/    /' || die "$ENGINE_FAIL"
 fi
 
 "$REVISIT" edge doctor --config "$CONFIG" --models "$MODELS" --only models >/dev/null \

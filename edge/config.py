@@ -53,6 +53,14 @@ class BrokerConfig(BrokerConnection):
     heartbeat_s: float = Field(30, ge=1, le=3600, description="status heartbeat period")
     protocol: Literal["3.1.1", "5"] = Field("3.1.1", description="MQTT version (amqtt speaks only 3.1.1)")
     reconnect_max_s: int = Field(30, ge=1, le=600, description="cap of the exponential reconnect backoff")
+    delivery: Literal["stored", "broker"] = Field(
+        "stored",
+        description="stored: keep an observation until central confirms it stored it (acks topic); "
+        "broker: until the broker's PUBACK (for a central without acknowledgements)",
+    )
+    confirm_timeout_s: float = Field(60, ge=1, le=86400, description="resend an unconfirmed observation after this")
+    confirm_backoff_max_s: float = Field(900, ge=1, le=86400, description="cap of the doubling resend timeout")
+    unconfirmed_warn_s: float = Field(600, ge=1, description="warn when the oldest unconfirmed one is this old")
 
 
 class CameraConfig(Strict):

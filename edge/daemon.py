@@ -401,4 +401,8 @@ class EdgeDaemon:
             return False, "processing loop not running"
         if age > 30:
             return False, f"processing loop stuck for {age:.0f} s"
+        # The delivery backlog is shown, not a failure: the spool holds it.
+        c = self.publisher.counters()
+        if c.get("spool_depth", 0):
+            return True, f"ok; spool {int(c['spool_depth'])} undelivered, oldest {c.get('spool_oldest_s', 0):.0f} s"
         return True, "ok"

@@ -283,7 +283,7 @@ def check_identity(config: EdgeConfig) -> tuple[Check, bool]:
             f"{tls.key} is not the key of {tls.cert}",
             "copy device.pem and device.key from the same `revisit deploy enrol` output",
         ), False
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.timezone.utc)
     if now < cert.not_valid_before_utc:
         return Check(
             name,
@@ -604,7 +604,7 @@ def check_clock(config: EdgeConfig) -> Check:
         from cryptography import x509
 
         cert = x509.load_pem_x509_certificate(Path(tls.cert).read_bytes())
-        if dt.datetime.now(dt.UTC) < cert.not_valid_before_utc:
+        if dt.datetime.now(dt.timezone.utc) < cert.not_valid_before_utc:
             return Check("clock", "fail", "the clock is earlier than this box's certificate was issued", fix)
     return Check(
         "clock",

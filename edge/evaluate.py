@@ -30,7 +30,6 @@ import json
 import logging
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,11 @@ from revisit.shared.assign import DEFAULT_THRESHOLD, OnlineClusterer
 from revisit.shared.config import validate
 from revisit.shared.errors import ConfigError, RevisitError
 from revisit.shared.schema import Observation
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 log = logging.getLogger(__name__)
 DEFAULT_FPS = 5.0

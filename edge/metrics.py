@@ -135,11 +135,17 @@ class EdgeCollector(Collector):
             ("mqtt_connects", "connects", "Connections to the broker"),
             ("mqtt_disconnects", "disconnects", "Connections to the broker lost"),
             ("mqtt_connect_failures", "connect_failures", "Failed connection attempts"),
+            ("observations_confirmed", "confirmed", "Observations central confirmed stored (delivery = stored)"),
+            ("observations_resent", "resent", "Unconfirmed observations sent again after their timeout"),
+            ("observations_rejected_by_central", "rejected_by_central", "Observations central refused for good"),
+            ("bad_acks", "bad_acks", "Acknowledgements from central that did not follow the schema"),
         )
         for name, key, doc in counters:
             yield CounterMetricFamily(f"{PREFIX}_{name}", doc, value=c.get(key, 0.0))
         gauges = (
-            ("spool_depth", "spool_depth", "Observations waiting in the spool for a PUBACK"),
+            ("spool_depth", "spool_depth", "Observations in the spool: not yet delivered (stored mode: unconfirmed)"),
+            ("spool_oldest_seconds", "spool_oldest_s", "Age of the oldest observation in the spool"),
+            ("observations_unconfirmed", "unconfirmed", "Observations PUBACKed and not yet confirmed by central"),
             ("spool_bytes", "spool_bytes", "Payload bytes in the spool"),
             ("mqtt_connected", "connected", "1 while connected to the broker"),
             ("mqtt_inflight", "inflight", "Observations sent and not yet acknowledged"),
@@ -148,7 +154,7 @@ class EdgeCollector(Collector):
             yield GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=c.get(key, 0.0))
         latency = GaugeMetricFamily(
             f"{PREFIX}_publish_latency_ms",
-            "Frame that completed an observation to its PUBACK, quantiles (ms)",
+            "Frame that completed an observation to its delivery (PUBACK, or central's confirmation), quantiles (ms)",
             labels=["quantile"],
         )
         for q, v in quantiles(list(pub.stats.latency_ms)):

@@ -1,14 +1,24 @@
 """Publishing that loses nothing: observations go to the disk spool first, then to MQTT (QoS 1, persistent
-session), and leave the spool only when the broker's PUBACK arrives.
+session), and leave the spool only once delivered.
+
+Delivery (broker.delivery): "stored" (default) — an observation stays in the spool until central confirms it
+committed it: central publishes `DeliveryAck`s (batched observation ids) to revisit/v1/<site>/<device>/acks, which
+this client subscribes to; a PUBACK only moves it to "unconfirmed", and an unconfirmed one is sent again after
+broker.confirm_timeout_s (doubling up to confirm_backoff_max_s). A broker that acknowledges and forgets (amqtt in
+memory, Mosquitto without persistence or past its queue limit) or a central killed mid-batch therefore loses
+nothing. "broker" — the spool row goes on the broker's PUBACK (for a central without acknowledgements); in
+"stored" mode against such a central the spool grows, and a warning (and the metrics' unconfirmed depth and age)
+says so every broker.unconfirmed_warn_s.
 
 Threads: paho's network thread (`loop_start`: reads, writes, reconnects with exponential backoff) and one sender
-thread that owns the in-flight window (mid → spool seq), reads the spool in seq order after a cursor, deletes
-acknowledged rows and sends the heartbeat. Callbacks only hand events to the sender: paho calls `on_publish`
-while holding its own message lock, so touching our state (or SQLite) there would risk a lock-order deadlock.
+thread that owns the in-flight window (mid → spool seq), the unconfirmed set (seq → resend deadline), reads the
+spool in seq order after a cursor, deletes delivered rows and sends the heartbeat. Callbacks only hand events to
+the sender: paho calls `on_publish` while holding its own message lock, so touching our state (or SQLite) there
+would risk a lock-order deadlock.
 
 Within one process, paho resends its un-acknowledged messages after a reconnect (DUP flag), so the cursor carries
 on; a new process starts its cursor at 0 and so replays the whole spool in order. Either way an observation can
-arrive twice, never zero times: the central service is idempotent on `observation_id`.
+arrive twice, never zero times: the central service is idempotent on `observation_id` (and confirms a duplicate).
 """
 
 from __future__ import annotations
@@ -32,7 +42,17 @@ from revisit import __version__
 from revisit.edge.config import BrokerConfig, EdgeConfig
 from revisit.edge.logfmt import event
 from revisit.edge.spool import Spool
-from revisit.shared.schema import DeviceStatus, Observation, encode, faces_topic, status_topic
+from revisit.shared.schema import (
+    DeliveryAck,
+    DeviceStatus,
+    Observation,
+    SchemaError,
+    acks_topic,
+    decode,
+    encode,
+    faces_topic,
+    status_topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +64,19 @@ MAX_STATS = 256  # DeviceStatus.stats holds at most this many entries
 class PublisherStats:
     published: int = 0  # observation sends handed to paho (a replay after a restart counts again)
     acked: int = 0  # PUBACKs for observations
+    confirmed: int = 0  # observations central confirmed stored (delivery = "stored")
+    rejected_by_central: int = 0  # observations central refused for good (invalid): deleted, counted, logged
+    resent: int = 0  # unconfirmed observations sent again after their timeout
+    bad_acks: int = 0  # acknowledgements that did not follow the schema (or named another device)
+    unconfirmed: int = 0  # PUBACKed, waiting for central's confirmation
     connects: int = 0
     disconnects: int = 0
     connect_failures: int = 0
     unspooled: int = 0  # observations the spool could not store, sent from memory only
     connected: bool = False
     inflight: int = 0
-    # Origin (the frame that completed the observation, else publish()) to PUBACK, milliseconds.
+    # Origin (the frame that completed the observation, else publish()) to PUBACK ("broker") or to central's
+    # confirmation ("stored"), milliseconds.
     latency_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2048))
 
 
@@ -70,9 +96,16 @@ class Publisher:
         self.stats = PublisherStats()
         self.faces_topic = faces_topic(site, device)
         self.status_topic = status_topic(site, device)
+        self.acks_topic = acks_topic(site, device)
+        self.stored_mode = broker.delivery == "stored"
         self.client_id = broker.client_id or f"revisit-edge-{site}-{device}"
 
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._confirms: queue.SimpleQueue[bytes] = queue.SimpleQueue()  # DeliveryAck payloads
+        self._unconfirmed: dict[int, float] = {}  # spool seq → monotonic resend deadline; sender thread only
+        self._attempts: dict[int, int] = {}  # spool seq → times sent; sender thread only
+        self._next_warn = 0.0
+        self._next_resend_scan = 0.0
         self._wake = threading.Event()
         self._connected = threading.Event()
         self._stop_sender = threading.Event()
@@ -123,6 +156,7 @@ class Publisher:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     def start(self) -> None:
@@ -136,6 +170,7 @@ class Publisher:
                 protocol=b.protocol,
                 tls=b.tls is not None,
                 username=b.username,
+                delivery=b.delivery,
                 spool_depth=self.spool.stats.depth,
             )
         )
@@ -188,10 +223,29 @@ class Publisher:
             "spool_dropped": sp.dropped,
             "spool_disk_full": sp.disk_full,
             "spool_errors": sp.errors + sp.rejected,
+            "delivery_stored": float(self.stored_mode),
+            "confirmed": s.confirmed,
+            "rejected_by_central": s.rejected_by_central,
+            "resent": s.resent,
+            "bad_acks": s.bad_acks,
+            "unconfirmed": s.unconfirmed,
+            # In "stored" mode everything in the spool is unconfirmed: its depth and its oldest row's age.
+            "spool_oldest_s": round(self.spool.oldest_age_s(), 3) if sp.depth else 0.0,
         }
 
     def wait_drained(self, timeout: float) -> bool:
-        """Wait until the spool is empty (every observation acknowledged); False on timeout."""
+        """Wait until everything is handed over and PUBACKed ("broker": the spool is empty; "stored": only rows
+        waiting for central's confirmation are left); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.spool.stats.depth > self.stats.unconfirmed or self.stats.inflight > 0:
+            if time.monotonic() >= deadline:
+                return False
+            self._wake.set()
+            time.sleep(0.02)
+        return True
+
+    def wait_confirmed(self, timeout: float) -> bool:
+        """Wait until the spool is empty: every observation delivered (confirmed stored, in "stored" mode)."""
         deadline = time.monotonic() + timeout
         while self.spool.stats.depth > 0 or self.stats.inflight > 0:
             if time.monotonic() >= deadline:
@@ -206,7 +260,7 @@ class Publisher:
             self.spool.close()
             return
         if self.connected:
-            self.wait_drained(drain_s)
+            self.wait_confirmed(drain_s)
         drained = self.spool.stats.depth == 0
         # The sender goes first, so no heartbeat can overwrite the retained `offline` below.
         self._stop_sender.set()
@@ -218,6 +272,7 @@ class Publisher:
             while not info.is_published() and self.connected and time.monotonic() < deadline:
                 time.sleep(0.01)
         self._drain_acks()
+        self._drain_confirms()
         self.client.disconnect()  # a clean DISCONNECT: the broker discards the last will
         self.client.loop_stop()
         log.info(
@@ -243,6 +298,8 @@ class Publisher:
             return
         self.stats.connects += 1
         self.stats.connected = True
+        if self.stored_mode:  # central's confirmations (queued by the broker for our session while away)
+            client.subscribe(self.acks_topic, qos=1)
         self._connected.set()
         self._status_due.set()
         self._wake.set()
@@ -289,6 +346,11 @@ class Publisher:
         self._acks.put(mid)
         self._wake.set()
 
+    def _on_message(self, client, userdata, msg) -> None:
+        if msg.topic == self.acks_topic:
+            self._confirms.put(bytes(msg.payload))
+            self._wake.set()
+
     # -- sender thread -----------------------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -298,8 +360,13 @@ class Publisher:
             self._wake.clear()
             try:
                 self._drain_acks()
+                self._drain_confirms()
+                if self.stored_mode:
+                    self._warn_unconfirmed()
                 if not self._connected.is_set():
                     continue
+                if self.stored_mode:
+                    self._resend_due()
                 self._fill_window()
                 now = time.monotonic()
                 if self._status_due.is_set() or now >= next_heartbeat:
@@ -323,14 +390,117 @@ class Publisher:
         self.stats.inflight = len(self._inflight)
         if not seqs:
             return
-        self.spool.ack(seqs)
         self.stats.acked += len(seqs)
+        if self.stored_mode:  # PUBACKed: kept until central confirms, sent again if it does not in time
+            now_m = time.monotonic()
+            for seq in seqs:
+                n = self._attempts.get(seq, 1)
+                timeout = min(self.broker.confirm_timeout_s * 2 ** (n - 1), self.broker.confirm_backoff_max_s)
+                self._unconfirmed[seq] = now_m + timeout
+            self.stats.unconfirmed = len(self._unconfirmed)
+            return
+        self.spool.ack(seqs)
+        self._record_latency(seqs)
+
+    def _record_latency(self, seqs: list[int]) -> None:
         now = time.time()
         with self._origin_lock:
             for seq in seqs:
                 origin = self._origin.pop(seq, None)
                 if origin is not None:
                     self.stats.latency_ms.append((now - origin) * 1000.0)
+
+    def _drain_confirms(self) -> None:
+        """Delete what central confirmed (or rejected for good) from the spool."""
+        stored: list[str] = []
+        rejected: list[str] = []
+        while True:
+            try:
+                payload = self._confirms.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                ack: DeliveryAck = decode(payload, DeliveryAck)
+            except SchemaError as exc:
+                self.stats.bad_acks += 1
+                log.warning(event("bad_ack", reason=exc.reason, detail=exc.detail[:200]))
+                continue
+            if (ack.site, ack.device) != (self.site, self.device):
+                self.stats.bad_acks += 1
+                log.warning(event("bad_ack", reason="another_device", site=ack.site, device=ack.device))
+                continue
+            stored += ack.stored
+            rejected += ack.rejected
+        if not stored and not rejected:
+            return
+        done = self.spool.confirm(stored) if stored else []
+        gone = self.spool.confirm(rejected) if rejected else []
+        if gone:
+            self.stats.rejected_by_central += len(gone)
+            detail = "invalid for central: deleted from the spool; see central's rejected metrics"
+            log.warning(
+                event(
+                    "rejected_by_central", observations=len(gone), total=self.stats.rejected_by_central, detail=detail
+                )
+            )
+        for seq in done + gone:
+            self._unconfirmed.pop(seq, None)
+            self._attempts.pop(seq, None)
+        self.stats.confirmed += len(done)
+        self.stats.unconfirmed = len(self._unconfirmed)
+        self._record_latency(done)
+
+    def _resend_due(self) -> None:
+        """Send again the PUBACKed observations central has not confirmed in time (oldest first, within the window)."""
+        now = time.monotonic()
+        room = self.broker.max_inflight - len(self._inflight)
+        if room <= 0 or not self._unconfirmed or now < self._next_resend_scan:
+            return
+        due = sorted(seq for seq, deadline in self._unconfirmed.items() if deadline <= now)
+        if len(due) <= room:  # all due ones go now: the next scan can wait (it costs a pass over the set)
+            self._next_resend_scan = now + 0.5
+        due = due[:room]
+        if not due:
+            return
+        rows = dict(self.spool.get(due))
+        for seq in due:
+            payload = rows.get(seq)
+            if payload is None:  # confirmed meanwhile (or dropped by the spool bound)
+                self._unconfirmed.pop(seq, None)
+                self._attempts.pop(seq, None)
+                continue
+            info = self.client.publish(self.faces_topic, payload, qos=1)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                log.warning(event("mqtt_publish_error", seq=seq, error=mqtt.error_string(info.rc)))
+                break
+            del self._unconfirmed[seq]
+            self._attempts[seq] = self._attempts.get(seq, 1) + 1
+            self._inflight[info.mid] = seq
+            self.stats.resent += 1
+        self.stats.unconfirmed = len(self._unconfirmed)
+        self.stats.inflight = len(self._inflight)
+
+    def _warn_unconfirmed(self) -> None:
+        now = time.monotonic()
+        if now < self._next_warn or not self._unconfirmed:
+            return
+        self._next_warn = now + self.broker.unconfirmed_warn_s
+        age = self.spool.oldest_age_s()
+        if age >= self.broker.unconfirmed_warn_s:
+            detail = (
+                "central has not confirmed them: is it down, or older than delivery acknowledgements "
+                '(then set broker.delivery = "broker")?'
+            )
+            log.warning(
+                event(
+                    "unconfirmed_observations",
+                    count=len(self._unconfirmed),
+                    spool_depth=self.spool.stats.depth,
+                    oldest_s=round(age),
+                    resent=self.stats.resent,
+                    detail=detail,
+                )
+            )
 
     def _fill_window(self) -> None:
         while self._connected.is_set():

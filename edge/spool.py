@@ -1,4 +1,6 @@
-"""The disk spool: every observation is committed here before it is sent and deleted only after the broker's PUBACK.
+"""The disk spool: every observation is committed here before it is sent, and deleted only once delivered: when
+central confirms it stored it (`confirm`, delivery = "stored", the default) or on the broker's PUBACK (`ack`,
+delivery = "broker").
 
 SQLite (stdlib) in WAL mode with `synchronous=FULL`, so a committed row survives a crash or power cut. `seq` is
 AUTOINCREMENT, so it never goes back and replay order (and the publisher's cursor) survives deletions. The spool
@@ -229,6 +231,48 @@ class Spool:
             self.stats.bytes -= sum(sizes)
             self.stats.acked += len(sizes)
             return len(sizes)
+
+    def get(self, seqs: Iterable[int]) -> list[tuple[int, bytes]]:
+        """The (seq, payload) rows still there among `seqs`, in seq order."""
+        seqs = list(seqs)
+        out: list[tuple[int, bytes]] = []
+        with self._lock:
+            try:
+                for i in range(0, len(seqs), 500):
+                    chunk = seqs[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    out += self._db.execute(f"SELECT seq, payload FROM spool WHERE seq IN ({marks})", chunk).fetchall()
+            except sqlite3.Error as exc:
+                self.stats.errors += 1
+                log.error(event("spool_error", op="read", error=exc))
+                return []
+        return sorted((int(s), bytes(p)) for s, p in out)
+
+    def confirm(self, observation_ids: Iterable[str]) -> list[int]:
+        """Delete the rows of these observations (central stored them) in one transaction; their seqs."""
+        ids = list(observation_ids)
+        if not ids:
+            return []
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                rows: list[tuple[int, int]] = []
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    rows += self._db.execute(
+                        f"DELETE FROM spool WHERE observation_id IN ({marks}) RETURNING seq, length(payload)", chunk
+                    ).fetchall()
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()  # the rows stay: resent and confirmed again later
+                self.stats.errors += 1
+                log.error(event("spool_error", op="confirm", error=exc, rows=len(ids)))
+                return []
+            self.stats.depth -= len(rows)
+            self.stats.bytes -= sum(n for _, n in rows)
+            self.stats.acked += len(rows)
+            return [int(seq) for seq, _ in rows]
 
     def oldest_age_s(self, now: float | None = None) -> float:
         with self._lock:

@@ -6,7 +6,7 @@ family (path + sha256) through configuration; they join the same registry.
 
 from __future__ import annotations
 
-import tomllib
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -14,6 +14,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from revisit.shared.errors import ModelError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 Role = Literal["detector", "recognizer"]
 Family = Literal["scrfd", "yunet", "arcface"]

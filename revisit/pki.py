@@ -81,7 +81,7 @@ def device_cn(site: str, device: str) -> str:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:

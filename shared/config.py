@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import tomllib
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +12,11 @@ from revisit.models.manifest import CustomModel
 from revisit.shared.backends import AnyBackendConfig
 from revisit.shared.backends.onnxruntime import OnnxRuntimeConfig
 from revisit.shared.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 
 class Strict(BaseModel):
@@ -55,8 +60,11 @@ class DetectorSettings(Strict):
         640, ge=64, le=4096, description="larger images are shrunk to fit; smaller ones run at their own size"
     )
     min_face_px: float = Field(0, ge=0, description="drop faces narrower than this (pixels of the input image)")
-    closeup_retry: bool = Field(True, description="when nothing is found, retry with the image shrunk onto a "
-                                "larger canvas: finds faces that fill the frame (kiosk selfies)")
+    closeup_retry: bool = Field(
+        True,
+        description="when nothing is found, retry with the image shrunk onto a "
+        "larger canvas: finds faces that fill the frame (kiosk selfies)",
+    )
 
 
 class EngineConfig(Strict):

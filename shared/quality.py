@@ -1,7 +1,7 @@
 """Face quality: four components in [0, 1] and one combined score.
 
 - detector:  the detector's confidence.
-- size:      face width in pixels, 0 at `min_px` rising linearly to 1 at `good_px`.
+- size:      the face box's shorter side in pixels, 0 at `min_px` rising linearly to 1 at `good_px`.
 - sharpness: variance of the Laplacian of the grey aligned 112x112 crop, v / (v + `sharp_half`)
              (0.5 at `sharp_half`, approaching 1 for crisp crops; blur drives it towards 0).
 - pose:      from the landmarks: yaw from the nose's offset between the eyes, roll from the eye line.

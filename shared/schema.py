@@ -3,6 +3,11 @@
 Topics
   revisit/v1/{site}/{device}/faces    one `Observation` per finished track (QoS 1)
   revisit/v1/{site}/{device}/status   retained `DeviceStatus`: online heartbeats, offline as last will
+  revisit/v1/{site}/{device}/acks     `DeliveryAck` from central (QoS 1): observation ids committed to the store
+                                      (or rejected for good); the edge deletes them from its spool
+
+Types are strict: an int field takes only an int (never a bool, never 1.0), a float field an int or a float
+(never a bool); the schema version must be the int 1.
 
 Observation fields (all required unless marked optional):
   v               schema version, 1
@@ -32,7 +37,16 @@ from typing import Annotated, Any, Literal
 
 import msgpack
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from revisit.shared.errors import RevisitError
 
@@ -43,11 +57,23 @@ MAX_CROP_BYTES = 512 * 1024
 MAX_EMBEDDING_DIM = 4096
 NORM_TOLERANCE = 1e-3
 
+MAX_ACK_IDS = 1000  # observation ids in one DeliveryAck
+
+
+def _no_bool(value: Any) -> Any:
+    """Python's bool is an int: `True` must not pass as 1 (or 1.0) in a message."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    return value
+
+
 Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
-Unit = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-# UTC seconds from 1970 to 2100: a broken clock's year 33658 is rejected here, not deep in the store.
-Timestamp = Annotated[float, Field(ge=0, le=4_102_444_800, allow_inf_nan=False)]
+Float = Annotated[float, BeforeValidator(_no_bool)]
+Unit = Annotated[Float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Finite = Annotated[Float, Field(allow_inf_nan=False)]
+# UTC seconds from 1970 to 2100: a broken clock's year 33658 is rejected here, not deep in the store. Times far
+# from the receive time are the ingest's business (counted as clock_skew and stamped with the receive time).
+Timestamp = Annotated[Float, Field(ge=0, le=4_102_444_800, allow_inf_nan=False)]
 _IDENT = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
@@ -66,6 +92,10 @@ def faces_topic(site: str, device: str) -> str:
 
 def status_topic(site: str, device: str) -> str:
     return f"{TOPIC_ROOT}/{_ident(site)}/{_ident(device)}/status"
+
+
+def acks_topic(site: str, device: str) -> str:
+    return f"{TOPIC_ROOT}/{_ident(site)}/{_ident(device)}/acks"
 
 
 def parse_topic(topic: str) -> tuple[str, str, str]:
@@ -99,21 +129,21 @@ class Observation(BaseModel):
     site: Ident
     device: Ident
     camera: Ident
-    track_id: int = Field(ge=0, lt=2**63)
+    track_id: StrictInt = Field(ge=0, lt=2**63)
     first_ts: Timestamp
     last_ts: Timestamp
     best_ts: Timestamp
     recognizer_id: str = Field(min_length=1, max_length=128)
     embedding: bytes
-    embedding_dim: int = Field(gt=0, le=MAX_EMBEDDING_DIM)
+    embedding_dim: StrictInt = Field(gt=0, le=MAX_EMBEDDING_DIM)
     det_score: Unit
     quality: QualityFields
     box: tuple[Finite, Finite, Finite, Finite]
     landmarks: tuple[tuple[Finite, Finite], ...] | None = None
     crop_jpeg: bytes = Field(max_length=MAX_CROP_BYTES)
-    frame_size: tuple[int, int]
-    frames_seen: int = Field(ge=1)
-    co_tracks: tuple[int, ...] = ()
+    frame_size: tuple[StrictInt, StrictInt]
+    frames_seen: StrictInt = Field(ge=1)
+    co_tracks: tuple[StrictInt, ...] = ()
 
     @field_validator("observation_id")
     @classmethod
@@ -162,7 +192,26 @@ class DeviceStatus(BaseModel):
     stats: dict[Annotated[str, Field(max_length=64)], Finite] = Field(default_factory=dict, max_length=256)
 
 
-Message = Observation | DeviceStatus
+class DeliveryAck(BaseModel):
+    """Central → one edge: these observations are committed (`stored`, duplicates included) or were rejected
+    for good (`rejected`: invalid, never storable); either way the edge may delete them from its spool."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = SCHEMA_VERSION
+    site: Ident
+    device: Ident
+    ts: Timestamp
+    stored: tuple[str, ...] = Field((), max_length=MAX_ACK_IDS)
+    rejected: tuple[str, ...] = Field((), max_length=MAX_ACK_IDS)
+
+    @field_validator("stored", "rejected")
+    @classmethod
+    def _uuids(cls, ids: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(str(uuid.UUID(i)) for i in ids)
+
+
+Message = Observation | DeviceStatus | DeliveryAck
 
 
 def encode(message: Message) -> bytes:
@@ -179,7 +228,7 @@ def decode(data: bytes, kind: type[Message] = Observation) -> Any:
         raise SchemaError("not_msgpack", f"{type(exc).__name__}: {exc}") from None
     if not isinstance(raw, dict):
         raise SchemaError("not_a_map", f"top level is {type(raw).__name__}")
-    if raw.get("v") != SCHEMA_VERSION:
+    if type(raw.get("v")) is not int or raw.get("v") != SCHEMA_VERSION:  # not True, not 1.0
         raise SchemaError("bad_version", f"schema version {raw.get('v')!r}, this service speaks {SCHEMA_VERSION}")
     try:
         return kind.model_validate(raw)
@@ -188,3 +237,14 @@ def decode(data: bytes, kind: type[Message] = Observation) -> Any:
         where = ".".join(str(p) for p in err["loc"]) or "message"
         reason = "bad_embedding" if "embedding" in err["msg"] or where.startswith("embedding") else "invalid"
         raise SchemaError(reason, f"{where}: {err['msg']} ({exc.error_count()} error(s))") from None
+
+
+def peek_observation_id(data: bytes) -> str | None:
+    """The observation id of a payload that failed validation, when it still has a readable one (else None)."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        return None
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=MAX_MESSAGE_BYTES)
+        return str(uuid.UUID(raw["observation_id"])) if isinstance(raw, dict) else None
+    except Exception:  # garbage has no id
+        return None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as _timezone
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from revisit.central import queries
 from revisit.central.cluster import ClusterError, choose, cluster_offline, sessionise
 from revisit.central.store import AuditLog, CannotLink, MustLink, Sighting, Visit, Visitor, loyal_customers
 from tests.central.conftest import REC, make_obs, near, people
+
+UTC = _timezone.utc  # datetime.UTC is Python 3.11+
 
 A, B, C = (uuid.UUID(int=i) for i in (1, 2, 3))
 

@@ -3,7 +3,8 @@ in scope, days are head office's and a person counts at most one visit per day. 
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
+from datetime import timezone as _timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,6 +16,8 @@ from revisit.central.config import CentralConfig
 from revisit.central.queries import sites_overview
 from revisit.central.store import Site, Store, StoreError, Visitor, day_bounds, ensure_site, local_day, loyal_customers
 from tests.central.conftest import make_obs, near, people
+
+UTC = _timezone.utc  # datetime.UTC is Python 3.11+
 
 BERLIN, NEW_YORK = ZoneInfo("Europe/Berlin"), ZoneInfo("America/New_York")
 

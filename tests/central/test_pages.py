@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, timedelta
+from datetime import timedelta
+from datetime import timezone as _timezone
 
 import pytest
 from sqlmodel import select
@@ -12,6 +13,8 @@ from sqlmodel import select
 from revisit.central import pages
 from revisit.central.store import AuditLog, Sighting, Site, Visitor
 from tests.central.webapp import login, seeded_app
+
+UTC = _timezone.utc  # datetime.UTC is Python 3.11+
 
 pytestmark = [pytest.mark.models, pytest.mark.facedata]
 

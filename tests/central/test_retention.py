@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as _timezone
 
 from sqlmodel import select
 
 from revisit.central.retention import run_retention
 from revisit.central.store import AuditLog, Sighting, Visit, Visitor
 from tests.central.conftest import REC, make_obs, near, people
+
+UTC = _timezone.utc  # datetime.UTC is Python 3.11+
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as _timezone
 
 import pytest
 from sqlalchemy.exc import IntegrityError, StatementError
@@ -28,6 +29,8 @@ from revisit.central.store import (
     visitor_detail,
 )
 from tests.central.conftest import make_obs, near, people
+
+UTC = _timezone.utc  # datetime.UTC is Python 3.11+
 
 NOW = datetime(2026, 3, 20, 15, 0, tzinfo=UTC)
 

@@ -37,7 +37,8 @@ def test_enrolled_device_publishes_through_the_edge_publisher_and_central_receiv
     # Central on a shared subscription, as several workers would be.
     sub = central(pki, secure_broker, "$share/central/revisit/v1/+/+/faces")
     ca, cert, key = pki.device("s1/d1")
-    config = BrokerConfig(host="localhost", port=secure_broker.port, tls=TLSConfig(ca=ca, cert=cert, key=key))
+    tls = TLSConfig(ca=ca, cert=cert, key=key)
+    config = BrokerConfig(host="localhost", port=secure_broker.port, tls=tls, delivery="broker")  # no central here
     pub = Publisher(config, "s1", "d1", Spool(tmp_path / "spool.sqlite", 10_000_000))
     pub.start()
     try:
@@ -57,6 +58,57 @@ def test_enrolled_device_publishes_through_the_edge_publisher_and_central_receiv
         assert decode(status.payload, DeviceStatus).state == "online"
     finally:
         pub.stop()
+        sub.close()
+
+
+def test_central_confirms_through_the_acl_and_the_edge_empties_its_spool(pki, secure_broker, tmp_path):
+    """The real central service and edge publisher ("stored" delivery) through the production broker: central
+    may write the box's acks topic, the box may read it, and the spool empties only on central's confirmation."""
+    from revisit.central.config import CentralConfig
+    from revisit.central.service import CentralService
+    from tests.central.conftest import DIM, REC, make_obs, people
+
+    c = pki.central
+    tls = {"ca": str(c / "ca.pem"), "cert": str(c / "central.pem"), "key": str(c / "central.key")}
+    broker = {"host": "localhost", "port": secure_broker.port, "client_id": "revisit-central", "tls": tls}
+    config = CentralConfig.model_validate(
+        {"data_dir": str(tmp_path / "central"), "broker": broker, "ingest": {"recognizers": {REC: DIM}}}
+    )
+    ca, cert, key = pki.device("s1/d1")
+    edge = BrokerConfig(host="localhost", port=secure_broker.port, tls=TLSConfig(ca=ca, cert=cert, key=key))
+    with CentralService(config) as service:
+        assert service.mqtt.subscribed.wait(10), secure_broker.log.read_text()[-1500:]
+        pub = Publisher(edge, "s1", "d1", Spool(tmp_path / "spool.sqlite", 10_000_000))
+        pub.start()
+        try:
+            sent = [make_obs(v, ts=time.time() - 60, site="s1", device="d1") for v in people(5)]
+            for obs in sent:
+                pub.publish(obs)
+            assert pub.wait_confirmed(30), f"not confirmed: {secure_broker.log.read_text()[-1500:]}"
+            assert pub.stats.confirmed == 5 and service.counters.get("stored") == 5
+        finally:
+            pub.stop()
+
+
+def test_device_cannot_read_or_forge_another_devices_acks(pki, secure_broker):
+    sub = central(pki, secure_broker, "revisit/v1/#")
+    spy = device(pki, secure_broker, "s1/d2", client_id="spy")
+    box = device(pki, secure_broker, "s1/d1")
+    try:
+        assert spy.connect() and box.connect()
+        box.subscribe("revisit/v1/s1/d1/acks")
+        spy.subscribe("revisit/v1/s1/d1/acks")  # granted by the broker, but every delivery is checked
+        spy.publish("revisit/v1/s1/d1/acks", b"forged ack")  # a box may not write acks at all
+        box.publish("revisit/v1/s1/d1/acks", b"forged own ack")
+        sub.publish("revisit/v1/s1/d1/acks", b"central ack")
+        assert box.wait_for(lambda msgs: any(m.payload == b"central ack" for m in msgs), 5)
+        time.sleep(QUIET_S)
+        assert [m.payload for m in box.messages] == [b"central ack"]
+        assert spy.messages == []
+        assert [m.payload for m in sub.messages if m.payload.startswith(b"forged")] == []
+    finally:
+        spy.close()
+        box.close()
         sub.close()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
-import tomllib
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from revisit.cli import main
 from revisit.edge.config import EdgeConfig
 from revisit.pki import CertificateAuthority
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 
 def mode(path: Path) -> int:
@@ -125,7 +130,7 @@ def test_server_and_central_certificates(ca_dir, capsys):
     assert (ca_dir / "server" / "mqtt.example.com" / "crl.pem").is_file()
     capsys.readouterr()
     assert main(["deploy", "central-cert", "--name", "central-2", "--dir", str(ca_dir)]) == 0
-    assert "user central-2\n  topic read revisit/v1/#" in capsys.readouterr().out
+    assert "user central-2\n  topic read revisit/v1/#\n  topic write revisit/v1/+/+/acks" in capsys.readouterr().out
     c = cert(ca_dir / "central" / "central-2" / "central.pem")
     assert c.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "central-2"
     assert main(["deploy", "central-cert", "--name", "a/b", "--dir", str(ca_dir)]) == 2

@@ -87,6 +87,7 @@ def test_bundle_holds_wheel_models_installer_and_checksums(bundle):
     assert "revisit-bundle/models/w600k_mbf.onnx" in names
     assert {"scrfd_2.5g_kps", "w600k_mbf"} <= set(manifest["models"])
     assert manifest["dependencies"] is False and set(manifest["files"]) == files - {"MANIFEST.json"}
+    assert manifest["target"]["name"] == "this-machine" and manifest["target"]["machine"] == os.uname().machine
 
 
 def test_install_twice_from_the_bundle(bundle, certs, tmp_path):
@@ -168,31 +169,102 @@ def test_root_is_required_without_prefix(tmp_path):
     assert result.returncode != 0 and "run as root" in result.stderr
 
 
-def test_on_a_jetson_engines_are_built_and_a_missing_tensorrt_stops_the_install(bundle, certs, tmp_path):
+@pytest.fixture
+def unpacked(bundle, tmp_path) -> Path:
+    """The bundle unpacked, so a test can say it was built for another target (MANIFEST.json is not hashed)."""
+    with tarfile.open(bundle) as tar:
+        tar.extractall(tmp_path, filter="data") if sys.version_info >= (3, 12) else tar.extractall(tmp_path)
+    return tmp_path / "revisit-bundle"
+
+
+def retarget(root: Path, **target) -> None:
+    manifest = json.loads((root / "MANIFEST.json").read_text())
+    manifest["target"].update(target)
+    (root / "MANIFEST.json").write_text(json.dumps(manifest))
+
+
+def fake_jetson(tmp_path: Path, release: str = "# R36 (release), REVISION: 4.3, GCID: 1, BOARD: generic") -> dict:
+    path = tmp_path / "nv_tegra_release"
+    path.write_text(release + "\n")
+    return {"REVISIT_JETSON_RELEASE": str(path)}
+
+
+def jetson_install(prefix: Path, root: Path, certs: Path, env: dict) -> subprocess.CompletedProcess:
+    return install(
+        prefix, "--bundle", str(root), "--certs", str(certs), "--camera", "c=rtsp://h/x", "--no-systemd", env=env
+    )
+
+
+def test_bundle_target_must_match_the_box(unpacked, certs, tmp_path):
+    machine = os.uname().machine
+    other = "aarch64" if machine == "x86_64" else "x86_64"
+    retarget(unpacked, name=f"linux-{other}", machine=other)
+    result = jetson_install(tmp_path / "a", unpacked, certs, {})
+    assert result.returncode != 0
+    assert f"the bundle is for {other} (linux-{other}) and this box is {machine}" in result.stderr
+    assert f"--target linux-{machine}" in result.stderr
+    retarget(unpacked, name=f"linux-{machine}", machine=machine, python="3.9")
+    result = jetson_install(tmp_path / "b", unpacked, certs, {})
+    assert result.returncode != 0 and "the bundle's wheels are for Python 3.9" in result.stderr
+    # A Jetson bundle on a box that is no Jetson, and the other way round.
+    retarget(unpacked, python=f"{sys.version_info.major}.{sys.version_info.minor}", jetpack=6, name="jetson-jp6")
+    result = jetson_install(tmp_path / "c", unpacked, certs, {})
+    assert result.returncode != 0 and "for a Jetson on JetPack 6 and this box is not one" in result.stderr
+    retarget(unpacked, jetpack=None, name=f"linux-{machine}")
+    result = jetson_install(tmp_path / "d", unpacked, certs, fake_jetson(tmp_path))
+    assert result.returncode != 0 and "this box is a Jetson (JetPack 6) and the bundle" in result.stderr
+    assert "--target jetson-jp6" in result.stderr
+    retarget(unpacked, jetpack=7, name="jetson-jp7")
+    result = jetson_install(tmp_path / "e", unpacked, certs, fake_jetson(tmp_path))
+    assert result.returncode != 0 and "the bundle is for JetPack 7 and this Jetson runs JetPack 6" in result.stderr
+    old = fake_jetson(tmp_path, "# R35 (release), REVISION: 5.0")
+    result = jetson_install(tmp_path / "f", unpacked, certs, old)
+    assert result.returncode != 0 and "JetPack 5 or older" in result.stderr
+    assert not any((tmp_path / d / "opt").exists() for d in "abcdef")  # nothing installed
+
+
+def test_on_a_jetson_missing_jetpack_packages_are_named_before_installing(unpacked, certs, tmp_path):
     try:
         import tensorrt  # noqa: F401
 
         pytest.skip("TensorRT is importable here: the engines would really be built")
     except ImportError:
         pass
-    release = tmp_path / "nv_tegra_release"
-    release.write_text("# R36 (release), REVISION: 4.0\n")
+    machine = os.uname().machine
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    retarget(unpacked, name="jetson-jp7", machine=machine, python=python, jetpack=7)
     prefix = tmp_path / "root"
-    result = install(
-        prefix,
-        "--bundle",
-        str(bundle),
-        "--certs",
-        str(certs),
-        "--camera",
-        "c=rtsp://h/x",
-        "--no-systemd",
-        env={"REVISIT_JETSON_RELEASE": str(release)},
-    )
+    result = jetson_install(prefix, unpacked, certs, fake_jetson(tmp_path, "# R38 (release), REVISION: 2.0"))
+    assert result.returncode != 0
+    assert "Jetson L4T R38.2.0 (JetPack 7)" in result.stdout
+    assert "TensorRT's Python bindings (sudo apt install python3-libnvinfer" in result.stderr
+    assert "nothing was installed" in result.stderr
+    assert not (prefix / "opt").exists() and not (prefix / "etc").exists()
+
+
+def test_on_a_jetson_the_config_uses_tensorrt_and_a_failed_engine_build_stops_the_install(unpacked, certs, tmp_path):
+    """JetPack's packages are checked with the system Python; here stand-ins for `tensorrt` and cuda-python (on
+    PYTHONPATH) pass those checks, and the real engine build then fails on them: the install stops, clearly."""
+    machine = os.uname().machine
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    retarget(unpacked, name="jetson-jp6", machine=machine, python=python, jetpack=6)
+    fake = tmp_path / "fake-jetpack"
+    fake.mkdir()
+    (fake / "tensorrt.py").write_text("__version__ = '0-not-tensorrt'\n")
+    (fake / "cuda" / "bindings").mkdir(parents=True)
+    (fake / "cuda" / "__init__.py").write_text("")
+    (fake / "cuda" / "bindings" / "__init__.py").write_text("")
+    (fake / "cuda" / "bindings" / "runtime.py").write_text("def cudaGetDeviceCount():\n    return 0, 1\n")
+    env = {**fake_jetson(tmp_path), "PYTHONPATH": str(fake)}
+    prefix = tmp_path / "root"
+    result = jetson_install(prefix, unpacked, certs, env)
+    assert result.returncode != 0
     config = load(prefix / "etc/revisit/edge.toml")
     assert config.engine.backend.type == "tensorrt"
     assert config.engine.backend.cache_dir == prefix / "var/lib/revisit-edge/engines"
-    assert result.returncode != 0 and "TensorRT" in result.stderr
+    assert "the TensorRT engine build failed: AttributeError" in result.stdout + result.stderr
+    assert "building the TensorRT engines failed" in result.stderr
+    assert "revisit deploy build-engines --config" in result.stderr
     assert not (prefix / "etc/systemd").exists()
 
 

@@ -151,7 +151,7 @@ def test_in_process_daemon_flushes_and_annotates(grid_clip, models_dir, engine, 
             "site": SITE,
             "device": DEVICE,
             "state_dir": str(tmp_path / "state"),
-            "broker": {"port": mosquitto.port},
+            "broker": {"port": mosquitto.port, "delivery": "broker"},  # no central here to confirm
             "live": {"bind": "127.0.0.1", "port": 0},
             "cameras": [{"id": "door", "source": str(grid_clip)}],
         }

@@ -25,6 +25,8 @@ SITE, DEVICE = "s1", "d1"
 
 
 def make_publisher(port: int, state: Path, **broker) -> Publisher:
+    """The transport tests: no central here, so the spool is emptied by PUBACKs (tests/central test "stored")."""
+    broker = {"delivery": "broker"} | broker
     config = BrokerConfig(host="127.0.0.1", port=port, reconnect_max_s=2, heartbeat_s=1, **broker)
     return Publisher(config, SITE, DEVICE, Spool(state / "spool.sqlite", 50_000_000))
 
@@ -113,7 +115,8 @@ _CHILD = textwrap.dedent("""
     from tests.edge.conftest_transport import fake_observation
 
     port, state, n = int(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-    pub = Publisher(BrokerConfig(port=port, reconnect_max_s=1), "s1", "d1", Spool(state / "spool.sqlite", 50_000_000))
+    config = BrokerConfig(port=port, reconnect_max_s=1, delivery="broker")
+    pub = Publisher(config, "s1", "d1", Spool(state / "spool.sqlite", 50_000_000))
     pub.start()
     for i in range(n):
         pub.publish(fake_observation(i))
@@ -302,3 +305,70 @@ def test_mqtt5_session(mosquitto, mqtt_subscriber, tmp_path):
     assert sub.wait_for(lambda msgs: len(msgs) >= 3, 10)
     assert pub.wait_drained(5) and pub.stats.acked == 3
     pub.stop()
+
+
+def _central_ack(port: int, payload: bytes, topic: str = "revisit/v1/s1/d1/acks") -> None:
+    """What central does after a commit: a DeliveryAck on the box's acks topic (a real MQTT client)."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fake-central", protocol=mqtt.MQTTv311)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    client.publish(topic, payload, qos=1).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_stored_delivery_keeps_until_confirmed_and_resends(mosquitto, mqtt_subscriber, tmp_path, caplog):
+    """PUBACKed is not delivered: rows stay until central's ack names them, unconfirmed ones are sent again after
+    the timeout, and a bad or foreign ack changes nothing (counted)."""
+    import logging
+
+    import msgpack
+
+    from revisit.shared.schema import DeliveryAck, encode
+
+    sub = mqtt_subscriber(faces_topic(SITE, DEVICE))
+    pub = make_publisher(mosquitto.port, tmp_path, delivery="stored", confirm_timeout_s=1, confirm_backoff_max_s=2,
+                         unconfirmed_warn_s=1)  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="revisit.edge.publish")
+    try:
+        pub.start()
+        sent = [fake_observation(i) for i in range(6)]
+        for obs in sent:
+            pub.publish(obs)
+        assert pub.wait_drained(10)  # everything PUBACKed ...
+        assert pub.spool.stats.depth == 6 and pub.stats.unconfirmed == 6  # ... and nothing deleted
+        assert sub.wait_for(lambda msgs: len(msgs) >= 12, 15), "no resend of unconfirmed observations"
+        assert pub.stats.resent >= 6 and pub.counters()["spool_oldest_s"] > 0
+        assert any("unconfirmed_observations" in r.getMessage() for r in caplog.records)
+        ids = [o.observation_id for o in sent]
+        _central_ack(mosquitto.port, b"\x93garbage")
+        _central_ack(mosquitto.port, encode(DeliveryAck(site="s1", device="other", ts=time.time(), stored=tuple(ids))))
+        bad_v = msgpack.packb({"v": True, "site": "s1", "device": "d1", "ts": time.time(), "stored": ids})
+        _central_ack(mosquitto.port, bad_v)
+        deadline = time.monotonic() + 5
+        while pub.stats.bad_acks < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pub.stats.bad_acks == 3 and pub.spool.stats.depth == 6
+        ack = DeliveryAck(site=SITE, device=DEVICE, ts=time.time(), stored=tuple(ids[:5]), rejected=(ids[5],))
+        _central_ack(mosquitto.port, encode(ack))
+        assert pub.wait_confirmed(10) and pub.stats.confirmed == 5 and pub.stats.rejected_by_central == 1
+        assert pub.stats.unconfirmed == 0
+    finally:
+        pub.stop(drain_s=0)
+
+
+def test_broker_delivery_deletes_on_puback(mosquitto, mqtt_subscriber, tmp_path):
+    """delivery = "broker" (a central without acks): the PUBACK deletes the row and nothing is resent."""
+    sub = mqtt_subscriber(faces_topic(SITE, DEVICE))
+    pub = make_publisher(mosquitto.port, tmp_path, delivery="broker", confirm_timeout_s=1)
+    try:
+        pub.start()
+        for i in range(4):
+            pub.publish(fake_observation(i))
+        assert pub.wait_confirmed(10) and pub.spool.stats.depth == 0
+        time.sleep(2.5)
+        assert len(sub.messages) == 4 and pub.stats.resent == 0 and pub.counters()["delivery_stored"] == 0
+    finally:
+        pub.stop(drain_s=0)

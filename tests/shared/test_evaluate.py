@@ -84,8 +84,10 @@ def test_missing_peer_library_is_a_clear_error(monkeypatch):
     from revisit.shared import peer
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "face_recognition" else real(n, *a))
-    with pytest.raises(RevisitError, match="needs the 'face_recognition' package; install it"):
+    # Every module the peer needs is "absent" (an edge-only install has none of them): the first is named.
+    peer_modules = {"dlib", "face_recognition_models", "face_recognition"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n in peer_modules else real(n, *a))
+    with pytest.raises(RevisitError, match="needs the 'dlib' package; install it"):
         peer.create_peer("face_recognition")
 
 

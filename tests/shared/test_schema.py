@@ -5,10 +5,13 @@ import numpy as np
 import pytest
 
 from revisit.shared.schema import (
+    MAX_ACK_IDS,
     MAX_CROP_BYTES,
+    DeliveryAck,
     DeviceStatus,
     Observation,
     SchemaError,
+    acks_topic,
     decode,
     encode,
     faces_topic,
@@ -24,12 +27,26 @@ def _vector(dim=512, seed=0):
 
 def observation_dict(**overrides):
     data = dict(
-        v=1, observation_id=str(uuid.uuid4()), site="store-1", device="box-a", camera="door", track_id=7,
-        first_ts=1000.0, last_ts=1004.0, best_ts=1002.0, recognizer_id="w600k_mbf@5e03a553209a",
-        embedding=Observation.pack_vector(_vector()), embedding_dim=512, det_score=0.9,
+        v=1,
+        observation_id=str(uuid.uuid4()),
+        site="store-1",
+        device="box-a",
+        camera="door",
+        track_id=7,
+        first_ts=1000.0,
+        last_ts=1004.0,
+        best_ts=1002.0,
+        recognizer_id="w600k_mbf@5e03a553209a",
+        embedding=Observation.pack_vector(_vector()),
+        embedding_dim=512,
+        det_score=0.9,
         quality=dict(detector=0.9, size=1.0, sharpness=0.6, pose=0.8, score=0.8),
-        box=(10.0, 20.0, 90.0, 120.0), landmarks=((30, 50), (70, 50), (50, 70), (35, 95), (65, 95)),
-        crop_jpeg=b"\xff\xd8\xff\xe0fakejpeg", frame_size=(640, 480), frames_seen=12, co_tracks=(3, 9),
+        box=(10.0, 20.0, 90.0, 120.0),
+        landmarks=((30, 50), (70, 50), (50, 70), (35, 95), (65, 95)),
+        crop_jpeg=b"\xff\xd8\xff\xe0fakejpeg",
+        frame_size=(640, 480),
+        frames_seen=12,
+        co_tracks=(3, 9),
     )
     data.update(overrides)
     return data
@@ -97,3 +114,42 @@ def test_topics():
         faces_topic("a/b", "d")
     with pytest.raises(SchemaError):
         parse_topic("revisit/v1/+/d/faces")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"v": True}, "bad_version"),  # bool is an int in Python: not in a message
+        ({"v": 1.0}, "bad_version"),
+        ({"track_id": True}, "invalid"),
+        ({"track_id": 7.0}, "invalid"),
+        ({"embedding_dim": 512.0}, "bad_embedding"),
+        ({"frames_seen": True}, "invalid"),
+        ({"frame_size": (640.0, 480)}, "invalid"),
+        ({"co_tracks": (True,)}, "invalid"),
+        ({"det_score": True}, "invalid"),
+        ({"first_ts": False}, "invalid"),
+        ({"box": (True, 20.0, 90.0, 120.0)}, "invalid"),
+    ],
+)
+def test_types_are_strict(overrides, reason):
+    raw = msgpack.packb(observation_dict(**overrides), use_bin_type=True)
+    with pytest.raises(SchemaError) as err:
+        decode(raw)
+    assert err.value.reason == reason
+
+
+def test_ints_are_accepted_where_floats_are_expected():
+    obs = decode(msgpack.packb(observation_dict(first_ts=1000, best_ts=1002, last_ts=1004), use_bin_type=True))
+    assert obs.first_ts == 1000.0
+
+
+def test_delivery_ack_round_trip_and_limits():
+    ids = tuple(str(uuid.uuid4()) for _ in range(3))
+    ack = DeliveryAck(site="s", device="d", ts=5.0, stored=ids[:2], rejected=ids[2:])
+    assert decode(encode(ack), DeliveryAck) == ack
+    assert acks_topic("s", "d") == "revisit/v1/s/d/acks" and parse_topic(acks_topic("s", "d"))[2] == "acks"
+    for bad in ({"stored": ["not-a-uuid"]}, {"stored": [str(uuid.uuid4())] * (MAX_ACK_IDS + 1)}, {"v": True}):
+        raw = {"v": 1, "site": "s", "device": "d", "ts": 5.0} | bad
+        with pytest.raises(SchemaError):
+            decode(msgpack.packb(raw), DeliveryAck)
