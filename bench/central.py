@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from revisit.central.store import Store, Visitor, utcnow  # noqa: E402
+from revisit.central.store import Sighting, Store, Visitor, ensure_camera, ensure_device, ensure_site, utcnow  # noqa: E402
 from revisit.central.vectors import Vectors  # noqa: E402
 from revisit.shared.schema import Observation, QualityFields, encode, faces_topic  # noqa: E402
 
@@ -115,6 +115,30 @@ def load_visitors(store: Store, vectors: Vectors, protos: np.ndarray, sites: int
     return time.perf_counter() - start, ids
 
 
+def load_sightings(store: Store, ids: list, protos: np.ndarray, cameras: int) -> None:
+    """One stored sighting per bulk-loaded visitor (its prototype as embedding), spread over `cameras` cameras of
+    the site and device the timed observations use, over the 30 days before them: a store holds sightings, and the
+    per-camera lookups of an assignment (same-frame tracks) grow with them. Nothing overlaps a timed observation."""
+    from datetime import datetime, timezone
+
+    start = 1_800_000_000.0 - 30 * 86400.0
+    step = 30 * 86400.0 / max(len(ids), 1)
+    with store.begin() as s:
+        site = ensure_site(s, "bench")
+        device = ensure_device(s, site, "d1")
+        cams = [ensure_camera(s, site, device, f"c{k + 1}").id for k in range(cameras)]
+        for k in range(0, len(ids), 5000):
+            rows = []
+            for j in range(k, min(k + 5000, len(ids))):
+                t = datetime.fromtimestamp(start + j * step, timezone.utc)
+                rows.append(dict(id=uuid.uuid4(), observation_id=uuid.uuid4(), visitor_id=ids[j], visit_id=None,
+                                 site_id=site.id, device_id=device.id, camera_id=cams[j % cameras], track_id=j,
+                                 first_ts=t, last_ts=t, best_ts=t, quality=0.8, det_score=0.9, box=[0, 0, 80, 80],
+                                 frame_size=[640, 480], co_tracks=[], crop_path=None, recognizer_id=REC,
+                                 embedding=protos[j].astype("<f4").tobytes(), created_at=t))  # fmt: skip
+            s.execute(Sighting.__table__.insert(), rows)  # type: ignore[attr-defined]
+
+
 def exact_top1(protos: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row and cosine of the nearest prototype of each query, brute force in f32 (chunks of 100k rows)."""
     best = np.full(len(queries), -1, dtype=np.int64)
@@ -162,6 +186,8 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
     start = time.perf_counter()
     try:
         index_s, ids = load_visitors(service.store, service.vectors, protos, args.sites)
+        if args.sightings:
+            load_sightings(service.store, ids, protos, args.sightings)
     finally:
         service.stop()
     out: dict = {"visitors": n, "load_s": time.perf_counter() - start, "index_load_s": index_s,
@@ -333,6 +359,13 @@ def main() -> int:
         help="real embeddings (`revisit eval cluster --cache FILE.npz`) to build real-like visitors",
     )
     parser.add_argument("--sites", type=int, default=1, help="visitors spread over this many sites")
+    parser.add_argument(
+        "--sightings",
+        type=int,
+        default=0,
+        metavar="CAMERAS",
+        help="also store one sighting per visitor, over this many cameras of the timed site",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON line per size")
     parser.add_argument("--workdir", type=Path, help="keep the data here (default: a temporary directory)")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the reopened-service half of a size

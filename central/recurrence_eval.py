@@ -84,7 +84,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, help="cosine to join a visitor (default: the service's)")
     p.add_argument("--found-min-quality", type=float, help="quality floor to found a visitor (default: service's)")
     p.add_argument("--low-quality-threshold", type=float, help="cosine a face below the floor needs to join")
-    p.add_argument("--mean-shots", type=int, help="edge: publish the mean of the best K embedded shots")
+    p.add_argument("--mean-shots", type=int, help="edge: mean of the best K embedded shots (default: the edge's, 2)")
     p.add_argument("--edge-min-quality", type=float, help="edge: shots below this are never embedded")
     add_models_option(p)
     add_engine_options(p)

@@ -147,7 +147,11 @@ VISITOR_STATUSES = ("customer", "staff", "excluded")
 
 
 class Sighting(SQLModel, table=True):
-    __table_args__ = (Index("ix_sighting_visitor_time", "visitor_id", "best_ts"),)
+    __table_args__ = (
+        Index("ix_sighting_visitor_time", "visitor_id", "best_ts"),
+        # same-frame tracks at ingest: a camera's sightings ending after a time (not all of the camera's)
+        Index("ix_sighting_camera_last", "camera_id", "last_ts"),
+    )
     id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
     observation_id: uuid.UUID = Field(unique=True, description="the edge's observation UUID: idempotency")
     visitor_id: uuid.UUID = Field(foreign_key="visitor.id", index=True)
@@ -300,6 +304,7 @@ class Store:
         try:
             SQLModel.metadata.create_all(self.engine)
             self._add_missing_columns()
+            self._add_missing_indexes()
         except Exception as exc:
             raise StoreError(f"cannot open database {_redact(self.url)}: {exc}") from exc
 
@@ -317,6 +322,15 @@ class Store:
             if column not in {c["name"] for c in inspector.get_columns(table)}:
                 with self.engine.begin() as conn:
                     conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+
+    def _add_missing_indexes(self) -> None:
+        """Indexes declared after a database was made (create_all only indexes the tables it creates)."""
+        inspector = inspect(self.engine)
+        for table in SQLModel.metadata.sorted_tables:
+            have = {i["name"] for i in inspector.get_indexes(table.name)}
+            for index in table.indexes:
+                if index.name not in have:
+                    index.create(self.engine, checkfirst=True)
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)

@@ -99,7 +99,7 @@ class RecogniseConfig(Strict):
     reembed_quality_delta: float = Field(0.2, ge=0, le=1, description="... or quality improved this much")
     max_embeds_per_track: int = Field(3, ge=1, le=100)
     mean_shots: int = Field(
-        1, ge=1, le=10, description="publish the mean embedding of the track's best K shots (1: the best shot's)"
+        2, ge=1, le=10, description="publish the mean embedding of the track's best K shots (1: the best shot's)"
     )
     publish_interval_s: float = Field(300, ge=10, description="long tracks publish this often (same track id)")
     crop_padding: float = Field(0.3, ge=0, le=2, description="padding around the face box in the crop")

@@ -142,7 +142,7 @@ class TrackState:
     embeds: int = 0
     co_tracks: set[int] = field(default_factory=set)
     published: int = 0
-    pool: list[Shot] = field(default_factory=list)  # with mean_shots > 1: the best K embeddable shots
+    pool: list[Shot] = field(default_factory=list)  # mean_shots > 1: best K embeddable + embedded shots, best first
 
     def new_window(self, now: float) -> None:
         self.window_start = now
@@ -196,7 +196,9 @@ class Recogniser:
         k = self.config.mean_shots
         if k > 1 and embeddable(face, self.rules):
             shot = state.best if state.best is not None and state.best.face is face else Shot(face, ts)
-            state.pool = sorted([*state.pool, shot], key=lambda s: -_score(s.face))[:k]
+            pool = sorted([*state.pool, shot], key=lambda s: -_score(s.face))
+            # the best K candidates, and every shot already embedded (a later shot must not waste its embedding)
+            state.pool = [s for i, s in enumerate(pool) if i < k or s.embedding is not None]
 
     def together(self, track_ids: Iterable[int]) -> None:
         """Confirmed tracks matched in the same frame: each is a co-track of the others."""
@@ -218,7 +220,7 @@ class Recogniser:
             if state.track_id and self.config.mean_shots > 1:  # the pool's other shots: K embeds at most
                 queued = sum(1 for key, _ in out if key == state.key)
                 budget = min(self.config.mean_shots, self.rules.max_embeds) - state.embeds - queued
-                for shot in state.pool:
+                for shot in state.pool[: self.config.mean_shots]:
                     if budget <= 0:
                         break
                     if shot.embedding is None and all(shot.face is not f for key, f in out if key == state.key):
@@ -251,7 +253,7 @@ class Recogniser:
     def _published_vector(self, state: TrackState) -> np.ndarray:
         """The best shot's embedding, or with mean_shots > 1 the normalised mean of the pool's embedded shots."""
         assert state.embedding is not None
-        vectors = [s.embedding for s in state.pool if s.embedding is not None]
+        vectors = [s.embedding for s in state.pool if s.embedding is not None][: self.config.mean_shots]
         if self.config.mean_shots <= 1 or len(vectors) < 2:
             return state.embedding
         mean = np.mean(np.stack(vectors), axis=0)

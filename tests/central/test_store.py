@@ -57,6 +57,28 @@ def test_tables_time_zones_and_get_or_create(db_url):
     store.dispose()
 
 
+def test_indexes_added_to_an_existing_database(db_url):
+    """An index declared after a database was made is created at start; the same-frame lookup uses it."""
+    from sqlalchemy import inspect, text
+
+    store = Store(db_url)
+    store.create_all()
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_sighting_camera_last"))
+    assert "ix_sighting_camera_last" not in {i["name"] for i in inspect(store.engine).get_indexes("sighting")}
+    store.create_all()
+    assert "ix_sighting_camera_last" in {i["name"] for i in inspect(store.engine).get_indexes("sighting")}
+    store.create_all()  # idempotent
+    if db_url.startswith("sqlite"):
+        stmt = select(Sighting).where(Sighting.camera_id == uuid.uuid4(), Sighting.first_ts <= NOW,
+                                      Sighting.last_ts >= NOW)  # fmt: skip
+        sql = str(stmt.compile(store.engine, compile_kwargs={"literal_binds": False}))
+        with store.engine.connect() as conn:
+            plan = " ".join(str(r) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, ("x", "y", "z")))
+        assert "ix_sighting_camera_last" in plan
+    store.dispose()
+
+
 def test_observation_id_is_unique(db_url, make_clusterer):
     c = make_clusterer(db_url)
     a = c.ingest(make_obs(people(1)[0]))

@@ -103,7 +103,7 @@ class Harness:
 
 
 def test_one_track_one_embedding_one_observation():
-    h = Harness()
+    h = Harness(mean_shots=1)  # one shot per track (the default is the mean of two: below)
     h.see(0, 0, shot(0.4), 10.0)  # tentative: not embedded yet
     assert h.embedded == 0
     for i, q in enumerate([0.5, 0.55, 0.6, 0.45]):
@@ -117,12 +117,18 @@ def test_one_track_one_embedding_one_observation():
     assert obs.quality.score == pytest.approx(0.5)
     assert obs.embedding_dim == 8 and obs.recognizer_id == "test@1"
     assert cv2.imdecode(np.frombuffer(obs.crop_jpeg, np.uint8), cv2.IMREAD_COLOR) is not None
-    assert h.rec.stats.as_dict() == {"embeds": 1, "reembeds": 0, "observations": 1, "tracks_published": 1,
-                                     "tracks_unembeddable": 0, "invalid": 0}
+    assert h.rec.stats.as_dict() == {
+        "embeds": 1,
+        "reembeds": 0,
+        "observations": 1,
+        "tracks_published": 1,
+        "tracks_unembeddable": 0,
+        "invalid": 0,
+    }
 
 
 def test_reembeds_only_when_clearly_better_and_capped():
-    h = Harness(max_embeds_per_track=2)
+    h = Harness(max_embeds_per_track=2, mean_shots=1)
     for i, q in enumerate([0.3, 0.35, 0.6, 0.65, 0.9, 0.95]):
         h.see(0, 1, shot(q), float(i))
     assert h.embedded == 2  # 0.3 (first), 0.6 (+0.3); 0.9 would be the third: capped
@@ -168,7 +174,8 @@ def test_long_track_publishes_every_interval_with_the_same_id():
     for a, b in zip(published, published[1:], strict=False):
         assert a.last_ts < b.first_ts  # windows do not overlap
     assert published[0].first_ts == 1000.0 and published[-1].last_ts == pytest.approx(1024.8)
-    assert h.embedded == 3 and h.rec.stats.tracks_published == 1 and h.rec.stats.observations == 3
+    assert h.embedded == 6  # two shots per window (mean_shots = 2, the default)
+    assert h.rec.stats.tracks_published == 1 and h.rec.stats.observations == 3
 
 
 def test_padded_crop_is_bounded_and_a_copy():
@@ -193,10 +200,22 @@ def test_mean_of_the_best_shots():
         h.see(0, 1, shot(q), float(i))
     assert h.embedded == 3  # 0.5 (first), 0.3 and 0.6 entered the best three; 0.4 came after the budget
     obs = h.rec.end(h.tracks[0])
-    mean = unit(200) + unit(0)  # the best three are 0.6, 0.5 and 0.4; 0.4 has no embedding
+    mean = unit(200) + unit(0) + unit(100)  # the best three embedded: 0.6, 0.5 and 0.3 (0.4 has no embedding)
     assert np.allclose(obs.vector(), mean / np.linalg.norm(mean), atol=1e-6)
     assert obs.quality.score == pytest.approx(0.6) and obs.best_ts == 2.0  # crop and quality: the best shot
     assert cv2.imdecode(np.frombuffer(obs.crop_jpeg, np.uint8), cv2.IMREAD_COLOR) is not None
+
+
+def test_default_publishes_the_mean_of_two_shots():
+    h = Harness()
+    h.see(0, 0, shot(0.4), 10.0)  # tentative: not embedded yet
+    for i, q in enumerate([0.5, 0.55, 0.6, 0.45]):
+        h.see(0, 7, shot(q), 10.2 + 0.2 * i)
+    assert h.embedded == 2  # at confirmation: the best shot (0.5) and the next (0.4); then the budget is spent
+    obs = h.rec.end(h.tracks[0])
+    mean = unit(0) + unit(100)  # later, better shots without embeddings do not push the embedded ones out
+    assert np.allclose(obs.vector(), mean / np.linalg.norm(mean), atol=1e-6)
+    assert obs.quality.score == pytest.approx(0.5) and obs.best_ts == pytest.approx(10.2)
 
 
 def test_mean_shots_with_one_embedded_shot_is_that_shot():

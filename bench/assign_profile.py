@@ -1,0 +1,99 @@
+"""CPU per whole assignment on a bulk-loaded store, before/after an index, optionally under cProfile.
+
+    .venv/bin/python bench/assign_profile.py 100000 --real dev.npz --sightings 4            # with the index
+    .venv/bin/python bench/assign_profile.py 100000 --real dev.npz --sightings 4 --drop-index  # as before it
+    .venv/bin/python bench/assign_profile.py 100000 --real dev.npz --profile                # where the time goes
+
+Loads N visitors once into BASE/dataN the way bench/central.py does (and `--sightings CAMERAS`: one stored
+sighting per visitor over that many cameras, into BASE/dataNsC), then times `Clusterer.ingest` of `--obs`
+observations (half returning visitors, half new people) on a fresh copy, after 20 untimed ones. Prints one JSON
+line; CPU time (`cpu_ms_per_obs`) is the figure on a shared machine. `--drop-index` drops ix_sighting_camera_last
+after open: the store as it was before that index. A script, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import importlib.util
+import json
+import pstats
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+_spec = importlib.util.spec_from_file_location("bench_central", Path(__file__).with_name("central.py"))
+bench = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(bench)  # type: ignore[union-attr]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("n", type=int, help="visitors")
+    p.add_argument("--base", type=Path, default=Path("/tmp/revisit-assign-profile"))
+    p.add_argument("--real", type=Path, help="real embeddings (see bench/central.py)")
+    p.add_argument("--obs", type=int, default=200)
+    p.add_argument("--sightings", type=int, default=0, metavar="CAMERAS")
+    p.add_argument("--drop-index", action="store_true")
+    p.add_argument("--profile", action="store_true")
+    a = p.parse_args()
+    from revisit.central.config import CentralConfig
+    from revisit.central.service import CentralService
+
+    def service(data: Path):  # noqa: ANN202
+        return CentralService(CentralConfig.model_validate({"data_dir": str(data)})).open()
+
+    pristine = a.base / f"data{a.n}" if not a.sightings else a.base / f"data{a.n}s{a.sightings}"
+    if not pristine.exists():
+        rng = np.random.default_rng(a.n)
+        real = bench.load_real(a.real)
+        protos = bench.real_like(a.n, rng, real)
+        svc = service(pristine)
+        try:
+            _, ids = bench.load_visitors(svc.store, svc.vectors, protos)
+            if a.sightings:
+                bench.load_sightings(svc.store, ids, protos, a.sightings)
+        finally:
+            svc.stop()
+        picks = rng.integers(a.n, size=a.obs + 20)
+        queries = [bench.returning(protos[i], rng) if k % 2 == 0 else bench.real_like(1, rng, real)[0]
+                   for k, i in enumerate(picks)]  # fmt: skip
+        np.save(pristine / "queries.npy", np.stack(queries).astype(np.float32))
+    work = a.base / f"work{a.n}"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(pristine, work)
+    queries = np.load(work / "queries.npy")[: a.obs + 20]
+    svc = service(work)
+    svc.repair_index()
+    if a.drop_index:
+        with svc.store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP INDEX IF EXISTS ix_sighting_camera_last")
+    crop = bench.tiny_jpeg()
+    for i, vec in enumerate(queries[:20]):  # warm-up
+        svc.clusterer.ingest(bench.observation(vec, 100_000 + i, crop))
+    prof = cProfile.Profile() if a.profile else None
+    times = []
+    cpu0 = time.process_time()
+    if prof:
+        prof.enable()
+    for i, vec in enumerate(queries[20:]):
+        t = time.perf_counter()
+        svc.clusterer.ingest(bench.observation(vec, i, crop))
+        times.append(time.perf_counter() - t)
+    if prof:
+        prof.disable()
+    cpu = (time.process_time() - cpu0) * 1000 / len(times)
+    svc.stop()
+    shutil.rmtree(work, ignore_errors=True)
+    out = {"visitors": a.n, "sightings_cameras": a.sightings, "index": not a.drop_index, "observations": len(times),
+           "cpu_ms_per_obs": round(cpu, 2), "p50_ms": round(bench.pct(times, 50), 1),
+           "p95_ms": round(bench.pct(times, 95), 1)}  # fmt: skip
+    print(json.dumps(out), flush=True)
+    if prof:
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
+
+
+if __name__ == "__main__":
+    main()
