@@ -23,14 +23,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_list)
 
     p = models_sub.add_parser("fetch", help="download missing models and verify them by sha256")
-    p.add_argument("names", nargs="*", metavar="NAME",
-                   help="models to fetch (default: all missing or mismatching)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="models to fetch (default: all missing or mismatching)")
     add_models_option(p)
-    p.add_argument("--mirror", metavar="URL",
-                   help="download <URL>/<file> instead of the upstream source (http://, file://, a dir)")
+    p.add_argument(
+        "--mirror", metavar="URL", help="download <URL>/<file> instead of the upstream source (http://, file://, a dir)"
+    )
     p.add_argument("--force", action="store_true", help="download again even if the file is verified")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
-                   help=f"network timeout in seconds (default {DEFAULT_TIMEOUT:g})")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"network timeout in seconds (default {DEFAULT_TIMEOUT:g})",
+    )
     p.set_defaults(func=run_fetch)
 
 
@@ -38,36 +43,50 @@ def run_list(args: argparse.Namespace) -> int:
     directory = models_dir(args.models)
     rows = []
     for spec in Manifest.load():
-        rows.append({
-            "name": spec.name,
-            "role": spec.role,
-            "family": spec.family,
-            "default": spec.default,
-            "file": spec.file,
-            "path": str(model_path(spec, directory)),
-            "status": status(spec, directory),
-            "model_id": spec.model_id if spec.role == "recognizer" else None,
-            "embedding_dim": spec.embedding_dim,
-            "sha256": spec.sha256,
-            "size": spec.size,
-            "licence": spec.licence,
-            "source": spec.source.model_dump() if spec.source else None,
-        })
+        rows.append(
+            {
+                "name": spec.name,
+                "role": spec.role,
+                "family": spec.family,
+                "default": spec.default,
+                "file": spec.file,
+                "path": str(model_path(spec, directory)),
+                "status": status(spec, directory),
+                "model_id": spec.model_id if spec.role == "recognizer" else None,
+                "embedding_dim": spec.embedding_dim,
+                "sha256": spec.sha256,
+                "size": spec.size,
+                "licence": spec.licence,
+                "source": spec.source.model_dump() if spec.source else None,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         print(f"models in {directory}  (* = default)")
         header = ["name", "role", "family", "file", "status", "model_id", "licence"]
-        table = [[r["name"] + (" *" if r["default"] else ""), r["role"], r["family"], r["file"], r["status"],
-                  r["model_id"] or "-", r["licence"]] for r in rows]
+        table = [
+            [
+                r["name"] + (" *" if r["default"] else ""),
+                r["role"],
+                r["family"],
+                r["file"],
+                r["status"],
+                r["model_id"] or "-",
+                r["licence"],
+            ]
+            for r in rows
+        ]
         widths = [max(len(str(c)) for c in col) for col in zip(header, *table, strict=False)]
         for line in [header, *table]:
             print("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
     bad = [r["name"] for r in rows if r["status"] != "verified"]
     if bad:
-        print(f"{len(bad)} model(s) missing or mismatching in {directory} ({', '.join(bad)}): "
-              f"run `revisit models fetch --models {directory}`, or point --models/$REVISIT_MODELS elsewhere",
-              file=sys.stderr)
+        print(
+            f"{len(bad)} model(s) missing or mismatching in {directory} ({', '.join(bad)}): "
+            f"run `revisit models fetch --models {directory}`, or point --models/$REVISIT_MODELS elsewhere",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -80,6 +99,13 @@ def run_fetch(args: argparse.Namespace) -> int:
         else:
             print(f"{result.name}: fetched and verified -> {result.path}")
 
-    fetch_models(Manifest.load(), args.names, directory, mirror=args.mirror, force=args.force,
-                 timeout=args.timeout, report=report)
+    fetch_models(
+        Manifest.load(),
+        args.names,
+        directory,
+        mirror=args.mirror,
+        force=args.force,
+        timeout=args.timeout,
+        report=report,
+    )
     return 0

@@ -122,24 +122,29 @@ def _fetch_one(
         if actual != spec.sha256 or (spec.size is not None and size != spec.size):
             raise ModelError(
                 f"model {spec.name}: download from {where} has sha256 {actual} ({size} bytes), "
-                f"expected {spec.sha256}" + (f" ({spec.size} bytes)" if spec.size else "")
-                + "; nothing was written"
+                f"expected {spec.sha256}" + (f" ({spec.size} bytes)" if spec.size else "") + "; nothing was written"
             )
         tmp.commit(target)
     return FetchResult(spec.name, target, "fetched", where)
 
 
-def _download(
-    url: str, out: BinaryIO, timeout: float, progress: bool, label: str, limit: int | None = None
-) -> None:
+def _download(url: str, out: BinaryIO, timeout: float, progress: bool, label: str, limit: int | None = None) -> None:
     """Stream `url` into `out`; network errors become ModelError with the url and the reason."""
     request = urllib.request.Request(url, headers={"User-Agent": "revisit-models-fetch"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-                      file=sys.stderr, disable=not progress, leave=False) as bar:
+            with tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=label,
+                file=sys.stderr,
+                disable=not progress,
+                leave=False,
+            ) as bar:
                 done = 0
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
@@ -167,8 +172,9 @@ def _find_member(archive: zipfile.ZipFile, member: str) -> zipfile.ZipInfo:
     infos = [i for i in archive.infolist() if not i.is_dir()]
     found = [i for i in infos if i.filename == member]
     if not found:
-        found = [i for i in infos if len(PurePosixPath(i.filename).parts) == 2
-                 and PurePosixPath(i.filename).name == member]
+        found = [
+            i for i in infos if len(PurePosixPath(i.filename).parts) == 2 and PurePosixPath(i.filename).name == member
+        ]
     if len(found) != 1:
         what = "not found" if not found else f"ambiguous ({', '.join(i.filename for i in found)})"
         raise ModelError(f"member {member} {what} in archive")

@@ -63,23 +63,32 @@ def run(args: argparse.Namespace) -> int:
             continue
         faces = engine.analyze(image)
         if args.json:
-            print(json.dumps({
-                "image": str(path),
-                "size": [image.shape[1], image.shape[0]],
-                "recognizer_id": engine.recognizer_id,
-                "faces": [
-                    {"box": [round(float(v), 1) for v in f.box], "score": round(f.score, 4),
-                     "quality": {k: round(v, 4) for k, v in f.quality.as_dict().items()}}
-                    for f in faces
-                ],
-            }))
+            print(
+                json.dumps(
+                    {
+                        "image": str(path),
+                        "size": [image.shape[1], image.shape[0]],
+                        "recognizer_id": engine.recognizer_id,
+                        "faces": [
+                            {
+                                "box": [round(float(v), 1) for v in f.box],
+                                "score": round(f.score, 4),
+                                "quality": {k: round(v, 4) for k, v in f.quality.as_dict().items()},
+                            }
+                            for f in faces
+                        ],
+                    }
+                )
+            )
         else:
             print(f"{path}: {image.shape[1]}x{image.shape[0]}, {len(faces)} face(s), recognizer {engine.recognizer_id}")
             for i, f in enumerate(faces):
                 x1, y1, x2, y2 = (int(v) for v in f.box)
                 q = f.quality
-                print(f"  #{i}  box ({x1},{y1})-({x2},{y2})  score {f.score:.2f}  quality {q.score:.2f} "
-                      f"(size {q.size:.2f}, sharp {q.sharpness:.2f}, pose {q.pose:.2f}; yaw {q.yaw_deg:+.0f}°)")
+                print(
+                    f"  #{i}  box ({x1},{y1})-({x2},{y2})  score {f.score:.2f}  quality {q.score:.2f} "
+                    f"(size {q.size:.2f}, sharp {q.sharpness:.2f}, pose {q.pose:.2f}; yaw {q.yaw_deg:+.0f}°)"
+                )
         if args.save_crops:
             for i, f in enumerate(faces):
                 cv2.imwrite(str(args.save_crops / f"{path.stem}_{i}.jpg"), f.crop)

@@ -17,9 +17,7 @@ from revisit.shared.backends.tensorrt import TensorRTBackend, TensorRTConfig
 
 AnyBackendConfig = Annotated[OnnxRuntimeConfig | OpenCVConfig | TensorRTConfig, Field(discriminator="type")]
 
-BACKENDS: dict[str, type[Backend]] = {
-    cls.key: cls for cls in (OnnxRuntimeBackend, OpenCVBackend, TensorRTBackend)
-}
+BACKENDS: dict[str, type[Backend]] = {cls.key: cls for cls in (OnnxRuntimeBackend, OpenCVBackend, TensorRTBackend)}
 
 
 def create_backend(config: BackendConfig) -> Backend:

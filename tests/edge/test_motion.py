@@ -28,12 +28,18 @@ CASES = {
     # name: (frames, tracks alive, expected decisions)
     "first frame always": ([draw_frame(STILL)], False, [True]),
     "static scene skipped": ([draw_frame(STILL)] * 5, False, [True, False, False, False, False]),
-    "sensor noise is not motion": ([draw_frame(STILL, noise=4, seed=i) for i in range(5)], False,
-                                   [True, False, False, False, False]),
+    "sensor noise is not motion": (
+        [draw_frame(STILL, noise=4, seed=i) for i in range(5)],
+        False,
+        [True, False, False, False, False],
+    ),
     "a moving rectangle": (moving_frames(5, 6), False, [True] * 5),
     "moving under noise": (moving_frames(5, 6, noise=4), False, [True] * 5),
     "static with tracks alive: every idle_detect_s (1 s at 5 fps)": (
-        [draw_frame(STILL)] * 11, True, [True, False, False, False, False, True] + [False] * 4 + [True]),
+        [draw_frame(STILL)] * 11,
+        True,
+        [True, False, False, False, False, True] + [False] * 4 + [True],
+    ),
     "appearing object": ([draw_frame([])] * 2 + [draw_frame(STILL)] * 2, False, [True, False, True, False]),
 }
 

@@ -36,12 +36,18 @@ CASES = {
     # name: (frames of boxes, expected confirmed ids per frame)
     "one face, confirmed on its 2nd frame": ([[A[i]] for i in range(5)], [(), (1,), (1,), (1,), (1,)]),
     "two faces together": ([[A[i], B[i]] for i in range(4)], [(), (1, 2), (1, 2), (1, 2)]),
-    "order of detections does not matter": ([[A[i], B[i]] if i % 2 else [B[i], A[i]] for i in range(4)],
-                                            [(), (1, 2), (1, 2), (1, 2)]),
-    "short miss survived (0.4 s < max_age)": ([[A[0]], [A[1]], [A[2]], [], [], [A[5]], [A[6]]],
-                                              [(), (1,), (1,), (), (), (1,), (1,)]),
-    "long miss: a new track (2.4 s > max_age)": ([[A[0]], [A[1]]] + [[]] * 12 + [[A[14]], [A[15]]],
-                                                 [(), (1,)] + [()] * 12 + [(), (2,)]),
+    "order of detections does not matter": (
+        [[A[i], B[i]] if i % 2 else [B[i], A[i]] for i in range(4)],
+        [(), (1, 2), (1, 2), (1, 2)],
+    ),
+    "short miss survived (0.4 s < max_age)": (
+        [[A[0]], [A[1]], [A[2]], [], [], [A[5]], [A[6]]],
+        [(), (1,), (1,), (), (), (1,), (1,)],
+    ),
+    "long miss: a new track (2.4 s > max_age)": (
+        [[A[0]], [A[1]]] + [[]] * 12 + [[A[14]], [A[15]]],
+        [(), (1,)] + [()] * 12 + [(), (2,)],
+    ),
     "false start consumes no id": ([[B[0]], [], [A[2]], [A[3]]], [(), (), (), (1,)]),
     "a second face arriving later": ([[A[0]], [A[1]], [A[2], B[2]], [A[3], B[3]]], [(), (1,), (1,), (1, 2)]),
 }

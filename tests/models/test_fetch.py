@@ -70,11 +70,20 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def spec_toml(name: str, file: str, data: bytes, role: str = "detector", url: str | None = None,
-              member: str | None = None, extra: str = "") -> str:
+def spec_toml(
+    name: str,
+    file: str,
+    data: bytes,
+    role: str = "detector",
+    url: str | None = None,
+    member: str | None = None,
+    extra: str = "",
+) -> str:
     family = "arcface" if role == "recognizer" else "scrfd"
-    text = (f'[models.{name}]\nname = "{name}"\nrole = "{role}"\nfamily = "{family}"\nfile = "{file}"\n'
-            f'sha256 = "{sha(data)}"\nsize = {len(data)}\nlicence = "test"\n{extra}\n')
+    text = (
+        f'[models.{name}]\nname = "{name}"\nrole = "{role}"\nfamily = "{family}"\nfile = "{file}"\n'
+        f'sha256 = "{sha(data)}"\nsize = {len(data)}\nlicence = "test"\n{extra}\n'
+    )
     if role == "recognizer":
         text += "embedding_dim = 128\n"
     if url:
@@ -87,8 +96,17 @@ def spec_toml(name: str, file: str, data: bytes, role: str = "detector", url: st
 @pytest.fixture
 def fake(server, tmp_path) -> Fake:
     """A zip with two models (one under a top-level folder), a standalone file, and broken cases."""
-    data = {name: os.urandom(size) for name, size in
-            [("det_a", 3000), ("rec_b", 5000), ("solo", 1500), ("bad", 700), ("nosrc", 900), ("gone", 100)]}
+    data = {
+        name: os.urandom(size)
+        for name, size in [
+            ("det_a", 3000),
+            ("rec_b", 5000),
+            ("solo", 1500),
+            ("bad", 700),
+            ("nosrc", 900),
+            ("gone", 100),
+        ]
+    }
     with zipfile.ZipFile(server.root / "pack.zip", "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("pack/det_a.onnx", data["det_a"])
         zf.writestr("rec_b.onnx", data["rec_b"])
@@ -98,14 +116,16 @@ def fake(server, tmp_path) -> Fake:
     (server.root / "bad.onnx").write_bytes(b"not the file the manifest describes")
     (server.root / "mirror").mkdir()
     (server.root / "mirror" / "nosrc.onnx").write_bytes(data["nosrc"])
-    text = "".join([
-        spec_toml("det_a", "det_a.onnx", data["det_a"], url=f"{server.url}/pack.zip", member="det_a.onnx"),
-        spec_toml("rec_b", "rec_b.onnx", data["rec_b"], "recognizer", f"{server.url}/pack.zip", "rec_b.onnx"),
-        spec_toml("solo", "solo.onnx", data["solo"], url=f"{server.url}/solo.onnx"),
-        spec_toml("bad", "bad.onnx", data["bad"], url=f"{server.url}/bad.onnx"),
-        spec_toml("nosrc", "nosrc.onnx", data["nosrc"], extra='upstream = "rebuilt locally, no download"'),
-        spec_toml("gone", "gone.onnx", data["gone"], url=f"{server.url}/missing/gone.onnx"),
-    ])
+    text = "".join(
+        [
+            spec_toml("det_a", "det_a.onnx", data["det_a"], url=f"{server.url}/pack.zip", member="det_a.onnx"),
+            spec_toml("rec_b", "rec_b.onnx", data["rec_b"], "recognizer", f"{server.url}/pack.zip", "rec_b.onnx"),
+            spec_toml("solo", "solo.onnx", data["solo"], url=f"{server.url}/solo.onnx"),
+            spec_toml("bad", "bad.onnx", data["bad"], url=f"{server.url}/bad.onnx"),
+            spec_toml("nosrc", "nosrc.onnx", data["nosrc"], extra='upstream = "rebuilt locally, no download"'),
+            spec_toml("gone", "gone.onnx", data["gone"], url=f"{server.url}/missing/gone.onnx"),
+        ]
+    )
     (tmp_path / "manifest.toml").write_text(text)
     return Fake(Manifest.load(tmp_path / "manifest.toml"), data)
 
@@ -249,8 +269,14 @@ def test_mirror_as_file_url_or_directory(fake, server, tmp_path):
 
 
 def test_source_url():
-    spec = ModelSpec(name="x", role="detector", family="scrfd", file="/abs/dir/x y.onnx", sha256="a" * 64,
-                     source=Source(url="https://example.org/x.zip", member="x.onnx"))
+    spec = ModelSpec(
+        name="x",
+        role="detector",
+        family="scrfd",
+        file="/abs/dir/x y.onnx",
+        sha256="a" * 64,
+        source=Source(url="https://example.org/x.zip", member="x.onnx"),
+    )
     assert source_url(spec, None) == ("https://example.org/x.zip", "x.onnx")
     assert source_url(spec, "http://mirror.local/m/") == ("http://mirror.local/m/x%20y.onnx", None)
 
@@ -266,8 +292,14 @@ def test_unsafe_archive_members_are_refused(server, tmp_path, entry):
     data = b"evil payload"
     with zipfile.ZipFile(server.root / "evil.zip", "w") as zf:
         zf.writestr(entry, data)
-    spec = ModelSpec(name="evil", role="detector", family="scrfd", file="evil.onnx", sha256=sha(data),
-                     source=Source(url=f"{server.url}/evil.zip", member="evil.onnx"))
+    spec = ModelSpec(
+        name="evil",
+        role="detector",
+        family="scrfd",
+        file="evil.onnx",
+        sha256=sha(data),
+        source=Source(url=f"{server.url}/evil.zip", member="evil.onnx"),
+    )
     target = tmp_path / "models"
     with pytest.raises(ModelError, match="unsafe"):
         fetch_models(Manifest([spec]), [], target, progress=False, timeout=5)
@@ -296,8 +328,9 @@ def test_a_server_that_never_answers_times_out(tmp_path):
         sock.bind(("127.0.0.1", 0))
         sock.listen(4)  # the kernel completes the connection; nobody ever replies
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/slow.onnx"
-        spec = ModelSpec(name="slow", role="detector", family="scrfd", file="slow.onnx", sha256="a" * 64,
-                         source=Source(url=url))
+        spec = ModelSpec(
+            name="slow", role="detector", family="scrfd", file="slow.onnx", sha256="a" * 64, source=Source(url=url)
+        )
         start = time.monotonic()
         with pytest.raises(ModelError, match="timed out") as info:
             fetch_models(Manifest([spec]), [], tmp_path / "m", progress=False, timeout=0.5)
@@ -310,8 +343,14 @@ def test_connection_refused(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
-        spec = ModelSpec(name="x", role="detector", family="scrfd", file="x.onnx", sha256="a" * 64,
-                         source=Source(url=f"http://127.0.0.1:{port}/x.onnx"))
+        spec = ModelSpec(
+            name="x",
+            role="detector",
+            family="scrfd",
+            file="x.onnx",
+            sha256="a" * 64,
+            source=Source(url=f"http://127.0.0.1:{port}/x.onnx"),
+        )
         with pytest.raises(ModelError, match=f"cannot download http://127.0.0.1:{port}/x.onnx"):
             fetch_models(Manifest([spec]), [], tmp_path / "m", progress=False, timeout=2)
 

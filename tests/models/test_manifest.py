@@ -21,8 +21,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def entry(key: str = "m", role: str = "detector", family: str = "scrfd", extra: str = "") -> str:
-    return (f'[models.{key}]\nname = "{key}"\nrole = "{role}"\nfamily = "{family}"\nfile = "{key}.onnx"\n'
-            f'sha256 = "{SHA}"\n{extra}\n')
+    return (
+        f'[models.{key}]\nname = "{key}"\nrole = "{role}"\nfamily = "{family}"\nfile = "{key}.onnx"\n'
+        f'sha256 = "{SHA}"\n{extra}\n'
+    )
 
 
 def test_packaged_manifest_has_the_known_models():
@@ -59,7 +61,7 @@ def test_test_manifest_loads(tmp_path):
         manifest.default("detector")
 
 
-@pytest.mark.parametrize("extra", ['bogus_key = 1', '[models.m.source]\nurl = "http://x/y"\nbogus_key = "z"'])
+@pytest.mark.parametrize("extra", ["bogus_key = 1", '[models.m.source]\nurl = "http://x/y"\nbogus_key = "z"'])
 def test_unknown_keys_are_errors_naming_the_key(tmp_path, extra):
     with pytest.raises(ModelError, match="bogus_key"):
         Manifest.load(write(tmp_path, entry(extra=extra)))

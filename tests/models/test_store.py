@@ -16,8 +16,14 @@ from revisit.shared.errors import ModelError
 
 def small_model(tmp_path: Path, data: bytes = b"not really an onnx model " * 40) -> ModelSpec:
     (tmp_path / "small.onnx").write_bytes(data)
-    return ModelSpec(name="small", role="detector", family="scrfd", file="small.onnx",
-                     sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    return ModelSpec(
+        name="small",
+        role="detector",
+        family="scrfd",
+        file="small.onnx",
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+    )
 
 
 def flip_byte(path: Path, at: int = 10) -> None:

@@ -32,8 +32,11 @@ def test_faces_bad_image_is_reported_not_raised(models_dir, tmp_path, capsys):
 
 def test_missing_models_is_one_clear_line(tmp_path):
     # Run as the console script would: a RevisitError is one line on stderr and exit code 2, no traceback.
-    proc = subprocess.run([sys.executable, "-m", "revisit.cli", "faces", "--models", str(tmp_path), "x.jpg"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "revisit.cli", "faces", "--models", str(tmp_path), "x.jpg"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "error: model scrfd_2.5g_kps" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -41,6 +44,7 @@ def test_missing_models_is_one_clear_line(tmp_path):
 def test_bad_config_is_reported(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text("[engine]\nbogus = 1\n")
-    proc = subprocess.run([sys.executable, "-m", "revisit.cli", "faces", "--config", str(config), "x.jpg"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "revisit.cli", "faces", "--config", str(config), "x.jpg"], capture_output=True, text=True
+    )
     assert proc.returncode == 2 and "bogus: unknown key" in proc.stderr

@@ -18,8 +18,10 @@ def test_defaults():
 
 
 def test_loads_engine_table(tmp_path):
-    path = _write(tmp_path, '[engine]\nrecognizer = "w600k_mbf"\n[engine.detector]\nmodel = "yunet"\n'
-                  '[engine.backend]\ntype = "opencv"\n')
+    path = _write(
+        tmp_path,
+        '[engine]\nrecognizer = "w600k_mbf"\n[engine.detector]\nmodel = "yunet"\n[engine.backend]\ntype = "opencv"\n',
+    )
     config = load_toml(path, EngineConfig, "engine")
     assert config.detector.model == "yunet" and config.backend.type == "opencv"
 

@@ -53,8 +53,7 @@ def test_scrfd_decoder_places_box_and_landmarks():
     dist = [1.0, 2.0, 3.0, 0.5]  # left, top, right, bottom in strides
     kps = [0.5, -0.5, 1, 1, 0, 0, -1, 2, 1.5, 2]
     spec = Manifest.load().get("scrfd_2.5g_kps")
-    det = SCRFD(Canned(_scrfd_outputs(h, w, 16, index, dist, kps)), spec,
-                DetectorSettings(closeup_retry=False))
+    det = SCRFD(Canned(_scrfd_outputs(h, w, 16, index, dist, kps)), spec, DetectorSettings(closeup_retry=False))
     faces = det.detect(np.zeros((h, w, 3), np.uint8))
     assert len(faces) == 1
     cx, cy = col * 16, row * 16
@@ -69,8 +68,12 @@ def test_yunet_decoder_matches_formula():
     outs = {}
     for s in (8, 16, 32):
         n = (h // s) * (w // s)
-        outs |= {f"cls_{s}": np.zeros((1, n, 1), np.float32), f"obj_{s}": np.zeros((1, n, 1), np.float32),
-                 f"bbox_{s}": np.zeros((1, n, 4), np.float32), f"kps_{s}": np.zeros((1, n, 10), np.float32)}
+        outs |= {
+            f"cls_{s}": np.zeros((1, n, 1), np.float32),
+            f"obj_{s}": np.zeros((1, n, 1), np.float32),
+            f"bbox_{s}": np.zeros((1, n, 4), np.float32),
+            f"kps_{s}": np.zeros((1, n, 10), np.float32),
+        }
     idx = 1 * (w // 8) + 2  # stride 8, row 1, col 2
     outs["cls_8"][0, idx] = 0.81
     outs["obj_8"][0, idx] = 1.0
@@ -95,8 +98,11 @@ def test_small_images_run_at_native_size_and_large_ones_shrink():
 
 def test_wrong_model_family_is_a_clear_error():
     # Outputs sized for another input size (a model that is not SCRFD) -> BackendError, not a crash.
-    det = SCRFD(Canned(_scrfd_outputs(640, 640, 8, 0, [0] * 4, [0] * 10)), Manifest.load().get("scrfd_2.5g_kps"),
-                DetectorSettings())
+    det = SCRFD(
+        Canned(_scrfd_outputs(640, 640, 8, 0, [0] * 4, [0] * 10)),
+        Manifest.load().get("scrfd_2.5g_kps"),
+        DetectorSettings(),
+    )
     with pytest.raises(BackendError, match="expected"):
         det.detect(np.zeros((100, 100, 3), np.uint8))
 
