@@ -28,7 +28,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The main job on embedded defaults: central (in-process MQTT broker, Qdrant local mode, SQLite, pages) and
+# The main job on embedded defaults: central (in-process MQTT broker, the embedded vector index, SQLite, pages) and
 # one edge daemon reading a video (VIDEO=file or rtsp:// URL; default: a clip from ../shared/facedata).
 # The first start seeds four weeks of demo history; DEMO_ARGS=--fresh starts over, DEMO_ARGS=--no-seed skips it.
 demo: install

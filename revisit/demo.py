@@ -1,6 +1,6 @@
 """`revisit demo`: the whole product on one machine with embedded defaults.
 
-The central service (in-process MQTT broker, Qdrant local mode, SQLite, the pages) runs in this process; one
+The central service (in-process MQTT broker, the embedded vector index, SQLite, the pages) runs in this process; one
 edge daemon runs as a child process and reads a video file as its camera (looping). Everything lives under
 `--data` (default ./var/demo); Ctrl-C stops both.
 
