@@ -21,9 +21,7 @@ from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, csrf_toke
 from revisit.central.bounds import BoundedTime, Offset
 from revisit.central.cluster import ClusterError
 from revisit.central.pages import (
-    analytics_range,
-    analytics_scope,
-    analytics_zone,
+    analytics_window,
     audit_details,
     scoped_site,
     visible_or_404,
@@ -568,9 +566,7 @@ def get_analytics(
 ) -> AnalyticsOut:
     """The Analytics page's figures: customers only (staff and excluded visitors are left out)."""
     with service.session() as s:
-        ids = analytics_scope(s, user, site)
-        tz = analytics_zone(s, site, service.config.loyal.timezone)
-        first, last = analytics_range(start, end, tz)
+        ids, tz, first, last = analytics_window(s, user, site, start, end, service.config.loyal.timezone)
         a = queries.analytics(s, first, last, timezone=tz, site_ids=ids)
     return AnalyticsOut(
         first=a.first, last=a.last, site=site or None, timezone=a.zone, visits=a.visits,

@@ -513,6 +513,16 @@ def analytics_zone(session: Any, site: str, default: str) -> str:
     return site_zone(row, default) if row else default
 
 
+def analytics_window(
+    session: Any, user: Any, site: str, start: date | None, end: date | None, default_zone: str
+) -> tuple[set[uuid.UUID] | None, str, date, date]:
+    """What an analytics figure covers: the site ids, the zone of its days and its [first, last] local days."""
+    ids = analytics_scope(session, user, site)
+    tz = analytics_zone(session, site, default_zone)
+    first, last = analytics_range(start, end, tz)
+    return ids, tz, first, last
+
+
 def _sites_of(session: Any, user: Any) -> list[str]:
     return [n for n in session.exec(select(Site.name).order_by(Site.name)) if user.sees_site(n)]
 
@@ -527,9 +537,7 @@ def analytics_page(
     site: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
     with service.session() as s:
-        ids = analytics_scope(s, user, site)
-        tz = analytics_zone(s, site, service.config.loyal.timezone)
-        first, last = analytics_range(start, end, tz)
+        ids, tz, first, last = analytics_window(s, user, site, start, end, service.config.loyal.timezone)
         a = queries.analytics(s, first, last, timezone=tz, site_ids=ids)
         sites = _sites_of(s, user)
     day_labels = [d.day.strftime("%d %b") for d in a.days]
@@ -573,9 +581,7 @@ def export_analytics(
     site: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
     with service.session() as s:
-        ids = analytics_scope(s, user, site)
-        tz = analytics_zone(s, site, service.config.loyal.timezone)
-    first, last = analytics_range(start, end, tz)
+        ids, tz, first, last = analytics_window(s, user, site, start, end, service.config.loyal.timezone)
 
     def rows(session: Any) -> Any:
         return queries.analytics_rows(queries.analytics(session, first, last, timezone=tz, site_ids=ids))
@@ -594,9 +600,7 @@ def export_visits(
 ) -> Response:
     """Every visit (staff and excluded ones too, with their status) starting in the range."""
     with service.session() as s:
-        ids = analytics_scope(s, user, site)
-        tz = analytics_zone(s, site, service.config.loyal.timezone)
-    first, last = analytics_range(start, end, tz)
+        ids, tz, first, last = analytics_window(s, user, site, start, end, service.config.loyal.timezone)
     zone = ZoneInfo(tz)
     lo = datetime.combine(first, datetime.min.time(), zone)
     hi = datetime.combine(last + timedelta(days=1), datetime.min.time(), zone)
