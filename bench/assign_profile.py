@@ -50,13 +50,21 @@ def main() -> None:
         rng = np.random.default_rng(a.n)
         real = bench.load_real(a.real)
         protos = bench.real_like(a.n, rng, real)
+        t0, c0 = time.perf_counter(), time.process_time()
         svc = service(pristine)
         try:
-            _, ids = bench.load_visitors(svc.store, svc.vectors, protos)
+            index_s, ids = bench.load_visitors(svc.store, svc.vectors, protos)
+            rows_s = time.perf_counter() - t0 - index_s
             if a.sightings:
                 bench.load_sightings(svc.store, ids, protos, a.sightings)
         finally:
             svc.stop()
+        load = {"visitors": a.n, "sightings_cameras": a.sightings, "load_s": round(time.perf_counter() - t0, 1),
+                "load_cpu_s": round(time.process_time() - c0, 1), "visitor_rows_s": round(rows_s, 1),
+                "index_s": round(index_s, 1)}  # fmt: skip
+        (pristine / "load.json").write_text(json.dumps(load))
+        print(json.dumps(load), flush=True)
+        np.save(pristine / "ids.npy", np.frombuffer(b"".join(u.bytes for u in ids), dtype=np.uint8).reshape(-1, 16))
         picks = rng.integers(a.n, size=a.obs + 20)
         queries = [bench.returning(protos[i], rng) if k % 2 == 0 else bench.real_like(1, rng, real)[0]
                    for k, i in enumerate(picks)]  # fmt: skip
