@@ -107,6 +107,7 @@ def calibrated(n: int, rng: np.random.Generator, real: np.ndarray | None) -> np.
 
 
 CROWD = 0.35
+GENERATORS = {"calibrated": calibrated, "real_like": real_like}
 
 
 def returning(proto: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -221,7 +222,8 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
 
     rng = np.random.default_rng(n)
     real = load_real(args.real)
-    protos = real_like(n, rng, real)
+    generate = GENERATORS[args.generator]
+    protos = generate(n, rng, real)
     data = workdir / f"data{n}"
     service = CentralService(CentralConfig.model_validate(service_config(data, args))).open()
     start = time.perf_counter()
@@ -232,10 +234,10 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
     finally:
         service.stop()
     out: dict = {"visitors": n, "load_s": time.perf_counter() - start, "index_load_s": index_s,
-                 "vectors": "real-like" if real is not None else "random"}  # fmt: skip
+                 "vectors": args.generator if real is not None else "random"}  # fmt: skip
     # queries: returning visitors (for exactness and assignment) and new people
     picks = rng.integers(n, size=max(args.observations, args.exact_queries))
-    queries = np.stack([returning(protos[i], rng) if k % 2 == 0 else real_like(1, rng, real)[0].astype(np.float32)
+    queries = np.stack([returning(protos[i], rng) if k % 2 == 0 else generate(1, rng, real)[0].astype(np.float32)
                         for k, i in enumerate(picks)]).astype(np.float32)  # fmt: skip
     best, best_score = exact_top1(protos, queries)
     np.savez(
@@ -344,11 +346,19 @@ def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path, batch_size: int 
     else:
         cfg["embedded_broker"] = {"port": 0}
         broker = "amqtt (embedded)"
-    service = CentralService(CentralConfig.model_validate(cfg))
-    service.open()
     rng = np.random.default_rng(7)
-    protos = unit(rng.normal(size=(n, DIM)))
-    load_visitors(service.store, service.vectors, protos)
+    if args.store is not None:  # a bulk-loaded store (bench/assign_profile.py): copied, its visitors remade
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.copytree(args.store, data)
+        real = load_real(args.real)
+        protos = GENERATORS[args.generator](n, np.random.default_rng(n), real)
+        service = CentralService(CentralConfig.model_validate(cfg))
+        service.open()
+    else:
+        service = CentralService(CentralConfig.model_validate(cfg))
+        service.open()
+        protos = unit(rng.normal(size=(n, DIM)))
+        load_visitors(service.store, service.vectors, protos)
     service.start()
     try:
         service.mqtt.subscribed.wait(10)
@@ -362,6 +372,7 @@ def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path, batch_size: int 
         crop = tiny_jpeg()
         payloads = [encode(observation(unit(protos[rng.integers(n)] + 0.03 * rng.normal(size=DIM)), i, crop))
                     for i in range(args.mqtt_messages)]  # fmt: skip
+        del protos
         start, cpu0 = time.perf_counter(), time.process_time()
         for p in payloads:
             info = pub.publish(faces_topic("bench", "d1"), p, qos=1)
@@ -399,6 +410,9 @@ def main() -> int:
         metavar="FILE.npz",
         help="real embeddings (`revisit eval cluster --cache FILE.npz`) to build real-like visitors",
     )
+    parser.add_argument(
+        "--generator", choices=sorted(GENERATORS), default="calibrated", help="how visitors are made from --real"
+    )
     parser.add_argument("--sites", type=int, default=1, help="visitors spread over this many sites")
     parser.add_argument(
         "--sightings",
@@ -412,6 +426,8 @@ def main() -> int:
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the reopened-service half of a size
     parser.add_argument("--mqtt", action="store_true", help="also measure end to end through a broker")
     parser.add_argument("--mqtt-messages", type=int, default=1000)
+    parser.add_argument("--store", type=Path, help="--mqtt only: copy this bulk-loaded store (assign_profile.py)")
+    parser.add_argument("--mqtt-only", action="store_true", help="skip the load/reopen/assignment part")
     parser.add_argument("--batch-sizes", default="1,64", help="ingest batch sizes compared end to end (1: unbatched)")
     args = parser.parse_args()
     if args.serve:
@@ -428,14 +444,14 @@ def main() -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         sizes = [int(s) for s in args.sizes.split(",")]
         for k, n in enumerate(sizes):
-            r = bench_size(n, args, workdir)
+            r = {"visitors": n} if args.mqtt_only else bench_size(n, args, workdir)
             r.update(engine=engine, database=db, cpus=os.cpu_count())
             if args.mqtt and k == 0:  # end to end per ingest batch size (1: one message per transaction)
                 e2e = {b: bench_mqtt(n, args, workdir, batch_size=b) for b in map(int, args.batch_sizes.split(","))}
                 r["e2e_by_batch"] = {b: {"obs_per_s": x["end_to_end_per_s"], "cpu_s": x["cpu_s"],
                                          "stored": x["stored"]} for b, x in e2e.items()}  # fmt: skip
                 r["e2e_obs_per_s"] = list(e2e.values())[-1]["end_to_end_per_s"]
-            if args.json:
+            if args.json or args.mqtt_only:
                 print(json.dumps(r), flush=True)
             else:
                 print(f"{n:>9} {r['load_s']:>7.1f} {r['reopen_s']:>8.2f} {r['search_p50_ms']:>10.2f} "

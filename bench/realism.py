@@ -87,7 +87,7 @@ def main() -> None:
     p.add_argument("--real", type=Path, required=True)
     p.add_argument("--sizes", default="100000,1000000")
     p.add_argument("--samples", type=int, default=500)
-    p.add_argument("--generator", default="real_like", help="a function of bench/central.py: (n, rng, real)")
+    p.add_argument("--generator", default="calibrated", help="a function of bench/central.py: (n, rng, real)")
     a = p.parse_args()
     thresholds = [0.3, 0.37, 0.5, 0.7, 0.9]
     print(json.dumps(real_stats(a.real, thresholds)), flush=True)
