@@ -100,14 +100,15 @@ def main() -> None:
         rows = np.array([row_of[int(x)] for x in m.keys] if row_of else m.keys.astype(np.int64))
         return rows, 1.0 - m.distances.astype(np.float32)
 
-    def run(k: int, ef: int, retry: int, rerank: bool, gap: float = 0.0) -> dict:
+    def run(k: int, ef: int, retry: int, rerank: bool, gap: float = 0.0, near: float = 1.0) -> dict:
         top1, tie, changed = np.zeros(2), np.zeros(2), np.zeros(2)
         own = looks = 0
         cpu = time.process_time()
         for j, q in enumerate(queries):
             rows, sims = hnsw(q, k, ef)
             # the engine's second look: "a new person", or (gap > 0) a close runner-up
-            if retry and (sims[0] < floor or (len(sims) > 1 and sims[0] - sims[1] < gap)):
+            below = floor - near <= sims[0] < floor  # near: only a best this close under the threshold
+            if retry and (below or (len(sims) > 1 and sims[0] - sims[1] < gap)):
                 rows, sims = hnsw(q, k, retry)
                 looks += 1
             if rerank:  # exact f32 cosines of the candidates
@@ -124,7 +125,7 @@ def main() -> None:
             own += mine == int(pick[j]) and not new
         n = np.array([(len(queries) + 1) // 2, len(queries) // 2])
         cpu_ms = (time.process_time() - cpu) * 1000 / len(queries)
-        return {"k": k, "ef": ef, "retry": retry, "rerank": rerank, "gap": gap,
+        return {"k": k, "ef": ef, "retry": retry, "rerank": rerank, "gap": gap, "near": near,
                 "top1": (top1 / n).round(4).tolist(), "top1_or_tie": (tie / n).round(4).tolist(),
                 "decision_changed": (changed / n).round(4).tolist(), "joined_own": own / n[0],
                 "second_looks": looks / len(queries), "cpu_ms": cpu_ms}  # fmt: skip
@@ -136,7 +137,8 @@ def main() -> None:
                 (8, *shipped, True, 0.0), (32, *shipped, True, 0.0),  # exact re-rank of 8 / 32 candidates
                 (8, *shipped, False, 0.05), (8, *shipped, False, 0.1),  # second look also for a close runner-up
                 (8, 64, 0, False, 0.0), (8, 128, 0, False, 0.0), (8, 128, 512, False, 0.0), (8, 512, 0, False, 0.0),
-                (8, 1024, 0, False, 0.0)]  # fmt: skip
+                (8, 1024, 0, False, 0.0), (8, *shipped, False, 0.0, 0.1), (8, 128, 512, False, 0.0, 0.1),
+                (8, 128, 512, False, 0.0, 0.05), (8, 128, 1024, False, 0.0, 0.1)]  # fmt: skip
     if a.variants:
         variants = [variants[int(v)] for v in a.variants.split(",")]
     out["variants"] = []
