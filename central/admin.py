@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from revisit.central.auth import ROLES, AccountError, AccountsDep, CSRFChecked, CurrentUser, flash, templates
 from revisit.central.bounds import Offset
 from revisit.central.users import ROLE_NAMES
+from revisit.shared.errors import NotFound
 
 pages = APIRouter(dependencies=[CSRFChecked], include_in_schema=False)
 api = APIRouter(prefix="/api/v1", tags=["administration"], dependencies=[CSRFChecked])
@@ -76,9 +77,9 @@ def add_user(
 def _change(request: Request, action: Any, message: str) -> Response:
     try:
         action()
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
     except AccountError as exc:
-        if str(exc).startswith("no user"):
-            raise HTTPException(404, str(exc)) from None
         flash(request, str(exc), "error")
         return _back()
     flash(request, message, "ok")

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
+from sqlmodel import col, select
 
 from revisit.central import queries
 from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, csrf_token
@@ -36,6 +37,7 @@ from revisit.central.store import (
     visit_frequency,
     visitor_detail,
 )
+from revisit.shared.errors import NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["api"], dependencies=[CSRFChecked])
 
@@ -253,9 +255,10 @@ class EraseOut(BaseModel):
 def _cluster_call(action: Any) -> Any:
     try:
         return action()
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
     except ClusterError as exc:
-        missing = str(exc).startswith(("no visitor", "no sighting"))
-        raise HTTPException(404 if missing else 409, str(exc)) from None
+        raise HTTPException(409, str(exc)) from None
 
 
 def _visitor_out(service: Any, visitor_id: uuid.UUID, user: Any) -> VisitorOut:
@@ -345,7 +348,11 @@ def split_visitor(service: ServiceDep, user: CurrentUser, visitor_id: uuid.UUID,
     """Move these sightings of this visitor to a new visitor; returns the new one."""
     visible_or_404(service, user, visitor_id)
     with service.session() as s:
+        found = set(s.exec(select(Sighting.id).where(col(Sighting.id).in_(body.sighting_ids))))
         owners = queries.sighting_owners(s, body.sighting_ids, queries.site_ids(s, user.sites))
+    missing = [i for i in body.sighting_ids if i not in found]
+    if missing:
+        raise HTTPException(404, f"no sighting {missing[0]}")
     if owners - {visitor_id}:
         raise HTTPException(409, "split: some sightings belong to another visitor")
     new = _cluster_call(lambda: service.clusterer.split(body.sighting_ids, actor=user.actor))

@@ -52,6 +52,7 @@ from revisit.central.store import (
     visitor_detail,
     zone_info,
 )
+from revisit.shared.errors import NotFound
 
 log = logging.getLogger(__name__)
 
@@ -767,9 +768,9 @@ def _edit(request: Request, action: Any, message: str) -> Any:
     """Run a clusterer edit; its refusal (ClusterError) becomes an error message on the next page."""
     try:
         result = action()
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
     except ClusterError as exc:
-        if str(exc).startswith(("no visitor", "no sighting")):
-            raise HTTPException(404, str(exc)) from None
         flash(request, str(exc), "error")
         return None
     flash(request, message)

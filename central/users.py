@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 
 from revisit.central.store import ApiToken, AuditLog, Store, User, WebSession, utcnow
-from revisit.shared.errors import RevisitError
+from revisit.shared.errors import NotFound, RevisitError
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,10 @@ _hasher = PasswordHasher()  # argon2id, the library's current recommended parame
 
 class AccountError(RevisitError):
     """A user or token operation that cannot be done (unknown user, weak password, bad role)."""
+
+
+class UnknownUser(AccountError, NotFound):
+    """No user of that name."""
 
 
 def hash_password(password: str) -> str:
@@ -247,7 +251,7 @@ class Accounts:
     def _get(self, s: Any, username: str) -> User:
         user = s.exec(select(User).where(User.username == username)).first()
         if user is None:
-            raise AccountError(f"no user {username!r}")
+            raise UnknownUser(f"no user {username!r}")
         return user
 
     def _admins(self, s: Any) -> int:

@@ -285,6 +285,7 @@ def test_admin_manages_users_and_reads_the_audit_log(app):
 def test_the_last_admin_stays(tmp_path):
     from revisit.central.store import Store
     from revisit.central.users import AccountError, Accounts
+    from revisit.shared.errors import NotFound
 
     store = Store(f"sqlite:///{tmp_path / 'a.db'}")
     store.create_all()
@@ -298,6 +299,9 @@ def test_the_last_admin_stays(tmp_path):
         accounts.add_user("x1", "a long enough password", "superuser")
     with pytest.raises(AccountError, match="exists already"):
         accounts.add_user("root", "a long enough password", "admin")
+    for change in (lambda: accounts.remove_user("nobody"), lambda: accounts.set_role("nobody", "admin")):
+        with pytest.raises(NotFound, match="no user 'nobody'"):  # a 404 on the web, by its type
+            change()
     store.dispose()
 
 
