@@ -265,11 +265,35 @@ class Ingestor:
             if p.status is not None:
                 p.outcome = self._save_status(p.status, p.topic, forever, stop)
         outcomes: list[Outcome] = []
+        per_device: Counter[tuple[str, str]] = Counter()
         for p in prepared:
             outcome = p.outcome or Outcome("error", "internal")
             self.counters.inc(f"rejected.{outcome.reason}" if outcome.kind == "rejected" else outcome.kind)
             outcomes.append(outcome)
+            if outcome.kind == "rejected":
+                with contextlib.suppress(SchemaError):  # a bad topic names no device
+                    per_device[parse_topic(p.topic)[:2]] += 1
+        if per_device:
+            self._count_rejected(per_device, forever, stop)
         return outcomes
+
+    def _count_rejected(
+        self, per_device: Counter[tuple[str, str]], forever: bool, stop: threading.Event | None
+    ) -> None:
+        """`Device.rejected` of the device whose topic a rejected message came on. Best effort: the rejection is
+        already counted and logged, and a store failure here never holds up the acks."""
+
+        def save() -> None:
+            with self.clusterer.lock, self.store.begin() as s:
+                for (site, device), n in per_device.items():
+                    ensure_device(s, ensure_site(s, site), device).rejected += n
+
+        try:
+            self.retry.run(save, "rejected counts", forever=forever, stop=stop)
+        except StoreUnavailable:
+            log.warning("rejected counts of %d device(s) not saved: the store is unavailable", len(per_device))
+        except Exception:
+            log.exception("rejected counts of %d device(s) not saved", len(per_device))
 
     def _prepare(self, topic: str, payload: bytes, received: float, backfill: bool) -> _Prepared:
         try:

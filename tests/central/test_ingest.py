@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import msgpack
@@ -19,7 +20,7 @@ from sqlmodel import func, select
 from revisit.central.config import CentralConfig
 from revisit.central.ingest import Ingestor
 from revisit.central.service import CentralService
-from revisit.central.store import Device, Sighting, Store, Visit, Visitor
+from revisit.central.store import Device, Sighting, Site, Store, Visit, Visitor
 from revisit.shared.dataset import by_identity, load_labels
 from revisit.shared.schema import MAX_CROP_BYTES, DeviceStatus, encode, faces_topic, status_topic
 from tests.central.conftest import DIM, REC, make_obs, near, people, publisher, wait_for
@@ -167,14 +168,24 @@ def test_malformed_payloads_are_counted_and_never_crash(tmp_path, make_clusterer
     ingestor = Ingestor(c, c.store, {REC: DIM}, retry_delays=())
     rng = np.random.default_rng(0)
     reasons = set()
+    per_topic: Counter[str] = Counter()
     for i in range(240):
         topic, payload = _malformed(rng, i)
         outcome = ingestor.handle(topic, payload)
         assert outcome.kind == "rejected" and outcome.ack, (i, outcome)
         reasons.add(outcome.reason)
+        per_topic[topic] += 1
     assert reasons >= {"not_msgpack", "not_a_map", "invalid", "bad_embedding", "bad_dimension", "too_large",
                        "bad_crop", "unknown_recognizer", "topic_mismatch", "bad_topic", "bad_version"}  # fmt: skip
     assert sum(ingestor.counters.rejected().values()) == 240 and count(c.store, Sighting) == 0
+    # Each device (of the topic it came on) counts what was rejected from it; a topic naming none counts nowhere.
+    expected = {
+        ("s1", "d1"): per_topic[faces_topic("s1", "d1")] + per_topic[status_topic("s1", "d1")],
+        ("other-site", "d1"): per_topic[faces_topic("other-site", "d1")],
+    }
+    with c.store.session() as s:
+        got = {(site.name, dev.name): dev.rejected for dev, site in s.exec(select(Device, Site).join(Site))}
+    assert got == expected and 0 < sum(expected.values()) < 240
     assert ingestor.handle(faces_topic("s1", "d1"), encode(make_obs(people(1)[0]))).kind == "stored"
 
 
