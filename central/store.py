@@ -692,7 +692,3 @@ def devices_overview(session: Session) -> list[tuple[Site, Device, list[Camera]]
         cameras = list(session.exec(select(Camera).where(Camera.device_id == device.id).order_by(Camera.name)))
         out.append((site, device, cameras))
     return out
-
-
-def audit_log(session: Session, limit: int = 100) -> list[AuditLog]:
-    return list(session.exec(select(AuditLog).order_by(col(AuditLog.at).desc()).limit(limit)))

@@ -233,17 +233,6 @@ class Publisher:
             "spool_oldest_s": round(self.spool.oldest_age_s(), 3) if sp.depth else 0.0,
         }
 
-    def wait_drained(self, timeout: float) -> bool:
-        """Wait until everything is handed over and PUBACKed ("broker": the spool is empty; "stored": only rows
-        waiting for central's confirmation are left); False on timeout."""
-        deadline = time.monotonic() + timeout
-        while self.spool.stats.depth > self.stats.unconfirmed or self.stats.inflight > 0:
-            if time.monotonic() >= deadline:
-                return False
-            self._wake.set()
-            time.sleep(0.02)
-        return True
-
     def wait_confirmed(self, timeout: float) -> bool:
         """Wait until the spool is empty: every observation delivered (confirmed stored, in "stored" mode)."""
         deadline = time.monotonic() + timeout

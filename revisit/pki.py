@@ -361,10 +361,6 @@ def write_identity(identity: Identity, ca: CertificateAuthority, out: Path, stem
     return [ca_pem, cert, key]
 
 
-def load_cert(path: Path) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(Path(path).read_bytes())
-
-
 def common_name(cert: x509.Certificate) -> str:
     attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(attrs[0].value) if attrs else ""

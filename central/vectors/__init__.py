@@ -23,7 +23,7 @@ import re
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,10 +135,6 @@ class Vectors(ABC):
 
     @abstractmethod
     def delete_sightings(self, recognizer_id: str, sighting_ids: Iterable[uuid.UUID]) -> None: ...
-
-    @abstractmethod
-    def sighting_ids(self, recognizer_id: str) -> Iterator[uuid.UUID]:
-        """Every sighting point id of a recognizer (consistency checks)."""
 
     # --- event faces (the kiosk) ---
 

@@ -460,11 +460,6 @@ class EmbeddedVectors(Vectors):
             self._sightings.clear()
             self._faces.clear()
 
-    def disk_bytes(self) -> int:
-        if self.path is None:
-            return 0
-        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
-
     # --- collections ---
 
     def ensure(self, recognizer_id: str, dim: int) -> None:
@@ -525,11 +520,6 @@ class EmbeddedVectors(Vectors):
         ids = _ids(sighting_ids)
         if ids and recognizer_id in self._sightings:
             self._write(["sd", recognizer_id, ids], f"r:{recognizer_id}")
-
-    def sighting_ids(self, recognizer_id: str) -> Iterator[uuid.UUID]:
-        with self.lock:
-            ids = list(self._sightings.get(recognizer_id, ()))
-        return (uuid.UUID(int=i) for i in ids)
 
     # --- event faces ---
 

@@ -18,7 +18,7 @@ import logging
 import threading
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -169,20 +169,6 @@ class QdrantVectors(Vectors):
 
     def delete_sightings(self, recognizer_id: str, sighting_ids: Iterable[uuid.UUID]) -> None:
         self._delete(self._names(recognizer_id)[1], sighting_ids)
-
-    def sighting_ids(self, recognizer_id: str) -> Iterator[uuid.UUID]:
-        """Every sighting point id of a recognizer (consistency checks)."""
-        _, sightings = self._names(recognizer_id)
-        offset: Any = None
-        while True:
-            with self.lock:
-                if not self.client.collection_exists(sightings):
-                    return
-                points, offset = self.client.scroll(sightings, limit=1024, offset=offset, with_payload=False)
-            for p in points:
-                yield uuid.UUID(str(p.id))
-            if offset is None:
-                return
 
     # --- event faces ---
 
