@@ -49,7 +49,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from revisit.central.events import KioskConfig
 from revisit.shared.assign import DEFAULT_THRESHOLD
-from revisit.shared.config import BrokerConnection, EngineConfig, Ident, Strict, load_toml
+from revisit.shared.config import BrokerConnection, EngineConfig, Strict, load_toml
+from revisit.shared.schema import Ident
 
 SECRET_FILE = "secret_key"  # under data_dir when no secret_key is configured (development only)
 MIN_SECRET_CHARS = 32

@@ -37,6 +37,7 @@ from sqlmodel import col, func, select
 
 from revisit.central.store import ApiToken, AuditLog, Store, User, WebSession, utcnow
 from revisit.shared.errors import NotFound, RevisitError
+from revisit.shared.schema import is_ident
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,6 @@ MIN_PASSWORD = 12
 TOKEN_PREFIX = "rvt_"
 TOUCH_EVERY = timedelta(seconds=60)  # a session's last use is written at most this often
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-_SITE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 _hasher = PasswordHasher()  # argon2id, the library's current recommended parameters
 
@@ -97,7 +97,7 @@ def check_scope(role: str, sites: Iterable[str]) -> list[str]:
     if role not in ROLES:
         raise AccountError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
     names = sorted({s.strip() for s in sites if s and s.strip()})
-    bad = [s for s in names if not _SITE.match(s)]
+    bad = [s for s in names if not is_ident(s)]
     if bad:
         raise AccountError(f"not a site id: {bad[0][:64]!r}")
     if role == "site_manager":

@@ -67,14 +67,17 @@ def _no_bool(value: Any) -> Any:
     return value
 
 
-Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+# Site, device and camera ids: they become MQTT topic levels, certificate names and file-safe labels. The one
+# definition: configs, topics, certificates and user scopes all use these.
+IDENT_CHARS = r"[A-Za-z0-9_.\-]{1,64}"
+Ident = Annotated[str, Field(pattern=f"^{IDENT_CHARS}$")]
 Float = Annotated[float, BeforeValidator(_no_bool)]
 Unit = Annotated[Float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Finite = Annotated[Float, Field(allow_inf_nan=False)]
 # UTC seconds from 1970 to 2100: a broken clock's year 33658 is rejected here, not deep in the store. Times far
 # from the receive time are the ingest's business (counted as clock_skew and stamped with the receive time).
 Timestamp = Annotated[Float, Field(ge=0, le=4_102_444_800, allow_inf_nan=False)]
-_IDENT = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_IDENT = re.compile(IDENT_CHARS)
 
 
 class SchemaError(RevisitError):
@@ -101,13 +104,18 @@ def acks_topic(site: str, device: str) -> str:
 def parse_topic(topic: str) -> tuple[str, str, str]:
     """(site, device, kind) of a Revisit topic, or SchemaError."""
     parts = topic.split("/")
-    if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_ROOT or not all(_IDENT.match(p) for p in parts[2:4]):
+    if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_ROOT or not all(map(is_ident, parts[2:4])):
         raise SchemaError("bad_topic", f"not a Revisit topic: {topic[:200]!r}")
     return parts[2], parts[3], parts[4]
 
 
+def is_ident(value: str) -> bool:
+    """A valid site, device or camera id (`Ident`)."""
+    return _IDENT.fullmatch(value) is not None
+
+
 def _ident(value: str) -> str:
-    if not _IDENT.match(value):
+    if not is_ident(value):
         raise ValueError(f"invalid id {value!r}: use 1-64 of letters, digits, '_', '.', '-'")
     return value
 

@@ -3,18 +3,21 @@ import uuid
 import msgpack
 import numpy as np
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
 from revisit.shared.schema import (
     MAX_ACK_IDS,
     MAX_CROP_BYTES,
     DeliveryAck,
     DeviceStatus,
+    Ident,
     Observation,
     SchemaError,
     acks_topic,
     decode,
     encode,
     faces_topic,
+    is_ident,
     parse_topic,
     status_topic,
 )
@@ -114,6 +117,24 @@ def test_topics():
         faces_topic("a/b", "d")
     with pytest.raises(SchemaError):
         parse_topic("revisit/v1/+/d/faces")
+    with pytest.raises(SchemaError):
+        parse_topic("revisit/v1/s1\n/d/faces")
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("s1", True), ("_x", True), ("a.b-c_9", True), ("x" * 64, True), ("x" * 65, False), ("", False),
+     ("s1\n", False), ("a/b", False), ("a b", False), ("+", False), ("é", False)],
+)  # fmt: skip
+def test_ident_is_one_rule(value, ok):
+    """Configs (pydantic `Ident`) and `is_ident` (topics, certificates, user scopes) agree."""
+    assert is_ident(value) is ok
+    try:
+        TypeAdapter(Ident).validate_python(value)
+        config_ok = True
+    except ValidationError:
+        config_ok = False
+    assert config_ok is ok
 
 
 @pytest.mark.parametrize(
