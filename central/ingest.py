@@ -46,6 +46,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from revisit.central.cluster import Clusterer, SightingNote
 from revisit.central.store import Store, ensure_device, ensure_site, from_epoch, utcnow
 from revisit.models.manifest import Manifest
+from revisit.shared.backoff import backoff
 from revisit.shared.errors import ImageError
 from revisit.shared.image import decode_image
 from revisit.shared.schema import (
@@ -123,7 +124,7 @@ class RetryPolicy:
                     delay = self.delays[attempt]
                 elif forever:
                     last = self.delays[-1] if self.delays else 1.0
-                    delay = min(self.max_delay, last * 2 ** (attempt - len(self.delays) + 1))
+                    delay = backoff(attempt - len(self.delays) + 1, last, self.max_delay)
                 else:
                     log.error("store failed on %s after %d attempts: %s", what, attempt + 1, exc)
                     raise StoreUnavailable(str(exc)) from exc

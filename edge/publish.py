@@ -42,6 +42,7 @@ from revisit import __version__
 from revisit.edge.config import BrokerConfig, EdgeConfig
 from revisit.edge.logfmt import event
 from revisit.edge.spool import Spool
+from revisit.shared.backoff import backoff
 from revisit.shared.schema import (
     DeliveryAck,
     DeviceStatus,
@@ -384,7 +385,7 @@ class Publisher:
             now_m = time.monotonic()
             for seq in seqs:
                 n = self._attempts.get(seq, 1)
-                timeout = min(self.broker.confirm_timeout_s * 2 ** (n - 1), self.broker.confirm_backoff_max_s)
+                timeout = backoff(n - 1, self.broker.confirm_timeout_s, self.broker.confirm_backoff_max_s)
                 self._unconfirmed[seq] = now_m + timeout
             self.stats.unconfirmed = len(self._unconfirmed)
             return
