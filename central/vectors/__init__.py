@@ -47,17 +47,19 @@ class SightingPoint:
     ts: float
 
 
+def _recognizer_slug(recognizer_id: str, length: int) -> str:
+    """A recognizer id made safe for a collection name (at most `length` characters of it); a short hash keeps
+    distinct ids distinct."""
+    safe = re.sub(r"[^a-z0-9_-]+", "_", recognizer_id.lower()).strip("_")[:length]
+    return f"{safe}_{hashlib.sha1(recognizer_id.encode()).hexdigest()[:8]}"
+
+
 def collection_base(prefix: str, recognizer_id: str) -> str:
-    """A safe collection name for a recognizer id; a short hash keeps distinct ids distinct."""
-    safe = re.sub(r"[^a-z0-9_-]+", "_", recognizer_id.lower()).strip("_")[:60]
-    digest = hashlib.sha1(recognizer_id.encode()).hexdigest()[:8]
-    return f"{prefix}_{safe}_{digest}"
+    return f"{prefix}_{_recognizer_slug(recognizer_id, 60)}"
 
 
 def event_collection(prefix: str, event_id: uuid.UUID, recognizer_id: str) -> str:
-    safe = re.sub(r"[^a-z0-9_-]+", "_", recognizer_id.lower()).strip("_")[:40]
-    digest = hashlib.sha1(recognizer_id.encode()).hexdigest()[:8]
-    return f"{event_prefix(prefix, event_id)}{safe}_{digest}"
+    return f"{event_prefix(prefix, event_id)}{_recognizer_slug(recognizer_id, 40)}"
 
 
 def event_prefix(prefix: str, event_id: uuid.UUID) -> str:
