@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from revisit.edge.config import LiveConfig
-from revisit.edge.logfmt import event
+from revisit.shared.logfmt import event
 from revisit.shared.schema import IDENT_CHARS
 
 log = logging.getLogger(__name__)

@@ -40,9 +40,9 @@ from paho.mqtt.properties import Properties
 
 from revisit import __version__
 from revisit.edge.config import BrokerConfig, EdgeConfig
-from revisit.edge.logfmt import event
 from revisit.edge.spool import Spool
 from revisit.shared.backoff import backoff
+from revisit.shared.logfmt import event
 from revisit.shared.schema import (
     DeliveryAck,
     DeviceStatus,

@@ -22,7 +22,6 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-
 class TLSConfig(Strict):
     ca: Path = Field(description="CA certificate that signed the broker's certificate")
     cert: Path | None = Field(None, description="this client's certificate (mutual TLS)")

@@ -1,7 +1,8 @@
-"""Structured logs for the edge daemon: one line per event in logfmt (`key=value`, values quoted when needed).
+"""The one log format of every `revisit` process (edge daemon, central service, CLI): one line per record in
+logfmt (`key=value`, values quoted when needed).
 
-Modules log `log.info(event("spool_full", dropped=3, depth=100))`; `LogfmtFormatter` prefixes time, level and
-logger and renders other libraries' free-text messages as `msg="..."`, so every line parses as logfmt.
+Modules may log `log.info(event("spool_full", dropped=3, depth=100))`; `LogfmtFormatter` prefixes time, level and
+logger and renders free-text messages (ours and other libraries') as `msg="..."`, so every line parses as logfmt.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ class LogfmtFormatter(logging.Formatter):
 
 
 def install(level: int = logging.INFO) -> None:
-    """Switch the root logger's handlers (or a new stderr handler) to logfmt."""
+    """Log to stderr in logfmt at `level`. Like `logging.basicConfig`, it leaves a root logger that already has
+    handlers (a test runner's, an embedding program's) as it is."""
     root = logging.getLogger()
-    if not root.handlers:
-        root.addHandler(logging.StreamHandler())
-    for handler in root.handlers:
-        handler.setFormatter(LogfmtFormatter())
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()  # stderr
+    handler.setFormatter(LogfmtFormatter())
+    root.addHandler(handler)
     root.setLevel(level)
