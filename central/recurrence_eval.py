@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from revisit.shared.dataset import DatasetError, Record, by_identity, load_labels
+from revisit.shared.face import Quality
 
 log = logging.getLogger(__name__)
 SEED = 0
@@ -63,7 +64,7 @@ HOME_SHARE = 0.8
 MAX_OBS_GAP_MIN = 20  # below the service's visit gap (30 min)  # a regular's visits at the home site
 XS = (1, 2, 3)
 _EMPTY = np.zeros(0, np.float32)
-QUALITY_KEYS = ("detector", "size", "sharpness", "pose", "score", "face_px", "laplacian_var", "yaw_deg", "roll_deg")
+QUALITY_KEYS = tuple(f.name for f in fields(Quality))  # a cached face's quality, as an array
 
 
 def register_eval(sub: argparse._SubParsersAction) -> None:
@@ -324,7 +325,7 @@ def edge_observation(plan: PlannedObs, faces: list[FrameFace], cache: FaceCache,
     from revisit.edge.config import CameraConfig
     from revisit.edge.recognise import Recogniser
     from revisit.edge.track import BoxFilter, Track
-    from revisit.shared.face import Face, Quality
+    from revisit.shared.face import Face
 
     camera = CameraConfig(id=plan.camera, source="eval")
     rec = Recogniser(camera, config, plan.site, f"box-{plan.site}", recognizer_id)

@@ -19,13 +19,20 @@ Observation fields (all required unless marked optional):
   embedding       float32 little-endian bytes, `embedding_dim` values, unit L2 norm
   embedding_dim   number of values in `embedding`
   det_score       detector confidence of the best shot
-  quality         {"detector","size","sharpness","pose","score"} each in [0, 1]
+  quality         {"detector","size","sharpness","pose","score"} each in [0, 1] (`QualityFields.of` the
+                  engine's `face.Quality`)
   box             [x1, y1, x2, y2] of the best shot in frame pixels
-  landmarks       optional: 5 x [x, y] in frame pixels
+  landmarks       optional: 5 x [x, y] in frame pixels. Edges no longer send it; from older ones it is
+                  accepted and checked
   crop_jpeg       the best shot's padded face as JPEG bytes (at most MAX_CROP_BYTES)
   frame_size      [width, height] of the camera frame
-  frames_seen     frames in which the track was matched
+  frames_seen     frames in which the track was matched (required: version-1 centrals reject a message
+                  without it)
   co_tracks       ids of other tracks of the same camera seen in the same frames (different people)
+
+What central keeps (a `Sighting`): the ids, times, embedding, quality score, det_score, box, crop, frame_size
+and co_tracks. The quality components, landmarks and frames_seen are checked and not stored: the clusterer
+weighs by the score, and a track's span is first_ts..last_ts.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from pydantic import (
 )
 
 from revisit.shared.errors import RevisitError
+from revisit.shared.face import Quality
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "revisit/v1"
@@ -121,12 +129,18 @@ def _ident(value: str) -> str:
 
 
 class QualityFields(BaseModel):
+    """The wire form of `face.Quality`: its components and score, without the raw measurements."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     detector: Unit
     size: Unit
     sharpness: Unit
     pose: Unit
     score: Unit
+
+    @classmethod
+    def of(cls, quality: Quality) -> QualityFields:
+        return cls(**{k: float(getattr(quality, k)) for k in cls.model_fields})
 
 
 class Observation(BaseModel):

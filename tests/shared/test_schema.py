@@ -12,6 +12,7 @@ from revisit.shared.schema import (
     DeviceStatus,
     Ident,
     Observation,
+    QualityFields,
     SchemaError,
     acks_topic,
     decode,
@@ -62,6 +63,18 @@ def test_round_trip():
     np.testing.assert_array_equal(back.vector(), _vector())
 
 
+def test_landmarks_are_optional_and_quality_comes_from_the_engine_record():
+    """Older edges send landmarks (accepted); newer ones leave them out. `QualityFields.of` drops the raw
+    measurements of `face.Quality`."""
+    from revisit.shared.face import Quality
+
+    without = observation_dict()
+    del without["landmarks"]
+    assert decode(msgpack.packb(without, use_bin_type=True)).landmarks is None
+    q = Quality(detector=0.9, size=1.0, sharpness=0.6, pose=0.8, score=0.8, face_px=64.0, yaw_deg=5.0)
+    assert QualityFields.of(q).model_dump() == observation_dict()["quality"]
+
+
 def test_status_round_trip():
     status = DeviceStatus(site="s", device="d", state="online", ts=5.0, stats={"frames_read": 10})
     assert decode(encode(status), DeviceStatus) == status
@@ -86,6 +99,8 @@ def test_status_round_trip():
         ({"quality": {"detector": 2}}, "invalid", "quality"),
         ({"extra_field": 1}, "invalid", "extra_field"),
         ({"co_tracks": (7,)}, "invalid", "own co-track"),
+        ({"landmarks": ((1, 2),) * 4}, "invalid", "5 points"),  # still checked when an older edge sends them
+        ({"frames_seen": 0}, "invalid", "frames_seen"),
     ],
 )
 def test_invalid_messages_have_reasons(overrides, reason, text):
