@@ -229,10 +229,6 @@ class Ingestor:
                 log.info("store is back after %.1f s", time.time() - self.store_failing_since)
             self.store_failing_since = None
 
-    @property
-    def store_ok(self) -> bool:
-        return self.store_failing_since is None
-
     # --- one message, synchronously (tests, backfill) ---
 
     def handle(self, topic: str, payload: bytes, *, backfill: bool = False) -> Outcome:
