@@ -204,7 +204,7 @@ class DeviceOut(BaseModel):
     last_seen: datetime | None
     status_at: datetime | None
     observations: int
-    rejected: int
+    rejected: int  # messages rejected for good (invalid) on this device's topics
     stats: dict[str, Any]
     cameras: list[CameraOut]
 
