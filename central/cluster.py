@@ -56,7 +56,7 @@ from revisit.central.store import (
     utcnow,
 )
 from revisit.central.vectors import SightingPoint, Vectors
-from revisit.shared.assign import DEFAULT_THRESHOLD, Prototype, decide, member_weight
+from revisit.shared.assign import DEFAULT_THRESHOLD, Prototype, PrototypeTable, decide, member_weight
 from revisit.shared.errors import RevisitError
 from revisit.shared.schema import Observation
 
@@ -148,62 +148,6 @@ def sessionise(spans: Sequence[tuple[datetime, datetime]], gap: timedelta) -> li
     return visits
 
 
-ANN_FROM = 50_000  # clusters in one scope beyond which the offline pass finds candidates with HNSW
-
-
-class _ScopeSums:
-    """The prototype sums of one scope's clusters: a matrix grown by doubling (amortised appends, never a copy
-    per cluster), their norms, and past `ANN_FROM` clusters an HNSW index of their directions for candidates."""
-
-    def __init__(self, dim: int):
-        self.sums = np.zeros((64, dim), dtype=np.float32)
-        self.norms = np.zeros(64, dtype=np.float32)
-        self.clusters: list[int] = []  # row -> cluster id
-        self.ann: Any = None
-
-    def __len__(self) -> int:
-        return len(self.clusters)
-
-    def append(self, cluster: int, vec: np.ndarray, weight: float) -> int:
-        row = len(self.clusters)
-        if row == len(self.sums):
-            self.sums = np.concatenate([self.sums, np.zeros_like(self.sums)])
-            self.norms = np.concatenate([self.norms, np.zeros_like(self.norms)])
-        self.clusters.append(cluster)
-        self.add(row, vec, weight)
-        return row
-
-    def add(self, row: int, vec: np.ndarray, weight: float) -> None:
-        self.sums[row] += weight * vec
-        self.norms[row] = float(np.linalg.norm(self.sums[row])) or 1.0
-        if self.ann is not None:
-            if self.ann.contains(row):
-                self.ann.remove(row)
-            self.ann.add(row, self.sums[row] / self.norms[row])
-        elif len(self.clusters) > ANN_FROM:
-            from usearch.index import Index
-
-            n = len(self.clusters)
-            self.ann = Index(ndim=self.sums.shape[1], metric="cos", dtype="f16", connectivity=16,
-                             expansion_add=64, expansion_search=128)  # fmt: skip
-            self.ann.add(np.arange(n, dtype=np.uint64), self.sums[:n] / self.norms[:n, None])
-
-    def best(self, vec: np.ndarray, forbidden: set[int], threshold: float) -> int | None:
-        """The row to join (exact cosines; candidates from HNSW when the scope is large), or None."""
-        n = len(self.clusters)
-        if n == 0:
-            return None
-        if self.ann is None:
-            rows = np.arange(n)
-        else:
-            found = self.ann.search(vec, min(n, 16 + len(forbidden)))
-            rows = np.sort(found.keys.astype(np.int64))
-        sims = (self.sums[rows] @ vec) / self.norms[rows]
-        pos, _ = decide(((int(r), float(x)) for r, x in zip(rows, sims, strict=True)
-                         if self.clusters[int(r)] not in forbidden), threshold)  # fmt: skip
-        return pos
-
-
 def cluster_offline(
     vectors: Iterable[np.ndarray],
     qualities: Sequence[float],
@@ -237,14 +181,14 @@ def cluster_offline(
     group_size = Counter(group_of)
     group_label: dict[int, int] = {}
     home: list[tuple[str, int]] = []  # cluster -> (its scope, its row there)
-    tables: dict[str, _ScopeSums] = {}
+    tables: dict[str, PrototypeTable] = {}
     for i, raw in enumerate(vectors):
         vec = np.asarray(raw, dtype=np.float32)
         weight = member_weight(qualities[i])
         key = scopes[i] if scopes is not None else ""
         table = tables.get(key)
         if table is None:
-            table = tables[key] = _ScopeSums(len(vec))
+            table = tables[key] = PrototypeTable(len(vec))
         g = group_of[i]
         cluster = group_label.get(g)
         if cluster is None:

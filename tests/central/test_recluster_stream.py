@@ -7,6 +7,7 @@ import numpy as np
 from revisit.central import cluster as cluster_mod
 from revisit.central.cluster import cluster_offline
 from revisit.central.store import Visitor
+from revisit.shared import assign as shared_assign
 from tests.central.conftest import REC, make_obs
 
 
@@ -29,7 +30,7 @@ def test_hnsw_candidates_in_a_large_scope_give_the_exact_labels(monkeypatch):
     rows = people_rows(300, 4, seed=1)
     q = list(np.random.default_rng(2).uniform(0.3, 1.0, len(rows)))
     exact = cluster_offline(rows, q, 0.4, cannot=[(0, 1), (5, 9)], must=[[2, 7]])
-    monkeypatch.setattr(cluster_mod, "ANN_FROM", 20)
+    monkeypatch.setattr(shared_assign, "ANN_FROM", 20)
     approx = cluster_offline(rows, q, 0.4, cannot=[(0, 1), (5, 9)], must=[[2, 7]])
     assert approx == exact
 
