@@ -118,7 +118,7 @@ def cluster_through_service(
     vectors: np.ndarray, qualities: np.ndarray, order: np.ndarray, recognizer_id: str, threshold: float
 ) -> tuple[dict[int, uuid.UUID], float]:
     """Feed rows (in `order`) through the central clusterer; (row -> visitor id, seconds per assignment)."""
-    from revisit.central.cluster import Clusterer, ClusterSettings
+    from revisit.central.clustering.assign import Clusterer, ClusterSettings
     from revisit.central.store import Store
     from revisit.central.vectors import Vectors
     from revisit.shared.schema import Observation, QualityFields

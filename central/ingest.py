@@ -43,7 +43,7 @@ import paho.mqtt.client as mqtt
 from sqlalchemy.exc import DBAPIError, DisconnectionError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
-from revisit.central.cluster import Clusterer, SightingNote
+from revisit.central.clustering.assign import Clusterer, SightingNote
 from revisit.central.store import Store, ensure_device, ensure_site, from_epoch, utcnow
 from revisit.models.manifest import Manifest
 from revisit.shared.errors import ImageError

@@ -477,7 +477,7 @@ def default_cache() -> Path:
 def run_recurrence(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from revisit.central.cluster import Clusterer, ClusterSettings
+    from revisit.central.clustering.assign import Clusterer, ClusterSettings
     from revisit.central.config import ClusterConfig
     from revisit.central.ingest import Ingestor, known_recognizers
     from revisit.central.store import Site, Store

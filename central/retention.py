@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import col, select
 
-from revisit.central.cluster import Clusterer
+from revisit.central.clustering.assign import Clusterer
 from revisit.central.store import AuditLog, Sighting, Visitor, utcnow
 
 log = logging.getLogger(__name__)

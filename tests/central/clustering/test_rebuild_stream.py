@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from revisit.central import cluster as cluster_mod
-from revisit.central.cluster import cluster_offline
+from revisit.central.clustering import assign as cluster_mod
+from revisit.central.clustering.assign import cluster_offline
 from revisit.central.store import Visitor
 from revisit.shared import assign as shared_assign
 from tests.central.conftest import REC, make_obs

@@ -11,7 +11,7 @@ import pytest
 from sqlmodel import func, select
 
 from revisit.central import queries
-from revisit.central.cluster import ClusterError, choose, cluster_offline, sessionise
+from revisit.central.clustering.assign import ClusterError, choose, cluster_offline, sessionise
 from revisit.central.store import AuditLog, CannotLink, MustLink, Sighting, Visit, Visitor, loyal_customers
 from tests.central.conftest import REC, make_obs, near, people
 

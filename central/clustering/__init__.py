@@ -1,0 +1,1 @@
+"""Recurrence clustering: assignment, manual edits and rebuilds."""
