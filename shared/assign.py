@@ -8,6 +8,9 @@ prototypes in Qdrant), `revisit eval video` (identities in a clip) and `revisit 
 - A new embedding joins the most similar prototype (cosine) when the similarity is at least
   `threshold` and no cannot-link constraint forbids it (tracks seen in the same frame are different
   people; "not this person" feedback); otherwise it starts a new person.
+
+In memory the rule has one implementation, `PrototypeTable`: `OnlineClusterer` (`revisit eval video`) is one table
+fed one embedding at a time, and `recluster`'s offline pass (`central/clustering/rebuild.py`) one table per scope.
 """
 
 from __future__ import annotations
