@@ -15,7 +15,6 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
-from sqlmodel import col, select
 
 from revisit.central import queries
 from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, csrf_token
@@ -348,11 +347,7 @@ def split_visitor(service: ServiceDep, user: CurrentUser, visitor_id: uuid.UUID,
     """Move these sightings of this visitor to a new visitor; returns the new one."""
     visible_or_404(service, user, visitor_id)
     with service.session() as s:
-        found = set(s.exec(select(Sighting.id).where(col(Sighting.id).in_(body.sighting_ids))))
         owners = queries.sighting_owners(s, body.sighting_ids, queries.site_ids(s, user.sites))
-    missing = [i for i in body.sighting_ids if i not in found]
-    if missing:
-        raise HTTPException(404, f"no sighting {missing[0]}")
     if owners - {visitor_id}:
         raise HTTPException(409, "split: some sightings belong to another visitor")
     new = _cluster_call(lambda: service.clusterer.split(body.sighting_ids, actor=user.actor))

@@ -25,7 +25,7 @@ from sqlmodel import Session, col, select
 from revisit.central.store import CropStore, Sighting, Site, Store, Visit, Visitor
 from revisit.central.vectors import Vectors
 from revisit.shared.assign import DEFAULT_THRESHOLD, Prototype
-from revisit.shared.errors import RevisitError
+from revisit.shared.errors import NotFound, RevisitError
 
 log = logging.getLogger(__name__)
 Scope = Literal["all", "site"]
@@ -33,6 +33,10 @@ Scope = Literal["all", "site"]
 
 class ClusterError(RevisitError):
     """A manual edit that cannot be done (unknown ids, mixed visitors, different recognizers)."""
+
+
+class UnknownId(ClusterError, NotFound):
+    """No visitor or sighting with that id (404 on the web)."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, or_, update
 from sqlmodel import Session, col, select
 
-from revisit.central.clustering.base import ClusterBase, ClusterError
+from revisit.central.clustering.base import ClusterBase, ClusterError, UnknownId
 from revisit.central.store import VISITOR_STATUSES, AuditLog, CannotLink, MustLink, Sighting, Visit, Visitor, pair
 
 MAX_FEEDBACK_LINKS = 200  # "not this person": links to at most this many of the visitor's best sightings
@@ -218,12 +218,12 @@ class Editor(ClusterBase):
     def _get(s: Session, visitor_id: uuid.UUID) -> Visitor:
         visitor = s.get(Visitor, visitor_id, with_for_update=True)
         if visitor is None:
-            raise ClusterError(f"no visitor {visitor_id}")
+            raise UnknownId(f"no visitor {visitor_id}")
         return visitor
 
     @staticmethod
     def _get_sighting(s: Session, sighting_id: uuid.UUID) -> Sighting:
         row = s.get(Sighting, sighting_id)
         if row is None:
-            raise ClusterError(f"no sighting {sighting_id}")
+            raise UnknownId(f"no sighting {sighting_id}")
         return row
