@@ -649,8 +649,6 @@ def analytics(
 ) -> Analytics:
     """The figures of the Analytics page for the local days [first, last] in `timezone`, over the visits at
     `site_ids` (None: every site). Visits belong to the local day on which they start."""
-    from zoneinfo import ZoneInfo
-
     zone = ZoneInfo(timezone)
     now = now or utcnow()
     lo, _ = day_bounds(datetime.combine(first, datetime.min.time(), zone), timezone)
@@ -755,8 +753,6 @@ def visits_rows(
 ) -> Iterator[list[Any]]:
     """Visits starting in [lo, hi) at `site_ids`, oldest first, as CSV rows (with a header), read with a
     server-side cursor in chunks."""
-    from zoneinfo import ZoneInfo
-
     zone = ZoneInfo(timezone)
     names = Names.load(session, site_ids)
     yield ["visit_id", "visitor_id", "label", "status", "site", "start", "end", "local_day", "dwell_s", "sightings"]
@@ -844,8 +840,6 @@ def visits_per_week(
     site_ids: set[uuid.UUID] | None = None,
 ) -> list[tuple[date, int]]:
     """Visits started in each of the last `weeks` local weeks (Monday first), oldest first."""
-    from zoneinfo import ZoneInfo
-
     zone = ZoneInfo(timezone)
     today = (now or utcnow()).astimezone(zone).date()
     last_monday = today - timedelta(days=today.weekday())
