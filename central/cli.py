@@ -134,7 +134,7 @@ def migrate_vectors(args: argparse.Namespace) -> int:
 
 
 def retention(args: argparse.Namespace) -> int:
-    from revisit.central.events import Events
+    from revisit.central.kiosk.events import Events
     from revisit.central.service import CentralService
 
     service = CentralService(load_config(args)).open()

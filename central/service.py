@@ -180,7 +180,7 @@ class CentralService:
     def migrate_vectors(self) -> int:
         """Rebuild the vector index from the database's sightings and visitors (and the kiosk's faces)."""
         written = self.clusterer.reindex()
-        from revisit.central.events import Event, Events
+        from revisit.central.kiosk.events import Event, Events
 
         events = Events.for_service(self)
         with self.session() as s:

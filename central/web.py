@@ -38,7 +38,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from revisit.central import admin, api, auth, kiosk, kiosk_orders, pages, queries
+from revisit.central import admin, api, auth, pages, queries
+from revisit.central.kiosk import order_routes as kiosk_orders
+from revisit.central.kiosk import routes as kiosk
 from revisit.central.auth import (
     Accounts,
     LoginRequired,

@@ -7,7 +7,7 @@ them as CSV and download the ordered originals as one ZIP, streamed file by file
 
 Tables `event_guest_order` and `event_guest_order_photo` (created with the kiosk's). An order leaves with its
 event (`Events.delete_event`, at expiry or by hand) and with the guest's erasure (`Orders.erase`). Status changes,
-exports and erasures are in the audit log (`revisit.central.kiosk.audit`).
+exports and erasures are in the audit log (`revisit.central.kiosk.routes.audit`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, func, select
 
-from revisit.central.events import CODE_ALPHABET, EventError, Photo
+from revisit.central.kiosk.events import CODE_ALPHABET, EventError, Photo
 from revisit.central.store import Store, UTCDateTime, utcnow
 
 STATUSES = ("new", "ready", "delivered")

@@ -64,7 +64,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from revisit.central.auth import CSRFChecked, CurrentUser, flash, templates
-from revisit.central.events import (
+from revisit.central.kiosk.events import (
     AddResult,
     Event,
     EventError,
@@ -73,9 +73,9 @@ from revisit.central.events import (
     Photo,
     normalize_code,
 )
-from revisit.central.orders import Orders
-from revisit.central.photos import FaceWorker, sanitize_filename
-from revisit.central.search import MAX_SELFIES, FaceSearch, RateLimiter, SearchResult, SelfieRejected
+from revisit.central.kiosk.orders import Orders
+from revisit.central.kiosk.photos import FaceWorker, sanitize_filename
+from revisit.central.kiosk.search import MAX_SELFIES, FaceSearch, RateLimiter, SearchResult, SelfieRejected
 from revisit.central.store import AuditLog, local_day, utcnow
 from revisit.shared.errors import RevisitError
 

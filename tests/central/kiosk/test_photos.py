@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from revisit.central.photos import (
+from revisit.central.kiosk.photos import (
     FaceWorker,
     PhotoFiles,
     UploadError,
@@ -18,7 +18,7 @@ from revisit.central.photos import (
     thumbnail,
     validate_upload,
 )
-from tests.central.kiosk_support import bad_files, close_events, files_under, jpeg, make_events, png
+from tests.central.kiosk.support import bad_files, close_events, files_under, jpeg, make_events, png
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ def test_validate_upload_limits():
 @pytest.mark.models
 @pytest.mark.facedata
 def test_worker_extracts_faces_in_the_background(tmp_path, engine, facedata):
-    from tests.central.kiosk_support import dev_people
+    from tests.central.kiosk.support import dev_people
 
     events = make_events(tmp_path)
     people = dev_people(facedata)
@@ -191,8 +191,8 @@ def test_a_large_jpeg_is_decoded_reduced_and_its_faces_kept_in_original_pixels(t
     found where they are in the original, and embed like the full-size decode's."""
     from sqlmodel import select
 
-    from revisit.central.events import PhotoFace
-    from tests.central.kiosk_support import dev_people
+    from revisit.central.kiosk.events import PhotoFace
+    from tests.central.kiosk.support import dev_people
 
     people = dev_people(facedata)
     canvas = np.full((4000, 6000, 3), 120, np.uint8)

@@ -37,7 +37,7 @@ from revisit.shared.face import Face
 from revisit.shared.image import decode_image
 
 if TYPE_CHECKING:
-    from revisit.central.events import Events
+    from revisit.central.kiosk.events import Events
     from revisit.shared.engine import FaceEngine
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The kiosk's order routes (`revisit.central.orders` has the tables and operations), and the guest-phone QR code.
+"""The kiosk's order routes (`revisit.central.kiosk.orders` has the tables and operations), and the guest-phone QR code.
 
 Staff (the "events" permission; forms carry the CSRF token like the other pages):
     GET  /events/{id}/orders                       the orders: guest, contact, photos, status, notes
@@ -27,8 +27,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response, Streamin
 from starlette.concurrency import run_in_threadpool
 
 from revisit.central.auth import CSRFChecked, CurrentUser, flash, templates
-from revisit.central.events import EventError
-from revisit.central.kiosk import (
+from revisit.central.kiosk.events import EventError
+from revisit.central.kiosk.routes import (
     KioskDep,
     _event_or_404,
     _json_body,
@@ -38,7 +38,7 @@ from revisit.central.kiosk import (
     read_json,
     too_many,
 )
-from revisit.central.orders import STATUSES, order_json, orders_csv, zip_entries, zip_stream
+from revisit.central.kiosk.orders import STATUSES, order_json, orders_csv, zip_entries, zip_stream
 from revisit.central.store import utcnow
 
 staff = APIRouter(dependencies=[CSRFChecked], include_in_schema=False)

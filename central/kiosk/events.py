@@ -2,7 +2,7 @@
 
 Tables (on the same SQLModel metadata as `revisit.central.store`, so `Store.create_all` creates them once
 this module is imported): `event`, `event_photo`, `event_photo_face` and `event_order`. Files live under one
-directory per event (`revisit.central.photos.PhotoFiles`); face vectors in one collection of the vector index
+directory per event (`revisit.central.kiosk.photos.PhotoFiles`); face vectors in one collection of the vector index
 per event and recognizer (`EventVectors`, whose docstring says why). The database keeps each face's embedding too, so
 an event's collection can be rebuilt from it (`Events.reindex`).
 
@@ -31,8 +31,8 @@ from sqlalchemy import JSON, LargeBinary, UniqueConstraint, delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, func, select
 
-from revisit.central.photos import MAX_UPLOAD_BYTES, PHOTO_MAX_SIDE, PhotoFiles, UploadError, sanitize_filename
-from revisit.central.search import DEFAULT_THRESHOLD
+from revisit.central.kiosk.photos import MAX_UPLOAD_BYTES, PHOTO_MAX_SIDE, PhotoFiles, UploadError, sanitize_filename
+from revisit.central.kiosk.search import DEFAULT_THRESHOLD
 from revisit.central.store import Store, UTCDateTime, utcnow
 from revisit.shared.config import Strict
 from revisit.shared.errors import RevisitError
@@ -265,7 +265,7 @@ class Events:
 
     def create_tables(self) -> None:
         """Create the kiosk's tables if missing (`Store.create_all` does too once this module is imported)."""
-        from revisit.central.orders import TABLES as ORDER_TABLES  # orders.py imports this module
+        from revisit.central.kiosk.orders import TABLES as ORDER_TABLES  # orders.py imports this module
 
         models = (Event, Photo, PhotoFace, Order, EventSettings, *reversed(ORDER_TABLES))
         tables = [m.__table__ for m in models]  # type: ignore[attr-defined]
@@ -352,7 +352,7 @@ class Events:
                 exists = s.get(Event, event_id) is not None
             self.vectors.drop_event(event_id)
             self.files.delete_event(event_id)
-            from revisit.central.orders import TABLES as ORDER_TABLES  # orders.py imports this module
+            from revisit.central.kiosk.orders import TABLES as ORDER_TABLES  # orders.py imports this module
 
             with self.store.begin() as s:
                 for table in (*ORDER_TABLES, Order, PhotoFace, Photo, EventSettings):

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from sqlmodel import func, select
 
-from revisit.central.events import Event, Order, Photo, PhotoFace
-from revisit.central.photos import FaceWorker
-from revisit.central.search import (
+from revisit.central.kiosk.events import Event, Order, Photo, PhotoFace
+from revisit.central.kiosk.photos import FaceWorker
+from revisit.central.kiosk.search import (
     DEFAULT_THRESHOLD,
     FaceSearch,
     RateLimiter,
@@ -24,7 +24,7 @@ from revisit.central.search import (
     to_similarity,
 )
 from revisit.shared.face import Face
-from tests.central.kiosk_support import close_events, dev_people, files_under, make_events
+from tests.central.kiosk.support import close_events, dev_people, files_under, make_events
 
 
 @pytest.mark.parametrize(("similarity", "cosine"), [(0.5, 0.0), (1.0, 1.0), (0.0, -1.0), (0.6, 0.2), (0.68, 0.36)])

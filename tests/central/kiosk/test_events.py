@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import inspect
 from sqlmodel import func, select
 
-from revisit.central.events import (
+from revisit.central.kiosk.events import (
     CODE_ALPHABET,
     Event,
     EventError,
@@ -22,7 +22,7 @@ from revisit.central.events import (
     normalize_code,
 )
 from revisit.central.store import Store, utcnow
-from tests.central.kiosk_support import REC, close_events, fake_face, files_under, make_events, png
+from tests.central.kiosk.support import REC, close_events, fake_face, files_under, make_events, png
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_expired_event_is_not_found_by_code_and_expiry_deletes_it(events):
 
 def test_tables_are_created_by_store_create_all(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'x.db'}")
-    store.create_all()  # this module imported revisit.central.events: its tables are on the same metadata
+    store.create_all()  # this module imported revisit.central.kiosk.events: its tables are on the same metadata
     names = set(inspect(store.engine).get_table_names())
     assert {"event", "event_photo", "event_photo_face", "event_order", "sighting"} <= names
     store.dispose()

@@ -11,10 +11,10 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from revisit.central.events import Event
+from revisit.central.kiosk.events import Event
 from revisit.central.store import AuditLog, utcnow
 from tests.central.conftest import wait_for
-from tests.central.kiosk_support import dev_people, kiosk_app, png, upload_and_wait
+from tests.central.kiosk.support import dev_people, kiosk_app, png, upload_and_wait
 from tests.central.webapp import PASSWORD, login
 
 pytestmark = [pytest.mark.models, pytest.mark.facedata]

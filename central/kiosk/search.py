@@ -35,7 +35,7 @@ from revisit.shared.face import Face
 from revisit.shared.image import decode_image
 
 if TYPE_CHECKING:  # events imports this module's defaults
-    from revisit.central.events import Events, Photo
+    from revisit.central.kiosk.events import Events, Photo
     from revisit.shared.engine import FaceEngine
 
 # (cos + 1) / 2 = 0.68 is cosine 0.36. `revisit eval search` on ../shared/facedata/dev (4,488 photos, 5,519 faces,

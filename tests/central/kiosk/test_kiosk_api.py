@@ -9,8 +9,8 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from revisit.central.search import DEFAULT_THRESHOLD, RateLimiter
-from tests.central.kiosk_support import bad_files, dev_people, files_under, kiosk_app, upload_and_wait
+from revisit.central.kiosk.search import DEFAULT_THRESHOLD, RateLimiter
+from tests.central.kiosk.support import bad_files, dev_people, files_under, kiosk_app, upload_and_wait
 from tests.central.webapp import csrf_from, login
 
 pytestmark = [pytest.mark.models, pytest.mark.facedata]
@@ -290,7 +290,7 @@ def test_kiosk_page_is_public(site):
 
 
 def test_app_starts_the_kiosk_when_events_exist(tmp_path, models_dir, monkeypatch):
-    from revisit.central.events import Events
+    from revisit.central.kiosk.events import Events
     from revisit.central.web import create_app
     from tests.central.webapp import open_service, web_config
 
