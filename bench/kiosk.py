@@ -45,9 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qdrant_client import QdrantClient, models  # noqa: E402
 
-from revisit.central.kiosk.events import Events, EventVectors  # noqa: E402
-from revisit.central.kiosk.photos import FaceWorker, PhotoFiles  # noqa: E402
+from revisit.central.kiosk.events import Events  # noqa: E402
+from revisit.central.kiosk.photos import PhotoFiles  # noqa: E402
 from revisit.central.kiosk.search import DEFAULT_THRESHOLD, FaceSearch, to_cosine  # noqa: E402
+from revisit.central.kiosk.vectors import EventVectors  # noqa: E402
+from revisit.central.kiosk.worker import FaceWorker  # noqa: E402
 from revisit.central.store import Store  # noqa: E402
 from revisit.central.vectors import open_vectors  # noqa: E402
 
@@ -73,7 +75,7 @@ def person_photos(data: Path) -> tuple[bytes, list[Path]]:
 
 def fill(events: Events, event_id: uuid.UUID, recognizer: str, n: int, dim: int, rng: np.random.Generator) -> float:
     """Add n random faces (one photo row per 4 faces, as a group-photo event would have); returns seconds."""
-    from revisit.central.kiosk.events import Photo
+    from revisit.central.kiosk.models import Photo
 
     photos = [Photo(event_id=event_id, filename=f"p{i}.jpg", stored_name=f"{uuid.uuid4().hex}.jpg",
                     thumb_name=f"{uuid.uuid4().hex}.jpg", status="done", faces_found=4)
@@ -192,7 +194,7 @@ def canvases(data: Path, count: int, mp: float, faces: int, seed: int = 0) -> li
 def bench_extraction(args: argparse.Namespace, engine) -> None:
     import cv2
 
-    from revisit.central.kiosk.photos import photo_detector
+    from revisit.central.kiosk.worker import photo_detector
     from revisit.shared.image import decode_image
 
     print(f"making {args.photos} photos of {args.mp} MP with {args.faces} faces each ...", flush=True)

@@ -147,7 +147,7 @@ def bootstrap_accounts(config: CentralConfig, accounts: Accounts) -> str | None:
 # --- login rate limit ----------------------------------------------------------------------------------------
 
 
-class RateLimiter:
+class FailureWindow:
     """At most `attempts` failures per key in a sliding `window_s`; bounded memory (oldest keys dropped)."""
 
     def __init__(self, attempts: int = LOGIN_ATTEMPTS, window_s: float = LOGIN_WINDOW_S, max_keys: int = 10_000):
@@ -474,7 +474,7 @@ def login(
     password: Annotated[str, Form(max_length=1024)],
     next: Annotated[str, Form(max_length=2000)] = "/",  # noqa: A002 - the form field's name
 ) -> Response:
-    limiter: RateLimiter = request.app.state.login_limiter
+    limiter: FailureWindow = request.app.state.login_limiter
     key = _client_key(request)
     wait = limiter.retry_after(key)
     if wait > 0:

@@ -140,7 +140,11 @@ def retention(args: argparse.Namespace) -> int:
     service = CentralService(load_config(args)).open()
     try:
         report = asdict(service.run_retention())
-        report["events_expired"] = Events.for_service(service).expire_events()
+        events = Events.for_service(service)
+        try:
+            report["events_expired"] = events.expire_events()
+        finally:
+            events.close()
     finally:
         service.stop()
     print(json.dumps(report, default=str))

@@ -39,12 +39,10 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from revisit.central import admin, api, auth, pages, queries
-from revisit.central.kiosk import order_routes as kiosk_orders
-from revisit.central.kiosk import routes as kiosk
 from revisit.central.auth import (
     Accounts,
+    FailureWindow,
     LoginRequired,
-    RateLimiter,
     bootstrap_accounts,
     load_secret,
     login_redirect,
@@ -52,6 +50,8 @@ from revisit.central.auth import (
     unruled_routes,
 )
 from revisit.central.bounds import BodyLimits
+from revisit.central.kiosk import order_routes as kiosk_orders
+from revisit.central.kiosk import routes as kiosk
 from revisit.central.service import CentralService
 from revisit.central.store import Device, Sighting, Visit, Visitor
 
@@ -84,7 +84,7 @@ def create_app(service: CentralService, *, live_urls: Mapping[str, str] | None =
     idle, absolute = timedelta(minutes=web.session_idle_min), timedelta(hours=web.session_max_hours)
     app.state.accounts = accounts = Accounts(service.store, idle=idle, absolute=absolute)
     app.state.generated_password = bootstrap_accounts(cfg, accounts)
-    app.state.login_limiter = RateLimiter()
+    app.state.login_limiter = FailureWindow()
     app.state.live_urls = {str(k): str(v) for k, v in (live_urls or {}).items()}
     app.state.live_streams = asyncio.Semaphore(pages.MAX_LIVE_STREAMS)
 

@@ -91,7 +91,7 @@ def central_faces(events: Any, event_id: uuid.UUID) -> dict[uuid.UUID, uuid.UUID
     """photo id -> the id of its face nearest the image centre (the face a portrait's label names)."""
     from sqlmodel import select
 
-    from revisit.central.kiosk.events import Photo, PhotoFace
+    from revisit.central.kiosk.models import Photo, PhotoFace
 
     out: dict[uuid.UUID, tuple[float, uuid.UUID]] = {}
     with events.store.session() as s:
@@ -122,9 +122,11 @@ def score(expected: dict[str, set[str]], found: dict[str, dict[str, float]], thr
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from revisit.central.kiosk.events import Events, EventVectors
-    from revisit.central.kiosk.photos import FaceWorker, PhotoFiles
+    from revisit.central.kiosk.events import Events
+    from revisit.central.kiosk.photos import PhotoFiles
     from revisit.central.kiosk.search import FaceSearch, SelfieRejected
+    from revisit.central.kiosk.vectors import EventVectors
+    from revisit.central.kiosk.worker import FaceWorker
     from revisit.central.store import Store
     from revisit.shared.cli import engine_config
     from revisit.shared.engine import FaceEngine

@@ -9,7 +9,8 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from revisit.central.kiosk.search import DEFAULT_THRESHOLD, RateLimiter
+from revisit.central.kiosk.limits import TokenBuckets
+from revisit.central.kiosk.search import DEFAULT_THRESHOLD
 from tests.central.kiosk.support import bad_files, dev_people, files_under, kiosk_app, upload_and_wait
 from tests.central.webapp import csrf_from, login
 
@@ -117,13 +118,13 @@ def test_search_is_rate_limited_per_client_and_per_event(site):
     kiosk = ka.kiosk
     saved = kiosk.client_search, kiosk.event_search
     try:
-        kiosk.client_search = RateLimiter(rate_per_min=1, burst=2)
+        kiosk.client_search = TokenBuckets(rate_per_min=1, burst=2)
         body = {"event_id": str(party.id), "face_image": b64(people.selfie)}
         assert [client.post("/api/v1/search/face", json=body).status_code for _ in range(2)] == [200, 200]
         r = client.post("/api/v1/search/face", json=body)
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
-        kiosk.client_search = RateLimiter(rate_per_min=1000, burst=1000)
-        kiosk.event_search = RateLimiter(rate_per_min=1, burst=1)
+        kiosk.client_search = TokenBuckets(rate_per_min=1000, burst=1000)
+        kiosk.event_search = TokenBuckets(rate_per_min=1, burst=1)
         assert client.post("/api/v1/search/face", json=body).status_code == 200
         assert client.post("/api/v1/search/face", json=body).status_code == 429  # this event is busy
         body["event_id"] = str(other.id)
@@ -136,7 +137,7 @@ def test_event_lookups_are_rate_limited(site):
     client, ka, _, (party, _), _ = site
     saved = ka.kiosk.client_lookup
     try:
-        ka.kiosk.client_lookup = RateLimiter(rate_per_min=1, burst=3)
+        ka.kiosk.client_lookup = TokenBuckets(rate_per_min=1, burst=3)
         codes = [client.get("/api/v1/events/ABCD2345").status_code for _ in range(3)]
         assert codes == [404, 404, 404]
         assert client.get(f"/api/v1/events/{party.code}").status_code == 429  # guessing codes is slowed down

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from revisit.central.kiosk.photos import (
-    FaceWorker,
     PhotoFiles,
     UploadError,
     sanitize_filename,
@@ -18,6 +17,7 @@ from revisit.central.kiosk.photos import (
     thumbnail,
     validate_upload,
 )
+from revisit.central.kiosk.worker import FaceWorker
 from tests.central.kiosk.support import bad_files, close_events, files_under, jpeg, make_events, png
 
 
@@ -191,7 +191,7 @@ def test_a_large_jpeg_is_decoded_reduced_and_its_faces_kept_in_original_pixels(t
     found where they are in the original, and embed like the full-size decode's."""
     from sqlmodel import select
 
-    from revisit.central.kiosk.events import PhotoFace
+    from revisit.central.kiosk.models import PhotoFace
     from tests.central.kiosk.support import dev_people
 
     people = dev_people(facedata)
