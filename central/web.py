@@ -3,7 +3,7 @@
     /login, /logout, /account       auth.py (argon2 passwords, server-side sessions, CSRF, login rate limit)
     /live, /loyal, /visitors, /sites, /crops/..., /live/camera/...      pages.py (login required)
     /api/v1/...                     api.py (the same data as JSON; session or API token; OpenAPI at /docs)
-    /events...                      kiosk.py (the event kiosk)
+    /events, /kiosk, ...            kiosk/routes.py, kiosk/order_routes.py (the event kiosk)
     /admin/users, /admin/audit      admin.py (users, API tokens, the audit log)
 
 Every route passes one guard (`auth.authorize`, a dependency of the whole app) that applies the route's rule in
@@ -59,8 +59,8 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 SESSION_COOKIE = "revisit_session"
-UPLOAD_PATHS = (r"^/events/[^/]+/photos$", r"^/api/v1/photos/upload$")  # multipart, limited by kiosk.check_upload_size
-LARGE_BODY_PATHS = {"/api/v1/search/face": 12 * 1024 * 1024}  # a base64 selfie (kiosk.MAX_SEARCH_BODY)
+UPLOAD_PATHS = (r"^/events/[^/]+/photos$", r"^/api/v1/photos/upload$")  # multipart, limited by kiosk.routes.check_upload_size
+LARGE_BODY_PATHS = {"/api/v1/search/face": 12 * 1024 * 1024}  # a base64 selfie (kiosk.routes.MAX_SEARCH_BODY)
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"

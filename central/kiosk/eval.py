@@ -2,7 +2,7 @@
 
 One event is built from every photo of DIR (kind photo and group) the way the service builds one: each file
 goes through `Events.add_photo` (validation, originals, thumbnails) and the `FaceWorker` (every face detected,
-assessed and embedded into the event's Qdrant collection), on a temporary SQLite database and Qdrant ':memory:'.
+assessed and embedded into the event's collection), on a temporary SQLite database and an in-memory vector index.
 
 Queries: each identity that appears in at least one group photo and has at least two single photos. Its first
 single photo (in path order) is the selfie and is left out of the event; the expected result is every other

@@ -96,8 +96,9 @@ class Events:
 
     @classmethod
     def for_service(cls, service: Any, config: KioskConfig | None = None) -> Events:
-        """On an opened `CentralService`: its database and its vector index (one process holds it), photos
-        under `[kiosk] storage_dir` (default <data_dir>/events). Enough for `expire_events` (no face engine)."""
+        """On an opened `CentralService`: its database and its vector index (`EventVectors.on`), photos under
+        `[kiosk] storage_dir` (default <data_dir>/events). Enough for `expire_events` (no face engine); `close()`
+        when done."""
         config = config or getattr(service.config, "kiosk", None) or KioskConfig()
         files = PhotoFiles(config.storage_dir or Path(service.config.data_dir) / "events",
                            max_bytes=int(config.max_upload_mb * 2**20))  # fmt: skip
