@@ -11,6 +11,8 @@ from fastapi.testclient import TestClient
 
 from revisit.central.kiosk.limits import TokenBuckets
 from revisit.central.kiosk.search import DEFAULT_THRESHOLD
+from revisit.central.kiosk.service import EXPIRY_JOB
+from tests.central.conftest import wait_for
 from tests.central.kiosk.support import bad_files, dev_people, files_under, kiosk_app, upload_and_wait
 from tests.central.webapp import csrf_from, login
 
@@ -309,8 +311,14 @@ def test_app_starts_the_kiosk_when_events_exist(tmp_path, models_dir, monkeypatc
         with TestClient(create_app(service)) as client:
             assert client.app.state.kiosk is not None  # events exist: started with the app (resume, expiry)
             assert client.app.state.kiosk.worker._thread is not None
+            # the expiry job runs on the service's one scheduler (beside retention), at once and then hourly
+            scheduler = service.scheduler
+            assert client.app.state.kiosk.scheduler is scheduler and scheduler.running
+            assert wait_for(lambda: scheduler.job(EXPIRY_JOB).runs >= 1, timeout=20, what="the first expiry run")
+        assert scheduler.job(EXPIRY_JOB) is None  # the kiosk's job leaves with the app
     finally:
         service.stop()
+    assert not scheduler.running  # stopped (joined) with the service
 
 
 def test_kiosk_unavailable_without_models(tmp_path, monkeypatch):
