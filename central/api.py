@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from revisit.central import queries
 from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, csrf_token
 from revisit.central.bounds import BoundedTime, Offset
-from revisit.central.cluster import ClusterError
+from revisit.central.clustering import ClusterError
 from revisit.central.pages import (
     analytics_window,
     audit_details,

@@ -2,7 +2,7 @@
 
 Every kind=photo image of labels.csv is decoded, its faces detected, and the face nearest the image centre
 aligned, assessed and embedded (as `revisit eval verify` does). The photos are shuffled with a fixed seed
-and fed one at a time, as observations one hour apart from one camera, through `Clusterer.ingest` on an
+and fed one at a time, as observations one hour apart from one camera, through `Assigner.ingest` on an
 in-memory SQLite database and Qdrant ':memory:': the same search, rule, prototypes and visitor creation as
 the running service. A photo with no face is its own cluster (a split).
 
@@ -118,7 +118,7 @@ def cluster_through_service(
     vectors: np.ndarray, qualities: np.ndarray, order: np.ndarray, recognizer_id: str, threshold: float
 ) -> tuple[dict[int, uuid.UUID], float]:
     """Feed rows (in `order`) through the central clusterer; (row -> visitor id, seconds per assignment)."""
-    from revisit.central.cluster import Clusterer, ClusterSettings
+    from revisit.central.clustering import Assigner, ClusterSettings
     from revisit.central.store import Store
     from revisit.central.vectors import Vectors
     from revisit.shared.schema import Observation, QualityFields
@@ -126,7 +126,7 @@ def cluster_through_service(
     store = Store("sqlite://")
     store.create_all()
     vectors_db = Vectors.memory()
-    clusterer = Clusterer(store, vectors_db, None, ClusterSettings(threshold=threshold, visit_gap=timedelta(0)))
+    clusterer = Assigner(store, vectors_db, None, ClusterSettings(threshold=threshold, visit_gap=timedelta(0)))
     crop = tiny_jpeg()
     visitor: dict[int, uuid.UUID] = {}
     start = time.perf_counter()

@@ -9,7 +9,7 @@ rejected for good) since the last one; the edge keeps each observation in its sp
 
 Threads: paho's network thread only puts (topic, payload, mid) into a bounded queue, so keepalives go out whatever
 the store does. One worker drains micro-batches (up to `batch_size` messages or `batch_ms`), validates them,
-assigns them in order in one database transaction and one vector upsert (`Clusterer.ingest_batch`), then sends
+assigns them in order in one database transaction and one vector upsert (`Assigner.ingest_batch`), then sends
 each MQTT PUBACK and the application acks. A store failure (database or Qdrant down, disk full) is retried by
 one `RetryPolicy` with backoff until it passes; nothing is acknowledged meanwhile, /healthz turns 503, and the
 queue fills up to the broker's in-flight window. When the queue is full, a new message is neither queued nor
@@ -43,7 +43,7 @@ import paho.mqtt.client as mqtt
 from sqlalchemy.exc import DBAPIError, DisconnectionError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
-from revisit.central.cluster import Clusterer, SightingNote
+from revisit.central.clustering import Assigner, SightingNote
 from revisit.central.store import Store, ensure_device, ensure_site, from_epoch, utcnow
 from revisit.models.manifest import Manifest
 from revisit.shared.errors import ImageError
@@ -191,7 +191,7 @@ class Ingestor:
 
     def __init__(
         self,
-        clusterer: Clusterer,
+        clusterer: Assigner,
         store: Store,
         recognizers: dict[str, int],
         *,
@@ -248,7 +248,7 @@ class Ingestor:
         forever: bool = False,
         stop: threading.Event | None = None,
     ) -> list[Outcome]:
-        """Messages in order: observations in one transaction (`Clusterer.ingest_batch`), statuses each in its
+        """Messages in order: observations in one transaction (`Assigner.ingest_batch`), statuses each in its
         own. `forever`: retry a store outage until it passes (or `stop` is set). Never raises."""
         received = time.time()
         prepared: list[_Prepared] = []

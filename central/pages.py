@@ -35,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from revisit.central import charts, queries
 from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, can, flash, templates
-from revisit.central.cluster import ClusterError
+from revisit.central.clustering import ClusterError
 from revisit.central.store import VISITOR_STATUSES as STATUSES
 from revisit.central.store import (
     AuditLog,

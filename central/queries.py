@@ -215,7 +215,7 @@ def similar_visitors(
     candidates. Strangers score about 0 with the default recognizer, so they are left out."""
     if not visitor.proto_sum:
         return []
-    vector = Prototype(np.frombuffer(visitor.proto_sum, dtype=np.float64)).vector
+    vector = Prototype.from_bytes(visitor.proto_sum).vector
     hits = [
         (vid, score)
         for vid, score in service.vectors.search_prototypes(visitor.recognizer_id, vector, limit + 1)

@@ -477,7 +477,7 @@ def default_cache() -> Path:
 def run_recurrence(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from revisit.central.cluster import Clusterer, ClusterSettings
+    from revisit.central.clustering import Assigner, ClusterSettings
     from revisit.central.config import ClusterConfig
     from revisit.central.ingest import Ingestor, known_recognizers
     from revisit.central.store import Site, Store
@@ -511,7 +511,7 @@ def run_recurrence(args: argparse.Namespace) -> int:
             for name, zone in sc.sites.items():
                 s.add(Site(name=name, timezone=zone))
         vectors = Vectors.memory()
-        ingestor = Ingestor(Clusterer(store, vectors, None, settings), store, known_recognizers())
+        ingestor = Ingestor(Assigner(store, vectors, None, settings), store, known_recognizers())
         for plan in tqdm(sc.observations, desc="recurrence", unit="obs", file=sys.stderr, mininterval=2.0):
             faces = cache.get(plan.photo, plan.variants)
             obs = edge_observation(plan, faces, cache, engine.recognizer_id, rec_config, stats)

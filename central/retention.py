@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import col, select
 
-from revisit.central.cluster import Clusterer
+from revisit.central.clustering import Editor
 from revisit.central.store import AuditLog, Sighting, Visitor, utcnow
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class RetentionReport:
 
 
 def run_retention(
-    clusterer: Clusterer,
+    clusterer: Editor,
     *,
     crops_days: float | None,
     sightings_days: float | None,

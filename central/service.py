@@ -18,7 +18,7 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from revisit.central.broker import EmbeddedBroker
-from revisit.central.cluster import Clusterer, ClusterSettings
+from revisit.central.clustering import Clusterer, ClusterSettings
 from revisit.central.config import CentralConfig
 from revisit.central.ingest import Counters, Ingestor, MqttIngest, known_recognizers
 from revisit.central.kiosk import models as kiosk_models

@@ -6,7 +6,7 @@ cannot-links and must-links between sightings (manual edits and same-frame track
 and an audit log. Keys are UUIDs; timestamps are timezone-aware UTC (SQLite stores them naive, in UTC).
 
 The database is the source of truth: each sighting keeps its embedding, so the Qdrant collections can be
-rebuilt from it (`Clusterer.reindex`).
+rebuilt from it (`Rebuilder.reindex`).
 """
 
 from __future__ import annotations

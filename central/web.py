@@ -59,7 +59,8 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 SESSION_COOKIE = "revisit_session"
-UPLOAD_PATHS = (r"^/events/[^/]+/photos$", r"^/api/v1/photos/upload$")  # multipart, limited by kiosk.routes.check_upload_size
+# multipart, limited by kiosk.routes.check_upload_size
+UPLOAD_PATHS = (r"^/events/[^/]+/photos$", r"^/api/v1/photos/upload$")
 LARGE_BODY_PATHS = {"/api/v1/search/face": 12 * 1024 * 1024}  # a base64 selfie (kiosk.routes.MAX_SEARCH_BODY)
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self' 'unsafe-inline'; "

@@ -12,7 +12,7 @@ its own collections and they are never compared):
 - sightings: one point per sighting (payload `visitor`, `site`, `ts`), kept in step with the database;
 - event faces of the kiosk: one collection per (event, recognizer), searched by selfie.
 The database is the source of truth: it keeps every embedding, so all of this can be rebuilt
-(`Clusterer.reindex`, `revisit central migrate-vectors`).
+(`Rebuilder.reindex`, `revisit central migrate-vectors`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from revisit.central.cluster import Clusterer, ClusterSettings
+from revisit.central.clustering import Clusterer, ClusterSettings
 from revisit.central.store import CropStore, Store
 from revisit.central.vectors import Vectors
 from revisit.shared.schema import Observation, QualityFields

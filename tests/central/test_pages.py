@@ -11,6 +11,7 @@ import pytest
 from sqlmodel import select
 
 from revisit.central import pages
+from revisit.central.clustering.base import sighting_vector
 from revisit.central.store import AuditLog, Sighting, Site, Visitor
 from tests.central.webapp import login, seeded_app
 
@@ -232,9 +233,7 @@ def test_erase_needs_confirmation_and_removes_everything(fresh):
 
 
 def _unit(row: Sighting):
-    import numpy as np
-
-    return np.frombuffer(row.embedding, dtype="<f4")
+    return sighting_vector(row.embedding)
 
 
 # --- live, sites, crops --------------------------------------------------------------------------------------

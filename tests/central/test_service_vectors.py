@@ -45,7 +45,7 @@ def assert_index_matches_database(service: CentralService) -> None:
     assert service.vectors.count(REC, "sightings") == sightings
     assert service.vectors.count(REC) == len(visitors)
     for vid, proto_sum in visitors:
-        direction = Prototype(np.frombuffer(proto_sum, dtype=np.float64)).vector
+        direction = Prototype.from_bytes(proto_sum).vector
         best, score = service.vectors.search_prototypes(REC, direction, 1)[0]
         assert best == vid and score > 0.99
 

@@ -1,18 +1,21 @@
-"""Recurrence clustering: the pure decisions as tables, then the clusterer on a real store and Qdrant."""
+"""The assignment path: the decision as a table, then ingest on a real store and vector index."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from datetime import timezone as _timezone
 
 import numpy as np
 import pytest
-from sqlmodel import func, select
+from sqlmodel import select
 
 from revisit.central import queries
-from revisit.central.cluster import ClusterError, choose, cluster_offline, sessionise
-from revisit.central.store import AuditLog, CannotLink, MustLink, Sighting, Visit, Visitor, loyal_customers
+from revisit.central.clustering import ClusterError
+from revisit.central.clustering.assign import choose
+from revisit.central.clustering.rebuild import cluster_offline
+from revisit.central.store import CannotLink, Sighting, Visit, Visitor, loyal_customers
+from tests.central.clustering.support import count
 from tests.central.conftest import REC, make_obs, near, people
 
 UTC = _timezone.utc  # datetime.UTC is Python 3.11+
@@ -36,49 +39,6 @@ A, B, C = (uuid.UUID(int=i) for i in (1, 2, 3))
 def test_choose(candidates, threshold, forbidden, expected):
     visitor, score = choose(candidates, threshold, forbidden)
     assert visitor == expected[0] and score == pytest.approx(expected[1])
-
-
-T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-
-
-def span(start_min: float, end_min: float) -> tuple[datetime, datetime]:
-    return T0 + timedelta(minutes=start_min), T0 + timedelta(minutes=end_min)
-
-
-@pytest.mark.parametrize(
-    ("spans", "gap_min", "expected"),
-    [
-        ([], 30, []),
-        ([span(0, 1)], 30, [[0]]),
-        ([span(0, 1), span(20, 21)], 30, [[0, 1]]),
-        ([span(0, 1), span(40, 41)], 30, [[0], [1]]),
-        ([span(0, 1), span(31, 32)], 30, [[0, 1]]),  # the gap is measured from the end of the last sighting
-        ([span(40, 41), span(0, 1), span(20, 21)], 30, [[1, 2, 0]]),  # a bridge joins them, any arrival order
-        ([span(0, 100), span(120, 121)], 30, [[0, 1]]),  # a long track ends late
-        ([span(0, 1), span(24 * 60, 24 * 60 + 1)], 30, [[0], [1]]),
-    ],
-)
-def test_sessionise(spans, gap_min, expected):
-    assert sessionise(spans, timedelta(minutes=gap_min)) == expected
-
-
-def test_cluster_offline_rules():
-    p = people(3)
-    rows = np.stack([near(p[0], seed=1), near(p[0], seed=2), near(p[1], seed=3), near(p[1], seed=4), p[2]])
-    q = [0.8] * 5
-    assert cluster_offline(rows, q, 0.42) == [0, 0, 1, 1, 2]
-    # cannot-link keeps 1 away from 0's cluster; must-link puts the stranger (4) with person 1
-    assert cluster_offline(rows, q, 0.42, cannot=[(0, 1)], must=[[2, 4]]) == [0, 1, 2, 2, 2]
-    # scopes: the same person at two sites stays two visitors
-    assert cluster_offline(rows, q, 0.42, scopes=["a", "b", "a", "a", "a"]) == [0, 1, 2, 2, 3]
-
-
-def count(store, model, **where) -> int:
-    with store.session() as s:
-        stmt = select(func.count()).select_from(model)
-        for k, v in where.items():
-            stmt = stmt.where(getattr(model, k) == v)
-        return int(s.exec(stmt).one())
 
 
 def test_same_person_joins_and_stranger_starts_new(make_clusterer):
@@ -168,90 +128,6 @@ def test_recognizers_are_never_compared(make_clusterer):
         c.merge(a.visitor_id, b.visitor_id)
 
 
-def _two_visitors(c):
-    p = people(2)
-    a = [c.ingest(make_obs(near(p[0], seed=i), ts=1_800_000_000 + 86400 * i)) for i in range(3)]
-    b = [c.ingest(make_obs(near(p[1], seed=10 + i), ts=1_800_000_000 + 86400 * i + 60)) for i in range(2)]
-    return a, b
-
-
-def test_merge(make_clusterer):
-    c = make_clusterer()
-    a, b = _two_visitors(c)
-    c.update_visitor(b[0].visitor_id, label="Regular at the bar")
-    merged = c.merge(a[0].visitor_id, b[0].visitor_id, actor="admin")
-    assert merged.id == a[0].visitor_id and merged.sighting_count == 5 and merged.label == "Regular at the bar"
-    assert merged.visit_count == 3  # same days, within the gap
-    assert count(c.store, Visitor) == 1 and c.vectors.count(REC) == 1
-    assert count(c.store, MustLink) == 4 and count(c.store, AuditLog, action="merge") == 1
-
-
-def test_split_and_not_this_person(make_clusterer):
-    c = make_clusterer()
-    a, _ = _two_visitors(c)
-    new = c.split([a[1].sighting_id, a[2].sighting_id], actor="admin")
-    with c.store.session() as s:
-        assert s.get(Visitor, a[0].visitor_id).sighting_count == 1
-        assert new.sighting_count == 2 and new.visit_count == 2
-        assert {x.visitor_id for x in s.exec(select(Sighting).where(Sighting.id == a[2].sighting_id))} == {new.id}
-    with pytest.raises(ClusterError, match="nothing would be left"):
-        c.split([a[0].sighting_id])
-    with pytest.raises(ClusterError, match="different visitors"):
-        c.split([a[0].sighting_id, a[1].sighting_id])
-    alone = c.not_this_person(a[2].sighting_id, actor="admin")
-    assert alone.sighting_count == 1 and alone.id not in (new.id, a[0].visitor_id)
-    assert count(c.store, AuditLog, action="split") == 1 and count(c.store, AuditLog, action="not_this_person") == 1
-    assert c.vectors.count(REC) == 4
-
-
-def test_erase_deletes_everything_and_audits(make_clusterer):
-    c = make_clusterer()
-    a, b = _two_visitors(c)
-    counts = c.erase_visitor(a[0].visitor_id, actor="admin", reason="customer request")
-    assert counts == {"sightings": 3, "crops": 3, "visits": 3}
-    assert count(c.store, Sighting) == 2 and count(c.store, Visitor) == 1 and count(c.store, Visit) == 2
-    assert c.vectors.count(REC) == 1 and c.vectors.count(REC, "sightings") == 2
-    assert len(list(c.crops.root.rglob("*.jpg"))) == 2
-    with c.store.session() as s:
-        log = s.exec(select(AuditLog).where(AuditLog.action == "erase")).one()
-        assert log.visitor_id == a[0].visitor_id and log.details["sightings"] == 3 and log.actor == "admin"
-    with pytest.raises(ClusterError, match="no visitor"):
-        c.erase_visitor(a[0].visitor_id)
-
-
-def test_recluster_keeps_manual_edits(make_clusterer):
-    c = make_clusterer()
-    a, b = _two_visitors(c)
-    c.update_visitor(a[0].visitor_id, label="Ann", notes="likes tea")
-    c.merge(a[0].visitor_id, b[0].visitor_id)  # a person said: same visitor, though the faces differ
-    p = people(3)
-    x = c.ingest(make_obs(near(p[2], seed=50), ts=1_800_500_000))
-    y = c.ingest(make_obs(near(p[2], seed=51), ts=1_800_600_000))
-    assert x.visitor_id == y.visitor_id
-    z = c.not_this_person(y.sighting_id)
-    report = c.recluster()
-    assert report.sightings == 7 and report.visitors_after == 3 and report.must_links == 4
-    with c.store.session() as s:
-        ann = s.get(Visitor, a[0].visitor_id)  # the id, label and notes survive
-        assert ann.label == "Ann" and ann.notes == "likes tea" and ann.sighting_count == 5
-        owner = {r.id: r.visitor_id for r in s.exec(select(Sighting))}
-        assert owner[x.sighting_id] != owner[y.sighting_id] and owner[y.sighting_id] == z.id
-    assert c.vectors.count(REC) == 3 and c.vectors.count(REC, "sightings") == 7
-    # nothing changes the second time
-    again = c.recluster()
-    assert again.visitors_after == 3 and again.kept_ids == 3
-
-
-def test_reindex_rebuilds_qdrant_from_the_database(make_clusterer):
-    c = make_clusterer()
-    a, b = _two_visitors(c)
-    c.vectors.drop(REC)
-    assert c.reindex() == 5
-    assert c.vectors.count(REC) == 2 and c.vectors.count(REC, "sightings") == 5
-    again = c.ingest(make_obs(near(people(2)[1], seed=77), ts=1_801_000_000))
-    assert again.visitor_id == b[0].visitor_id
-
-
 def test_stale_prototype_in_the_index_is_dropped(make_clusterer):
     c = make_clusterer()
     face = people(1)[0]
@@ -324,16 +200,6 @@ def test_without_a_floor_every_face_founds(make_clusterer):
     (face,) = people(1)
     first = c.ingest(make_obs(face, quality=0.01))
     assert first.created and not first.unassigned and c.unassigned_count() == 0
-
-
-def test_cluster_offline_quality_floor():
-    vecs = np.stack([near(p, seed=i) for i, p in enumerate(people(3))] + [near(people(3)[0], seed=9)])
-    labels = cluster_offline(vecs, [0.1, 0.9, 0.1, 0.1], 0.37, found_min_quality=0.4)
-    assert labels == [-1, 0, -1, -1]  # the fourth is the first person again, but neither may found
-    labels = cluster_offline(vecs, [0.9, 0.9, 0.1, 0.1], 0.37, found_min_quality=0.4)
-    assert labels == [0, 1, -1, 0]  # a poor face joins its clear match
-    labels = cluster_offline(vecs, [0.1, 0.9, 0.1, 0.1], 0.37, found_min_quality=0.4, must=[[0, 2]])
-    assert labels[0] == labels[2] >= 0  # a person's must-link wins over the floor
 
 
 def _at_cosine(base: np.ndarray, cos: float, seed: int) -> np.ndarray:
