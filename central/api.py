@@ -26,16 +26,7 @@ from revisit.central.pages import (
     scoped_site,
     visible_or_404,
 )
-from revisit.central.store import (
-    LoyalSort,
-    Sighting,
-    Visit,
-    Visitor,
-    latest_sightings,
-    loyal_customers,
-    visit_frequency,
-    visitor_detail,
-)
+from revisit.central.store import Sighting, Visit, Visitor
 
 router = APIRouter(prefix="/api/v1", tags=["api"], dependencies=[CSRFChecked])
 
@@ -302,11 +293,11 @@ def get_visitor(
     limit: Annotated[int, Query(ge=0, le=1000)] = 100,
 ) -> VisitorDetailOut:
     with service.session() as s:
-        d = visitor_detail(s, visitor_id, offset=offset, limit=limit, site_ids=queries.site_ids(s, user.sites))
+        d = queries.visitor_detail(s, visitor_id, offset=offset, limit=limit, site_ids=queries.site_ids(s, user.sites))
         if d is None:
             raise HTTPException(404, f"no visitor {visitor_id}")
         names = queries.Names.load(s, queries.site_ids(s, user.sites))
-        freq = visit_frequency(s, visitor_id, days=30, timezone=service.config.loyal.timezone)
+        freq = queries.visit_frequency(s, visitor_id, days=30, timezone=service.config.loyal.timezone)
     return VisitorDetailOut(
         visitor=VisitorOut.of(d.visitor, names, d.reference),
         visits=[VisitOut.of(v, names) for v in d.visits],
@@ -388,7 +379,7 @@ def list_sightings(
     """The newest sightings first (the live page polls this with `since`)."""
     with service.session() as s:
         ids = queries.site_ids(s, user.sites)
-        rows = latest_sightings(s, since=since, camera_id=camera_id, limit=limit, site_ids=ids)
+        rows = queries.latest_sightings(s, since=since, camera_id=camera_id, limit=limit, site_ids=ids)
         names = queries.Names.load(s, queries.site_ids(s, user.sites))
         labels = queries.visitor_labels(s, (r.visitor_id for r in rows))
     return [SightingOut.of(r, names, labels.get(r.visitor_id, "")) for r in rows]
@@ -417,7 +408,7 @@ def loyal(
     window_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
     site: Annotated[str | None, Query(max_length=64)] = None,
     as_of: Annotated[date | None, Query(description="the day (YYYY-MM-DD); default today in the site's zone")] = None,
-    sort: LoyalSort = "-arrival",
+    sort: queries.LoyalSort = "-arrival",
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> LoyalPageOut:
@@ -430,7 +421,7 @@ def loyal(
     min_visits, window_days = min_visits or cfg.min_visits, window_days or cfg.window_days
     site = scoped_site(user, site or "") or None
     with service.session() as s:
-        page = loyal_customers(
+        page = queries.loyal_customers(
             s,
             min_visits=min_visits,
             window_days=window_days,

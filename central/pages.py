@@ -39,17 +39,12 @@ from revisit.central.clustering import ClusterError
 from revisit.central.store import VISITOR_STATUSES as STATUSES
 from revisit.central.store import (
     AuditLog,
-    LoyalSort,
     Sighting,
     Site,
     StoreError,
     Visitor,
-    latest_sightings,
-    loyal_customers,
     site_zone,
     utcnow,
-    visit_frequency,
-    visitor_detail,
     zone_info,
 )
 
@@ -62,13 +57,6 @@ VISITORS_PAGE_SIZE = 48
 GALLERY_PAGE_SIZE = 60
 LIVE_CROPS = 30
 MAX_LIVE_STREAMS = 16  # relayed MJPEG streams at once (each holds a connection to an edge)
-LOYAL_SORTS: dict[str, str] = {
-    "-arrival": "arrived today, latest first",
-    "arrival": "arrived today, earliest first",
-    "-visits": "most visits before today",
-    "visits": "fewest visits before today",
-    "-last_seen": "last seen, newest first",
-}
 
 
 # --- template helpers --------------------------------------------------------------------------------------
@@ -132,7 +120,7 @@ def live(request: Request, service: ServiceDep, user: CurrentUser) -> Response:
     with service.session() as s:
         ids = queries.site_ids(s, user.sites)
         sites = queries.sites_overview(s, _live_urls(request), service.config.loyal.timezone, site_ids=ids)
-        crops = latest_sightings(s, limit=LIVE_CROPS, site_ids=ids)
+        crops = queries.latest_sightings(s, limit=LIVE_CROPS, site_ids=ids)
         names = queries.Names.load(s, ids)
         labels = queries.visitor_labels(s, (c.visitor_id for c in crops))
     since = crops[0].created_at.isoformat() if crops else ""
@@ -149,7 +137,7 @@ def loyal(
     window_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
     site: Annotated[str, Query(max_length=64)] = "",
     as_of: Annotated[str, Query(max_length=10, description="YYYY-MM-DD; default today in the site's zone")] = "",
-    sort: LoyalSort = "-arrival",
+    sort: queries.LoyalSort = "-arrival",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
     cfg = service.config.loyal
@@ -161,7 +149,7 @@ def loyal(
     except ValueError:
         raise HTTPException(422, "as_of: a date as YYYY-MM-DD") from None
     with service.session() as s:
-        result = loyal_customers(
+        result = queries.loyal_customers(
             s,
             min_visits=min_visits,
             window_days=window_days,
@@ -179,7 +167,7 @@ def loyal(
         "result": result,
         "sites": sites,
         "query": query,
-        "sorts": LOYAL_SORTS,
+        "sorts": queries.LOYAL_SORTS,
         "page": page,
         "pages": pages,
         "frequency": queries.frequency_text,
@@ -261,12 +249,12 @@ def visitor(
     tz = service.config.loyal.timezone
     with service.session() as s:
         ids = queries.site_ids(s, user.sites)
-        detail = visitor_detail(
+        detail = queries.visitor_detail(
             s, visitor_id, offset=(page - 1) * GALLERY_PAGE_SIZE, limit=GALLERY_PAGE_SIZE, site_ids=ids
         )
         if detail is None:
             raise HTTPException(404, "no such visitor (merged or erased?)")
-        counts = visit_frequency(s, visitor_id, days=30, timezone=tz)
+        counts = queries.visit_frequency(s, visitor_id, days=30, timezone=tz)
         weekly = queries.visits_per_week(s, visitor_id, weeks=12, timezone=tz, site_ids=ids)
         visited = queries.sites_visited(s, visitor_id, site_ids=ids)
     try:
@@ -618,7 +606,7 @@ def export_loyal(
     window_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
     site: Annotated[str, Query(max_length=64)] = "",
     as_of: Annotated[str, Query(max_length=10, description="YYYY-MM-DD; default today in the site's zone")] = "",
-    sort: LoyalSort = "-arrival",
+    sort: queries.LoyalSort = "-arrival",
 ) -> Response:
     """The loyal list of a day (default today), as on the page with the same filters."""
     cfg = service.config.loyal
@@ -631,7 +619,7 @@ def export_loyal(
 
     def rows(session: Any) -> Any:
         def page(offset: int, limit: int) -> Any:
-            return loyal_customers(
+            return queries.loyal_customers(
                 session, min_visits=min_visits, window_days=window_days, as_of=day, timezone=cfg.timezone,
                 site=site or None, sort=sort, offset=offset, limit=limit,
             )  # fmt: skip

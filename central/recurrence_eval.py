@@ -12,7 +12,7 @@ through the central `Ingestor.handle(..., backfill=True)` (history enters throug
 fresh store, in time order.
 
 Scoring, for every day of the scenario, for each site (its own local day) and for all sites (head office's day),
-and for X in {1, 2, 3}: the loyal list (`store.loyal_customers` with `as_of`) against the truth computed from
+and for X in {1, 2, 3}: the loyal list (`queries.loyal_customers` with `as_of`) against the truth computed from
 the true visits with the same day rule. A listed visitor stands for the identity of most of its sightings; a
 visitor whose identity is not truly loyal that day, or a second visitor for the same identity, is a false
 positive. Micro-averaged over all lists:
@@ -384,7 +384,8 @@ def score(sc: Scenario, store: Any, owner: dict[str, str], window_days: int) -> 
     """Loyal lists vs truth; `owner`: observation id -> identity."""
     from sqlmodel import select
 
-    from revisit.central.store import Sighting, Visitor, loyal_customers
+    from revisit.central.queries import loyal_customers
+    from revisit.central.store import Sighting, Visitor
 
     with store.session() as s:
         rows = s.exec(select(Sighting.observation_id, Sighting.visitor_id)).all()

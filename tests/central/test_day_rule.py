@@ -13,8 +13,8 @@ from sqlalchemy import inspect, text
 from sqlmodel import select
 
 from revisit.central.config import CentralConfig
-from revisit.central.queries import sites_overview
-from revisit.central.store import Site, Store, StoreError, Visitor, day_bounds, ensure_site, local_day, loyal_customers
+from revisit.central.queries import loyal_customers, sites_overview
+from revisit.central.store import Site, Store, StoreError, Visitor, day_bounds, ensure_site, local_day
 from tests.central.conftest import make_obs, near, people
 
 UTC = _timezone.utc  # datetime.UTC is Python 3.11+

@@ -152,7 +152,7 @@ def test_the_demo_in_chromium(browser_page, demo_server, engine, tmp_path):  # n
 
     # a restart on a later day adds today's visit of each regular, once
     from revisit.central.demo_data import top_up_today
-    from revisit.central.store import loyal_customers
+    from revisit.central.queries import loyal_customers
 
     later = utcnow() + timedelta(days=1)
     facedata = Path(seed.sample_selfies[0]).parents[2]

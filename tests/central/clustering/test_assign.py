@@ -14,7 +14,7 @@ from revisit.central import queries
 from revisit.central.clustering import ClusterError
 from revisit.central.clustering.assign import choose
 from revisit.central.clustering.rebuild import cluster_offline
-from revisit.central.store import CannotLink, Sighting, Visit, Visitor, loyal_customers
+from revisit.central.store import CannotLink, Sighting, Visit, Visitor
 from tests.central.clustering.support import count
 from tests.central.conftest import REC, make_obs, near, people
 
@@ -177,7 +177,7 @@ def test_a_low_quality_face_joins_a_clear_match_or_waits_unassigned(db_url, make
     later = c.ingest(make_obs(near(stranger, seed=6), ts=1_800_500_000, quality=0.1))
     assert later.visitor_id == founder.visitor_id
     with c.store.session() as s:
-        listed = loyal_customers(s, min_visits=1, window_days=3650, now=datetime(2027, 1, 15, 0, 0, tzinfo=UTC),
+        listed = queries.loyal_customers(s, min_visits=1, window_days=3650, now=datetime(2027, 1, 15, 0, 0, tzinfo=UTC),
                                  as_of=datetime.fromtimestamp(1_800_500_000, UTC).date())  # fmt: skip
         assert [r.visitor.id for r in listed.rows] == [founder.visitor_id]
         assert listed.rows[0].visits_before == 1  # the held sightings are no visits of anybody
