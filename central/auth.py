@@ -455,7 +455,8 @@ templates.env.globals.update(
 router = APIRouter(tags=["auth"], dependencies=[CSRFChecked])
 
 
-def _client_key(request: Request) -> str:
+def client_key(request: Request) -> str:
+    """The client address that rate limits key on (logins here, the kiosk's searches and look-ups)."""
     return request.client.host if request.client else "unknown"
 
 
@@ -475,7 +476,7 @@ def login(
     next: Annotated[str, Form(max_length=2000)] = "/",  # noqa: A002 - the form field's name
 ) -> Response:
     limiter: FailureWindow = request.app.state.login_limiter
-    key = _client_key(request)
+    key = client_key(request)
     wait = limiter.retry_after(key)
     if wait > 0:
         log.warning("login rate limit hit by %s", key)
@@ -543,7 +544,7 @@ def change_own_password(
         flash(request, str(exc), "error")
         return RedirectResponse("/account", status_code=303)
     request.session.clear()
-    request.session.update(sid=accounts.start_session(row, _client_key(request)), login_at=int(time.time()))
+    request.session.update(sid=accounts.start_session(row, client_key(request)), login_at=int(time.time()))
     csrf_token(request)
     flash(request, "Password changed; your other sessions have ended.", "ok")
     return RedirectResponse("/account", status_code=303)

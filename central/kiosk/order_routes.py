@@ -26,7 +26,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from revisit.central.auth import CSRFChecked, CurrentUser, flash, templates
+from revisit.central.auth import CSRFChecked, CurrentUser, client_key, flash, templates
 from revisit.central.kiosk.events import EventError
 from revisit.central.kiosk.orders import STATUSES, order_json, orders_csv, zip_entries, zip_stream
 from revisit.central.kiosk.routes import (
@@ -35,7 +35,6 @@ from revisit.central.kiosk.routes import (
     _event_or_404,
     _json_body,
     audit,
-    client_key,
     live_or_410,
     read_json,
     too_many,

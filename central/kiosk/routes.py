@@ -63,7 +63,7 @@ from sqlmodel import func, select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from revisit.central.auth import CSRFChecked, CurrentUser, flash, templates
+from revisit.central.auth import CSRFChecked, CurrentUser, client_key, flash, templates
 from revisit.central.kiosk.events import EventError, normalize_code
 from revisit.central.kiosk.models import Event, Photo
 from revisit.central.kiosk.photos import sanitize_filename
@@ -125,10 +125,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
-
-
-def client_key(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def too_many(wait: float, what: str) -> JSONResponse:
