@@ -147,7 +147,7 @@ def bootstrap_accounts(config: CentralConfig, accounts: Accounts) -> str | None:
 # --- login rate limit ----------------------------------------------------------------------------------------
 
 
-class RateLimiter:
+class FailureWindow:
     """At most `attempts` failures per key in a sliding `window_s`; bounded memory (oldest keys dropped)."""
 
     def __init__(self, attempts: int = LOGIN_ATTEMPTS, window_s: float = LOGIN_WINDOW_S, max_keys: int = 10_000):
@@ -456,7 +456,7 @@ router = APIRouter(tags=["auth"], dependencies=[CSRFChecked])
 
 
 def client_key(request: Request) -> str:
-    """Who a per-client limit counts: the client address (X-Forwarded-For when forwarded_allow_ips trusts it)."""
+    """The client address that rate limits key on (logins here, the kiosk's searches and look-ups)."""
     return request.client.host if request.client else "unknown"
 
 
@@ -475,7 +475,7 @@ def login(
     password: Annotated[str, Form(max_length=1024)],
     next: Annotated[str, Form(max_length=2000)] = "/",  # noqa: A002 - the form field's name
 ) -> Response:
-    limiter: RateLimiter = request.app.state.login_limiter
+    limiter: FailureWindow = request.app.state.login_limiter
     key = client_key(request)
     wait = limiter.retry_after(key)
     if wait > 0:

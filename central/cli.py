@@ -134,13 +134,17 @@ def migrate_vectors(args: argparse.Namespace) -> int:
 
 
 def retention(args: argparse.Namespace) -> int:
-    from revisit.central.events import Events
+    from revisit.central.kiosk.events import Events
     from revisit.central.service import CentralService
 
     service = CentralService(load_config(args)).open()
     try:
         report = asdict(service.run_retention())
-        report["events_expired"] = Events.for_service(service).expire_events()
+        events = Events.for_service(service)
+        try:
+            report["events_expired"] = events.expire_events()
+        finally:
+            events.close()
     finally:
         service.stop()
     print(json.dumps(report, default=str))

@@ -47,7 +47,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from revisit.central.events import KioskConfig
+from revisit.central.kiosk.config import KioskConfig
 from revisit.shared.assign import DEFAULT_THRESHOLD
 from revisit.shared.config import BrokerConnection, EngineConfig, Strict, load_toml
 from revisit.shared.schema import Ident

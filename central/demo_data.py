@@ -339,8 +339,8 @@ def _label_people(
 def _demo_event(service: Any, engine: Any, groups: dict, regulars: list[str], seed: DemoSeed, progress: Any) -> None:
     """A kiosk event with photos of a few regulars and of other people; one photo of each regular is kept out
     of the event as a sample selfie."""
-    from revisit.central.events import Events
-    from revisit.central.photos import FaceWorker
+    from revisit.central.kiosk.events import Events
+    from revisit.central.kiosk.worker import FaceWorker
 
     events = Events.for_service(service)
     event = events.create_event("Demo event: summer party (sample photos)")

@@ -84,7 +84,7 @@ EVAL_PARTS = (
         central=True,
     ),
     Part(
-        "revisit.central.kiosk_eval",
+        "revisit.central.kiosk.eval",
         {"search": "event kiosk: selfie search over one event of labelled photos"},
         central=True,
     ),

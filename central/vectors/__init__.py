@@ -47,19 +47,19 @@ class SightingPoint:
     ts: float
 
 
-def _recognizer_slug(recognizer_id: str, length: int) -> str:
-    """A recognizer id made safe for a collection name (at most `length` characters of it); a short hash keeps
-    distinct ids distinct."""
-    safe = re.sub(r"[^a-z0-9_-]+", "_", recognizer_id.lower()).strip("_")[:length]
-    return f"{safe}_{hashlib.sha1(recognizer_id.encode()).hexdigest()[:8]}"
-
-
 def collection_base(prefix: str, recognizer_id: str) -> str:
-    return f"{prefix}_{_recognizer_slug(recognizer_id, 60)}"
+    """A safe collection name for a recognizer id; a short hash keeps distinct ids distinct."""
+    return f"{prefix}_{_slug(recognizer_id, 60)}"
 
 
 def event_collection(prefix: str, event_id: uuid.UUID, recognizer_id: str) -> str:
-    return f"{event_prefix(prefix, event_id)}{_recognizer_slug(recognizer_id, 40)}"
+    return f"{event_prefix(prefix, event_id)}{_slug(recognizer_id, 40)}"
+
+
+def _slug(recognizer_id: str, width: int) -> str:
+    """The recognizer id in collection-name characters, at most `width` of them, and 8 hex of its hash."""
+    safe = re.sub(r"[^a-z0-9_-]+", "_", recognizer_id.lower()).strip("_")[:width]
+    return f"{safe}_{hashlib.sha1(recognizer_id.encode()).hexdigest()[:8]}"
 
 
 def event_prefix(prefix: str, event_id: uuid.UUID) -> str:
@@ -85,6 +85,11 @@ class Vectors(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def for_events(self) -> Vectors:
+        """The handle the kiosk's event faces use (`revisit.central.kiosk.vectors` says what is shared and why):
+        this index, unless the engine can give the kiosk a connection and lock of its own."""
+        return self
 
     def bulk(self) -> contextlib.AbstractContextManager[None]:
         """A block of many writes (a rebuild): engines may batch them and skip their journal."""
@@ -161,9 +166,6 @@ class Vectors(ABC):
     @abstractmethod
     def event_collections(self, event_id: uuid.UUID) -> list[str]:
         """Names of the event's face collections (one per recognizer)."""
-
-    @abstractmethod
-    def drop_faces(self, event_id: uuid.UUID, recognizer_id: str) -> None: ...
 
     def drop_event(self, event_id: uuid.UUID) -> int:
         """Drop every face collection of the event; returns how many."""

@@ -121,7 +121,7 @@ def test_in_range_queries_work(client, path):
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory, engine):
     """The whole app with the kiosk on the real engine, an event, and an admin API token (no CSRF needed)."""
-    from tests.central.kiosk_support import kiosk_app
+    from tests.central.kiosk.support import kiosk_app
 
     generous = {"search_per_client_min": 100_000, "lookup_per_client_min": 100_000, "burst": 1000}
     with kiosk_app(tmp_path_factory.mktemp("fuzz"), engine, **generous) as ka:

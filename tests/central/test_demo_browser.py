@@ -142,7 +142,7 @@ def test_the_demo_in_chromium(browser_page, demo_server, engine, tmp_path):  # n
     assert len(customers) == len(visits) and any(r[3] == "staff" for r in visit_rows[1:])
 
     # the demo event is live (its code opens it on the kiosk) and its photos' faces are indexed
-    from revisit.central.events import Events
+    from revisit.central.kiosk.events import Events
 
     events = Events.for_service(service)
     event = events.by_code(seed.event_code)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.central.kiosk_support import bad_files, dev_people, kiosk_app, upload_and_wait, y4m
+from tests.central.kiosk.support import bad_files, dev_people, kiosk_app, upload_and_wait, y4m
 from tests.central.webapp import PASSWORD, USER
 from tests.mosquitto import free_port
 

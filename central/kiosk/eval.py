@@ -2,7 +2,7 @@
 
 One event is built from every photo of DIR (kind photo and group) the way the service builds one: each file
 goes through `Events.add_photo` (validation, originals, thumbnails) and the `FaceWorker` (every face detected,
-assessed and embedded into the event's Qdrant collection), on a temporary SQLite database and Qdrant ':memory:'.
+assessed and embedded into the event's collection), on a temporary SQLite database and an in-memory vector index.
 
 Queries: each identity that appears in at least one group photo and has at least two single photos. Its first
 single photo (in path order) is the selfie and is left out of the event; the expected result is every other
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from revisit.central.search import DEFAULT_THRESHOLD, MAX_SELFIES, MERGES, MULTI_MERGE
+from revisit.central.kiosk.search import DEFAULT_THRESHOLD, MAX_SELFIES, MERGES, MULTI_MERGE
 from revisit.shared.dataset import DatasetError, Record, load_labels
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def central_faces(events: Any, event_id: uuid.UUID) -> dict[uuid.UUID, uuid.UUID
     """photo id -> the id of its face nearest the image centre (the face a portrait's label names)."""
     from sqlmodel import select
 
-    from revisit.central.events import Photo, PhotoFace
+    from revisit.central.kiosk.models import Photo, PhotoFace
 
     out: dict[uuid.UUID, tuple[float, uuid.UUID]] = {}
     with events.store.session() as s:
@@ -122,9 +122,11 @@ def score(expected: dict[str, set[str]], found: dict[str, dict[str, float]], thr
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from revisit.central.events import Events, EventVectors
-    from revisit.central.photos import FaceWorker, PhotoFiles
-    from revisit.central.search import FaceSearch, SelfieRejected
+    from revisit.central.kiosk.events import Events
+    from revisit.central.kiosk.photos import PhotoFiles
+    from revisit.central.kiosk.search import FaceSearch, SelfieRejected
+    from revisit.central.kiosk.vectors import EventVectors
+    from revisit.central.kiosk.worker import FaceWorker
     from revisit.central.store import Store
     from revisit.shared.cli import engine_config
     from revisit.shared.engine import FaceEngine
@@ -243,7 +245,7 @@ def evaluate_multi(search: Any, event_id: uuid.UUID, event_records: list[Record]
                    by_photo: dict[uuid.UUID, Record], expected: dict[str, set[str]],
                    found: dict[str, dict[str, float]], threshold: float) -> dict[str, Any]:  # fmt: skip
     """Scores of 2-3 selfies per identity merged each way, and of the first selfie alone on the same photos."""
-    from revisit.central.search import SelfieRejected
+    from revisit.central.kiosk.search import SelfieRejected
 
     ids = {r.relpath: pid for pid, r in by_photo.items()}
     want: dict[str, set[str]] = {}

@@ -14,8 +14,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from revisit.central.events import Events, EventVectors, KioskConfig
-from revisit.central.photos import PhotoFiles
+from revisit.central.kiosk.config import KioskConfig
+from revisit.central.kiosk.events import Events
+from revisit.central.kiosk.photos import PhotoFiles
+from revisit.central.kiosk.vectors import EventVectors
 from revisit.central.store import Store
 from revisit.shared.face import Face, Quality
 
@@ -148,7 +150,7 @@ class KioskApp:
 @contextmanager
 def kiosk_app(tmp_path: Path, engine, **kiosk_settings) -> Iterator[KioskApp]:
     """The central app (`web.create_app`) on a fresh service, with the kiosk built on `engine` (no model reload)."""
-    from revisit.central.kiosk import Kiosk
+    from revisit.central.kiosk.service import Kiosk
     from revisit.central.web import create_app
     from tests.central.webapp import open_service, web_config
 

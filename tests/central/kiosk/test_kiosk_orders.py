@@ -16,9 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
-from revisit.central.orders import GuestOrder, GuestOrderPhoto, normalize_reference, zip_stream
+from revisit.central.kiosk.models import GuestOrder, GuestOrderPhoto
+from revisit.central.kiosk.orders import normalize_reference, zip_stream
 from revisit.central.store import AuditLog
-from tests.central.kiosk_support import dev_people, kiosk_app, upload_and_wait
+from tests.central.kiosk.support import dev_people, kiosk_app, upload_and_wait
 from tests.central.webapp import PASSWORD, csrf_from, login
 
 pytestmark = [pytest.mark.models, pytest.mark.facedata]

@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from tests.central.kiosk_support import y4m
-from tests.central.test_kiosk_browser import CHROMIUM, CHROMIUM_ARGS, server, sync_api  # noqa: F401 (fixtures)
+from tests.central.kiosk.support import y4m
+from tests.central.kiosk.test_kiosk_browser import CHROMIUM, CHROMIUM_ARGS, server, sync_api  # noqa: F401 (fixtures)
 from tests.central.webapp import PASSWORD, USER
 
 pytestmark = [pytest.mark.models, pytest.mark.facedata, pytest.mark.slow]

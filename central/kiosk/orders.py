@@ -5,9 +5,9 @@ phone); the answer carries a short order reference (`ABC-DEF`: the event code al
 at the counter. Staff see the orders of an event, move each through new -> ready -> delivered with notes, export
 them as CSV and download the ordered originals as one ZIP, streamed file by file (never all in memory).
 
-Tables `event_guest_order` and `event_guest_order_photo` (created with the kiosk's). An order leaves with its
+Tables `event_guest_order` and `event_guest_order_photo` (`revisit.central.kiosk.models`). An order leaves with its
 event (`Events.delete_event`, at expiry or by hand) and with the guest's erasure (`Orders.erase`). Status changes,
-exports and erasures are in the audit log (`revisit.central.kiosk.audit`).
+exports and erasures are in the audit log (`revisit.central.kiosk.routes.audit`).
 """
 
 from __future__ import annotations
@@ -20,45 +20,21 @@ import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, SQLModel, col, func, select
+from sqlmodel import col, func, select
 
-from revisit.central.events import CODE_ALPHABET, EventError, Photo
-from revisit.central.store import Store, UTCDateTime, utcnow
+from revisit.central.kiosk.events import CODE_ALPHABET, EventError
+from revisit.central.kiosk.models import GuestOrder, GuestOrderPhoto, Photo
+from revisit.central.store import Store, utcnow
 
 STATUSES = ("new", "ready", "delivered")
 MAX_PHOTOS_PER_ORDER = 100
 REFERENCE_LENGTH = 6  # 31**6 ≈ 8.9e8 references; unique across all events
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 PHONE = re.compile(r"\+?[0-9 ()./-]{6,24}")
-
-
-class GuestOrder(SQLModel, table=True):
-    __tablename__ = "event_guest_order"
-    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
-    event_id: uuid.UUID = Field(foreign_key="event.id", index=True, ondelete="CASCADE")
-    reference: str = Field(max_length=8, unique=True, index=True, description="shown to the guest: ABCDEF")
-    name: str = Field("", max_length=200)
-    contact: str = Field("", max_length=254, description="e-mail or phone number, as the guest gave it")
-    status: str = Field("new", max_length=16, index=True, description="new / ready / delivered")
-    notes: str = Field("", max_length=2000, description="the photographer's")
-    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    updated_by: str = Field("", max_length=64)
-
-
-class GuestOrderPhoto(SQLModel, table=True):
-    __tablename__ = "event_guest_order_photo"
-    order_id: uuid.UUID = Field(foreign_key="event_guest_order.id", primary_key=True, ondelete="CASCADE")
-    photo_id: uuid.UUID = Field(foreign_key="event_photo.id", primary_key=True, ondelete="CASCADE")
-    event_id: uuid.UUID = Field(foreign_key="event.id", index=True, ondelete="CASCADE")
-
-
-TABLES = (GuestOrderPhoto, GuestOrder)  # child first: the order `Events.delete_event` deletes them in
 
 
 def format_reference(reference: str) -> str:
@@ -85,9 +61,6 @@ class OrderView:
 class Orders:
     def __init__(self, store: Store):
         self.store = store
-
-    def create_tables(self) -> None:
-        SQLModel.metadata.create_all(self.store.engine, tables=[GuestOrder.__table__, GuestOrderPhoto.__table__])  # type: ignore[attr-defined]
 
     def create(
         self, event_id: uuid.UUID, photo_ids: Iterable[uuid.UUID], name: str = "", contact: str = ""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from revisit.central.kiosk_eval import plan, score
+from revisit.central.kiosk.eval import plan, score
 from revisit.cli import main
 from revisit.shared.dataset import load_labels
 

@@ -11,10 +11,11 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from revisit.central.events import Event
+from revisit.central.kiosk.models import Event
+from revisit.central.kiosk.service import EXPIRY_JOB
 from revisit.central.store import AuditLog, utcnow
 from tests.central.conftest import wait_for
-from tests.central.kiosk_support import dev_people, kiosk_app, png, upload_and_wait
+from tests.central.kiosk.support import dev_people, kiosk_app, png, upload_and_wait
 from tests.central.webapp import PASSWORD, login
 
 pytestmark = [pytest.mark.models, pytest.mark.facedata]
@@ -100,7 +101,10 @@ def test_an_ended_event_is_refused_everywhere_at_once(site):
         row = s.get(Event, event.id)
         row.expires_at = utcnow() - timedelta(seconds=1)
         s.add(row)
-    woken, kiosk._wake = kiosk._wake, threading.Event()  # hold the job back to see every refusal
+    # hold the scheduler's one thread with another job, so the expiry job waits and every refusal can be seen
+    hold, holding = threading.Event(), threading.Event()
+    kiosk.scheduler.add("hold", 3600, lambda: (holding.set(), hold.wait(30)), first_in_s=0)
+    assert holding.wait(10)
     for url in (match["download_url"], match["image_url"], match["thumbnail_url"]):
         assert client.get(url).status_code == 410, url
     assert client.post("/api/v1/orders", json={"token": match["token"], "name": "Jo"}).status_code == 410
@@ -112,10 +116,10 @@ def test_an_ended_event_is_refused_everywhere_at_once(site):
     assert staff.post("/api/v1/photos/upload", data={"event_id": str(event.id)}, files=files).status_code == 410
     assert staff.post(f"/events/{event.id}/photos", files=files).status_code == 410
     assert staff.patch(f"/api/v1/events/{event.id}", json={"min_threshold": 0.7}).status_code == 410
-    assert kiosk._wake.is_set() and kiosk.events.get(event.id) is not None
-    # the expiry job is woken (here: let go): the event and its photos go now, not within the hour
-    kiosk._wake = woken
-    woken.set()
+    assert kiosk.scheduler.pending(EXPIRY_JOB) and kiosk.events.get(event.id) is not None
+    # the expiry job was woken (here: let go): the event and its photos go now, not within the hour
+    hold.set()
+    kiosk.scheduler.remove("hold")
     wait_for(lambda: kiosk.events.get(event.id) is None, timeout=20, what="the ended event deleted")
     assert not (kiosk.events.files.root / event.id.hex).exists() or not any(
         (kiosk.events.files.root / event.id.hex).rglob("*.*")

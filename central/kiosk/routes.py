@@ -23,13 +23,18 @@ Public (rate limited per client address and per event; no login):
                                          image_url, download_url, token}], notice?}; 422 with guidance when the selfie
                                          has no usable face; 429 when rate limited
     GET  /kiosk/photo/{token}/{thumb|view|download}   only photos a search returned
-    POST /api/v1/orders                  order photos (`kiosk_orders`; the orders page and exports are there too)
+    POST /api/v1/orders                  order photos (`order_routes`; the orders page and exports are there too)
+
+Handlers are plain `def` (FastAPI runs them in its thread pool, so database work never blocks the event loop).
+Those that read a JSON body take it from the `JsonBody` dependency (awaited on the loop, bounded, never echoed).
+Uploads, the face search and guests' orders stay `async`: they stream the body themselves (multipart files,
+a rate limit checked before a selfie is read) and hand every database step to the thread pool.
 
 Browsers open the webcam (getUserMedia) only in a secure context: serve the kiosk over HTTPS (the reverse
 proxy) or from localhost on the kiosk machine itself.
 
-Photo URLs carry a signed, short-lived token naming the event and the photo (HMAC-SHA256 with the service's
-secret key): photo ids alone open nothing, and a token of one event never opens another event's photo.
+Photo URLs carry a signed, short-lived token naming the event and the photo (`revisit.central.kiosk.tokens`):
+photo ids alone open nothing, and a token of one event never opens another event's photo.
 `similarity` and `threshold` are on the specification's (cos + 1) / 2 scale (see `search`).
 
 Privacy: a guest's `threshold` below the event's floor (set by staff; default `[kiosk] threshold_floor`, 0.68) is
@@ -42,14 +47,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import json
 import logging
-import secrets
-import struct
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -63,19 +63,12 @@ from sqlmodel import func, select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from revisit.central.auth import CSRFChecked, CurrentUser, flash, templates
-from revisit.central.events import (
-    AddResult,
-    Event,
-    EventError,
-    Events,
-    KioskConfig,
-    Photo,
-    normalize_code,
-)
-from revisit.central.orders import Orders
-from revisit.central.photos import FaceWorker, sanitize_filename
-from revisit.central.search import MAX_SELFIES, FaceSearch, RateLimiter, SearchResult, SelfieRejected
+from revisit.central.auth import CSRFChecked, CurrentUser, client_key, flash, templates
+from revisit.central.kiosk.events import EventError, normalize_code
+from revisit.central.kiosk.models import Event, Photo
+from revisit.central.kiosk.photos import sanitize_filename
+from revisit.central.kiosk.search import MAX_SELFIES, SelfieRejected
+from revisit.central.kiosk.service import Kiosk
 from revisit.central.store import AuditLog, local_day, utcnow
 from revisit.shared.errors import RevisitError
 
@@ -83,146 +76,6 @@ log = logging.getLogger(__name__)
 
 MAX_SEARCH_BODY = 12 * 1024 * 1024  # a base64 selfie of up to ~8 MB
 MAX_FILES_PER_REQUEST = 200
-
-
-# --- photo tokens --------------------------------------------------------------------------------------------
-
-
-class PhotoTokens:
-    """`base64url(event id, photo id, expiry, HMAC)`: a capability for one photo of one event, for a while."""
-
-    def __init__(self, secret: str | bytes, ttl_s: float = 3600):
-        key = secret.encode() if isinstance(secret, str) else secret
-        self.key = hashlib.sha256(b"revisit-kiosk-photo\0" + key).digest()
-        self.ttl_s = ttl_s
-
-    def sign(self, event_id: uuid.UUID, photo_id: uuid.UUID, now: float | None = None) -> str:
-        expires = int((time.time() if now is None else now) + self.ttl_s)
-        payload = event_id.bytes + photo_id.bytes + struct.pack(">I", expires)
-        mac = hmac.new(self.key, payload, hashlib.sha256).digest()[:16]
-        return base64.urlsafe_b64encode(payload + mac).decode().rstrip("=")
-
-    def verify(self, token: str, now: float | None = None) -> tuple[uuid.UUID, uuid.UUID] | None:
-        """(event id, photo id) of a valid, unexpired token; None otherwise."""
-        if not 60 <= len(token) <= 80:
-            return None
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        except (binascii.Error, ValueError):
-            return None
-        if len(raw) != 52:
-            return None
-        payload, mac = raw[:36], raw[36:]
-        if not hmac.compare_digest(mac, hmac.new(self.key, payload, hashlib.sha256).digest()[:16]):
-            return None
-        (expires,) = struct.unpack(">I", payload[32:])
-        if expires < (time.time() if now is None else now):
-            return None
-        return uuid.UUID(bytes=payload[:16]), uuid.UUID(bytes=payload[16:32])
-
-
-# --- the kiosk's state ---------------------------------------------------------------------------------------
-
-
-class Kiosk:
-    """What the routes use: events, the face engine and its worker, search, rate limits and photo tokens."""
-
-    def __init__(self, events: Events, engine: Any, config: KioskConfig | None = None, secret: str = "",
-                 expiry_interval_s: float = 3600, timezone: str = "UTC"):  # fmt: skip
-        self.config = config or KioskConfig()
-        self.timezone = timezone  # events' default dates are days of this zone (head office's)
-        self.events = events
-        self.orders = Orders(events.store)
-        self.orders.create_tables()
-        self.engine = engine
-        self.worker = FaceWorker(events, engine, max_side=self.config.photo_max_side)
-        self.search = FaceSearch(events, engine, threshold=self.config.threshold)
-        c = self.config
-        self.client_search = RateLimiter(c.search_per_client_min, c.burst)
-        self.event_search = RateLimiter(c.search_per_event_min, max(c.burst, int(c.search_per_event_min // 4)))
-        self.client_lookup = RateLimiter(c.lookup_per_client_min, c.burst)
-        # no secret given (tests, tools): a random one, so links last only as long as this process
-        self.tokens = PhotoTokens(secret or secrets.token_bytes(32), ttl_s=c.link_minutes * 60)
-        self.expiry_interval_s = expiry_interval_s
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._expiry: threading.Thread | None = None
-
-    @classmethod
-    def from_service(cls, service: Any, engine: Any = None, config: KioskConfig | None = None) -> Kiosk:
-        """Built on an opened `CentralService`: its database and Qdrant client (local mode allows one client).
-        The face engine is made from the configuration's `engine` table unless one is given."""
-        cfg = service.config
-        config = config or getattr(cfg, "kiosk", None) or KioskConfig()
-        if engine is None:
-            from revisit.shared.config import EngineConfig
-            from revisit.shared.engine import FaceEngine
-
-            engine = FaceEngine(getattr(cfg, "engine", None) or EngineConfig())
-        from revisit.central.auth import load_secret
-
-        events = Events.for_service(service, config)
-        return cls(events, engine, config, load_secret(cfg), cfg.retention.interval_min * 60, cfg.loyal.timezone)
-
-    def start(self) -> Kiosk:
-        self.worker.start()
-        if self._expiry is None:
-            self._stop.clear()
-            self._expiry = threading.Thread(target=self._expire_loop, name="kiosk-expiry", daemon=True)
-            self._expiry.start()
-        return self
-
-    def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._expiry is not None:
-            self._expiry.join(10)
-            self._expiry = None
-        self.worker.stop()
-
-    def _expire_loop(self) -> None:
-        while True:
-            try:
-                self.events.expire_events()
-            except Exception:
-                log.exception("deleting expired events failed; trying again later")
-            self._wake.wait(self.expiry_interval_s)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-
-    def expired(self, event: Event) -> bool:
-        """Whether the event has ended; an ended one wakes the expiry job, which deletes it now."""
-        if event.expires_at > utcnow():
-            return False
-        self._wake.set()
-        return True
-
-    def floor(self, event_id: uuid.UUID) -> float:
-        """The lowest threshold a guest's search of this event may use."""
-        own = self.events.min_threshold(event_id)
-        return own if own is not None else self.config.threshold_floor
-
-    def upload(self, event_id: uuid.UUID, filename: str, data: bytes) -> AddResult:
-        result = self.events.add_photo(event_id, filename, data)
-        if result.photo is not None:
-            self.worker.submit(event_id, result.photo.id)
-        return result
-
-    def match_json(self, event_id: uuid.UUID, result: SearchResult) -> dict[str, Any]:
-        matches = []
-        for m in result.matches:
-            token = self.tokens.sign(event_id, m.photo.id)
-            matches.append({
-                "photo_id": str(m.photo.id), "filename": m.photo.filename, "similarity": m.similarity,
-                "thumbnail_url": f"/kiosk/photo/{token}/thumb", "image_url": f"/kiosk/photo/{token}/view",
-                "download_url": f"/kiosk/photo/{token}/download", "token": token,
-            })  # fmt: skip
-        out: dict[str, Any] = {"matches_found": len(matches), "matches": matches, "threshold": result.threshold,
-                               "faces_in_selfie": result.selfie.faces_seen}  # fmt: skip
-        if result.selfie.notice:
-            out["notice"] = result.selfie.notice
-        return out
 
 
 _build_lock = threading.Lock()
@@ -272,10 +125,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 # --- helpers -------------------------------------------------------------------------------------------------
-
-
-def client_key(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
 
 
 def too_many(wait: float, what: str) -> JSONResponse:
@@ -340,6 +189,15 @@ async def read_json(request: Request, limit: int) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise HTTPException(400, "the body must be a JSON object")
     return data
+
+
+def JsonBody(limit: int) -> Any:  # noqa: N802 - used like FastAPI's Body()
+    """A dependency: the request's JSON object (`read_json`, at most `limit` bytes)."""
+
+    async def body(request: Request) -> dict[str, Any]:
+        return await read_json(request, limit)
+
+    return Depends(body)
 
 
 def check_upload_size(request: Request, kiosk: KioskDep) -> None:
@@ -500,11 +358,12 @@ def event_status(event_id: uuid.UUID, kiosk: KioskDep) -> dict[str, Any]:
 
 @uploads.post("/events/{event_id}/photos", include_in_schema=False)
 async def upload_photos(request: Request, event_id: uuid.UUID, kiosk: KioskDep, user: CurrentUser) -> JSONResponse:
-    live_or_410(kiosk, _event_or_404(kiosk, event_id))
+    await run_in_threadpool(lambda: live_or_410(kiosk, _event_or_404(kiosk, event_id)))
     form = await request.form(max_files=MAX_FILES_PER_REQUEST)
     files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
     uploaded, rejected = await store_uploads(kiosk, event_id, files)
-    audit(kiosk, user.actor, "event_upload", event=event_id, uploaded=len(uploaded), rejected=len(rejected))
+    await run_in_threadpool(audit, kiosk, user.actor, "event_upload", event=event_id, uploaded=len(uploaded),
+                            rejected=len(rejected))  # fmt: skip
     return upload_response(event_id, uploaded, rejected)
 
 
@@ -535,9 +394,10 @@ staff_api = APIRouter(prefix="/api/v1", tags=["event kiosk"], dependencies=[CSRF
     "name": {"type": "string", "maxLength": 200}, "date": {"type": "string", "format": "date"},
     "expiry_days": {"type": "number", "exclusiveMinimum": 0, "maximum": 3650, "default": 30},
 }, ["name"]))  # fmt: skip
-async def api_create_event(request: Request, kiosk: KioskDep, user: CurrentUser) -> dict[str, Any]:
+def api_create_event(
+    kiosk: KioskDep, user: CurrentUser, body: Annotated[dict[str, Any], JsonBody(64 * 1024)]
+) -> dict[str, Any]:
     """Create an event: JSON `{name, date?: YYYY-MM-DD, expiry_days?}`; the answer has its kiosk `code`."""
-    body = await read_json(request, 64 * 1024)
     name = body.get("name")
     if not isinstance(name, str):
         raise HTTPException(422, "name is required")
@@ -549,7 +409,7 @@ async def api_create_event(request: Request, kiosk: KioskDep, user: CurrentUser)
     except (ValueError, TypeError) as exc:
         raise HTTPException(422, f"bad date or expiry_days: {exc}") from None
     try:
-        event = await run_in_threadpool(_create, kiosk, name, day, expiry)
+        event = _create(kiosk, name, day, expiry)
     except EventError as exc:
         raise HTTPException(422, str(exc)) from None
     audit(kiosk, user.actor, "event_add", event=event.id, name=event.name)
@@ -561,12 +421,13 @@ async def api_upload(request: Request, kiosk: KioskDep, user: CurrentUser) -> JS
     """Multipart: `event_id` or `event_code`, and one or more `files` (or `file`). 410 once the event has ended."""
     form = await request.form(max_files=MAX_FILES_PER_REQUEST)
     event_id, code = form.get("event_id"), form.get("event_code") or form.get("code")
-    event = resolve_event(kiosk, event_id, code if isinstance(code, str) else None)
+    event = await run_in_threadpool(resolve_event, kiosk, event_id, code if isinstance(code, str) else None)
     if event is None:
         raise HTTPException(404, "no such event (give event_id or event_code)")
     files = [f for key in ("files", "file") for f in form.getlist(key) if isinstance(f, UploadFile)]
     uploaded, rejected = await store_uploads(kiosk, event.id, files)
-    audit(kiosk, user.actor, "event_upload", event=event.id, uploaded=len(uploaded), rejected=len(rejected))
+    await run_in_threadpool(audit, kiosk, user.actor, "event_upload", event=event.id, uploaded=len(uploaded),
+                            rejected=len(rejected))  # fmt: skip
     return upload_response(event.id, uploaded, rejected)
 
 
@@ -582,14 +443,15 @@ def api_event_photos(event_id: uuid.UUID, kiosk: KioskDep) -> dict[str, Any]:
     "min_threshold": {"type": "number", "minimum": 0.5, "exclusiveMaximum": 1,
                       "description": "guests' searches of this event use at least this (cos + 1) / 2 similarity"},
 }, ["min_threshold"]))  # fmt: skip
-async def api_event_settings(request: Request, event_id: uuid.UUID, kiosk: KioskDep, user: CurrentUser) -> dict:
+def api_event_settings(
+    event_id: uuid.UUID, kiosk: KioskDep, user: CurrentUser, body: Annotated[dict[str, Any], JsonBody(16 * 1024)]
+) -> dict:
     """Set the event's floor for guests' searches: JSON `{min_threshold}` on the (cos+1)/2 scale, 0.5..<1."""
-    body = await read_json(request, 16 * 1024)
     value = body.get("min_threshold")
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 <= value < 1:
         raise HTTPException(422, "min_threshold is on the (cos + 1) / 2 scale: a number from 0.5 to below 1")
     event = live_or_410(kiosk, _event_or_404(kiosk, event_id))
-    await run_in_threadpool(kiosk.events.set_min_threshold, event_id, float(value), user.actor)
+    kiosk.events.set_min_threshold(event_id, float(value), user.actor)
     audit(kiosk, user.actor, "event_settings", event=event_id, min_threshold=value)
     return {**event_json(event), "min_threshold": float(value)}
 

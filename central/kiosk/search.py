@@ -11,19 +11,15 @@ of the aligned crop); blurred (sharpness component). A turned face (pose compone
 Scale: the API's `similarity` and `threshold` are the original specification's (cos + 1) / 2, in [0, 1];
 cosine = 2 * similarity - 1. `DEFAULT_THRESHOLD` was chosen with `revisit eval search` on
 ../shared/facedata/dev (see its comment). Results are per photo: a photo's similarity is that of its
-best-matching face; best first.
-
-Rate limits are token buckets in memory, per process (several worker processes allow that many times the
-rate): one per client address and one per event.
+best-matching face; best first. Searches are rate limited per client address and per event
+(`revisit.central.kiosk.limits`).
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,8 +30,9 @@ from revisit.shared.errors import ImageError, RevisitError
 from revisit.shared.face import Face
 from revisit.shared.image import decode_image
 
-if TYPE_CHECKING:  # events imports this module's defaults
-    from revisit.central.events import Events, Photo
+if TYPE_CHECKING:  # the kiosk config imports this module (DEFAULT_THRESHOLD)
+    from revisit.central.kiosk.events import Events
+    from revisit.central.kiosk.models import Photo
     from revisit.shared.engine import FaceEngine
 
 # (cos + 1) / 2 = 0.68 is cosine 0.36. `revisit eval search` on ../shared/facedata/dev (4,488 photos, 5,519 faces,
@@ -230,34 +227,3 @@ class FaceSearch:
             for pid, (cos, fid) in ranked
             if pid in photos
         ]
-
-
-# --- rate limits -------------------------------------------------------------------------------------------
-
-
-class RateLimiter:
-    """Token buckets by key (client address, event id), in memory: `rate_per_min` refill, `burst` capacity.
-    The least recently used keys are forgotten beyond `max_keys`."""
-
-    def __init__(self, rate_per_min: float, burst: int, max_keys: int = 10_000):
-        self.rate = rate_per_min / 60.0
-        self.burst = float(burst)
-        self.max_keys = max_keys
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def take(self, key: str, now: float | None = None) -> float:
-        """0 when allowed (a token is spent), else the seconds to wait."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            tokens, last = self._buckets.pop(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            wait = 0.0
-            if tokens >= 1.0:
-                tokens -= 1.0
-            else:
-                wait = (1.0 - tokens) / self.rate if self.rate > 0 else 3600.0
-            self._buckets[key] = (tokens, now)
-            while len(self._buckets) > self.max_keys:
-                self._buckets.popitem(last=False)
-            return wait

@@ -1,4 +1,4 @@
-"""The kiosk's order routes (`revisit.central.orders` has the tables and operations), and the guest-phone QR code.
+"""The kiosk's order routes (`revisit.central.kiosk.orders` has the operations), and the guest-phone QR code.
 
 Staff (the "events" permission; forms carry the CSRF token like the other pages):
     GET  /events/{id}/orders                       the orders: guest, contact, photos, status, notes
@@ -26,19 +26,19 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from revisit.central.auth import CSRFChecked, CurrentUser, flash, templates
-from revisit.central.events import EventError
-from revisit.central.kiosk import (
+from revisit.central.auth import CSRFChecked, CurrentUser, client_key, flash, templates
+from revisit.central.kiosk.events import EventError
+from revisit.central.kiosk.orders import STATUSES, order_json, orders_csv, zip_entries, zip_stream
+from revisit.central.kiosk.routes import (
+    JsonBody,
     KioskDep,
     _event_or_404,
     _json_body,
     audit,
-    client_key,
     live_or_410,
     read_json,
     too_many,
 )
-from revisit.central.orders import STATUSES, order_json, orders_csv, zip_entries, zip_stream
 from revisit.central.store import utcnow
 
 staff = APIRouter(dependencies=[CSRFChecked], include_in_schema=False)
@@ -182,10 +182,9 @@ def api_orders(event_id: uuid.UUID, kiosk: KioskDep, status: str | None = None) 
 @staff_api.patch("/events/{event_id}/orders/{order_id}", openapi_extra=_json_body({
     "status": {"type": "string", "enum": list(STATUSES)}, "notes": {"type": "string", "maxLength": 2000},
 }, []))  # fmt: skip
-async def api_order_update(request: Request, event_id: uuid.UUID, order_id: uuid.UUID, kiosk: KioskDep,
-                           user: CurrentUser) -> JSONResponse:  # fmt: skip
+def api_order_update(event_id: uuid.UUID, order_id: uuid.UUID, kiosk: KioskDep, user: CurrentUser,
+                     body: Annotated[dict[str, Any], JsonBody(16 * 1024)]) -> JSONResponse:  # fmt: skip
     """Change an order's status and/or notes: JSON `{status?, notes?}`."""
-    body = await read_json(request, 16 * 1024)
     status, notes = body.get("status"), body.get("notes")
     if status is not None and status not in STATUSES:
         raise HTTPException(422, f"status is one of {', '.join(STATUSES)}")
@@ -196,8 +195,7 @@ async def api_order_update(request: Request, event_id: uuid.UUID, order_id: uuid
     if before is None:
         raise HTTPException(404, "no such order in this event")
     try:
-        await run_in_threadpool(lambda: kiosk.orders.update(event_id, order_id, status=status, notes=notes,
-                                                            actor=user.actor))  # fmt: skip
+        kiosk.orders.update(event_id, order_id, status=status, notes=notes, actor=user.actor)
     except EventError as exc:
         raise HTTPException(422, str(exc)) from None
     view = kiosk.orders.get(event_id, order_id)
@@ -247,10 +245,10 @@ async def api_order(request: Request, kiosk: KioskDep) -> Response:
     event_ids = {i[0] for i in ids if i}
     if len(event_ids) != 1:
         raise HTTPException(422, "the photos of one order belong to one event")
-    event = kiosk.events.get(event_ids.pop())
+    event = await run_in_threadpool(kiosk.events.get, event_ids.pop())
     if event is None:
         raise HTTPException(404, "this photo link is not valid (it may have expired): search again")
-    live_or_410(kiosk, event)
+    await run_in_threadpool(live_or_410, kiosk, event)
     name, contact = body.get("name") or "", body.get("contact") or body.get("email") or ""
     if not isinstance(name, str) or not isinstance(contact, str):
         raise HTTPException(422, "name and contact are text")

@@ -9,8 +9,11 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from revisit.central.search import DEFAULT_THRESHOLD, RateLimiter
-from tests.central.kiosk_support import bad_files, dev_people, files_under, kiosk_app, upload_and_wait
+from revisit.central.kiosk.limits import TokenBuckets
+from revisit.central.kiosk.search import DEFAULT_THRESHOLD
+from revisit.central.kiosk.service import EXPIRY_JOB
+from tests.central.conftest import wait_for
+from tests.central.kiosk.support import bad_files, dev_people, files_under, kiosk_app, upload_and_wait
 from tests.central.webapp import csrf_from, login
 
 pytestmark = [pytest.mark.models, pytest.mark.facedata]
@@ -117,13 +120,13 @@ def test_search_is_rate_limited_per_client_and_per_event(site):
     kiosk = ka.kiosk
     saved = kiosk.client_search, kiosk.event_search
     try:
-        kiosk.client_search = RateLimiter(rate_per_min=1, burst=2)
+        kiosk.client_search = TokenBuckets(rate_per_min=1, burst=2)
         body = {"event_id": str(party.id), "face_image": b64(people.selfie)}
         assert [client.post("/api/v1/search/face", json=body).status_code for _ in range(2)] == [200, 200]
         r = client.post("/api/v1/search/face", json=body)
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
-        kiosk.client_search = RateLimiter(rate_per_min=1000, burst=1000)
-        kiosk.event_search = RateLimiter(rate_per_min=1, burst=1)
+        kiosk.client_search = TokenBuckets(rate_per_min=1000, burst=1000)
+        kiosk.event_search = TokenBuckets(rate_per_min=1, burst=1)
         assert client.post("/api/v1/search/face", json=body).status_code == 200
         assert client.post("/api/v1/search/face", json=body).status_code == 429  # this event is busy
         body["event_id"] = str(other.id)
@@ -136,7 +139,7 @@ def test_event_lookups_are_rate_limited(site):
     client, ka, _, (party, _), _ = site
     saved = ka.kiosk.client_lookup
     try:
-        ka.kiosk.client_lookup = RateLimiter(rate_per_min=1, burst=3)
+        ka.kiosk.client_lookup = TokenBuckets(rate_per_min=1, burst=3)
         codes = [client.get("/api/v1/events/ABCD2345").status_code for _ in range(3)]
         assert codes == [404, 404, 404]
         assert client.get(f"/api/v1/events/{party.code}").status_code == 429  # guessing codes is slowed down
@@ -290,7 +293,7 @@ def test_kiosk_page_is_public(site):
 
 
 def test_app_starts_the_kiosk_when_events_exist(tmp_path, models_dir, monkeypatch):
-    from revisit.central.events import Events
+    from revisit.central.kiosk.events import Events
     from revisit.central.web import create_app
     from tests.central.webapp import open_service, web_config
 
@@ -308,8 +311,14 @@ def test_app_starts_the_kiosk_when_events_exist(tmp_path, models_dir, monkeypatc
         with TestClient(create_app(service)) as client:
             assert client.app.state.kiosk is not None  # events exist: started with the app (resume, expiry)
             assert client.app.state.kiosk.worker._thread is not None
+            # the expiry job runs on the service's one scheduler (beside retention), at once and then hourly
+            scheduler = service.scheduler
+            assert client.app.state.kiosk.scheduler is scheduler and scheduler.running
+            assert wait_for(lambda: scheduler.job(EXPIRY_JOB).runs >= 1, timeout=20, what="the first expiry run")
+        assert scheduler.job(EXPIRY_JOB) is None  # the kiosk's job leaves with the app
     finally:
         service.stop()
+    assert not scheduler.running  # stopped (joined) with the service
 
 
 def test_kiosk_unavailable_without_models(tmp_path, monkeypatch):

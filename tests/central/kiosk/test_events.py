@@ -10,19 +10,10 @@ import pytest
 from sqlalchemy import inspect
 from sqlmodel import func, select
 
-from revisit.central.events import (
-    CODE_ALPHABET,
-    Event,
-    EventError,
-    EventVectors,
-    Order,
-    Photo,
-    PhotoFace,
-    new_code,
-    normalize_code,
-)
+from revisit.central.kiosk.events import CODE_ALPHABET, EventError, new_code, normalize_code
+from revisit.central.kiosk.models import Event, Order, Photo, PhotoFace
 from revisit.central.store import Store, utcnow
-from tests.central.kiosk_support import REC, close_events, fake_face, files_under, make_events, png
+from tests.central.kiosk.support import REC, close_events, fake_face, files_under, make_events, png
 
 
 @pytest.fixture
@@ -107,7 +98,7 @@ def test_expired_event_is_not_found_by_code_and_expiry_deletes_it(events):
 
 def test_tables_are_created_by_store_create_all(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 'x.db'}")
-    store.create_all()  # this module imported revisit.central.events: its tables are on the same metadata
+    store.create_all()  # this module imported revisit.central.kiosk.events: its tables are on the same metadata
     names = set(inspect(store.engine).get_table_names())
     assert {"event", "event_photo", "event_photo_face", "event_order", "sighting"} <= names
     store.dispose()
@@ -215,18 +206,6 @@ def test_list_events_counts(events):
     events.add_photo(event.id, "b.png", png())
     (summary,) = events.list_events()
     assert (summary.photos, summary.processing, summary.failed, summary.faces) == (2, 1, 0, 2)
-
-
-def test_event_vectors_share_the_service_index():
-    from revisit.central.vectors import Vectors
-
-    index = Vectors.memory()
-    shared = EventVectors.sharing(index)
-    event = uuid.uuid4()
-    shared.upsert(event, REC, [(uuid.uuid4(), uuid.uuid4(), unit(1))])
-    assert shared.index is index and index.count_faces(event, REC) == 1
-    assert index.count(REC) == 0  # faces are not visitor prototypes
-    index.close()
 
 
 def test_event_rows_round_trip(events):

@@ -12,19 +12,18 @@ import numpy as np
 import pytest
 from sqlmodel import func, select
 
-from revisit.central.events import Event, Order, Photo, PhotoFace
-from revisit.central.photos import FaceWorker
-from revisit.central.search import (
+from revisit.central.kiosk.models import Event, Order, Photo, PhotoFace
+from revisit.central.kiosk.search import (
     DEFAULT_THRESHOLD,
     FaceSearch,
-    RateLimiter,
     SelfieRejected,
     pick_face,
     to_cosine,
     to_similarity,
 )
+from revisit.central.kiosk.worker import FaceWorker
 from revisit.shared.face import Face
-from tests.central.kiosk_support import close_events, dev_people, files_under, make_events
+from tests.central.kiosk.support import close_events, dev_people, files_under, make_events
 
 
 @pytest.mark.parametrize(("similarity", "cosine"), [(0.5, 0.0), (1.0, 1.0), (0.0, -1.0), (0.6, 0.2), (0.68, 0.36)])
@@ -51,16 +50,6 @@ def test_pick_face(faces, chosen, note):
     face, notice = pick_face(made, (640, 640, 3))
     assert face is made[chosen]
     assert notice is None if note is None else note in notice
-
-
-def test_rate_limiter_token_bucket():
-    limiter = RateLimiter(rate_per_min=60, burst=3, max_keys=2)
-    assert [limiter.take("a", now=0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert limiter.take("a", now=0.0) == pytest.approx(1.0)  # one token a second
-    assert limiter.take("b", now=0.0) == 0.0  # keys are independent
-    assert limiter.take("a", now=1.0) == 0.0  # refilled
-    limiter.take("c", now=1.0)  # beyond max_keys the least recently used key ("b") is forgotten
-    assert set(limiter._buckets) == {"a", "c"}
 
 
 # --- on real photos ----------------------------------------------------------------------------------------

@@ -1,10 +1,8 @@
-"""Events of the photo kiosk: tables, face vectors per event, and the operations on them.
-
-Tables (on the same SQLModel metadata as `revisit.central.store`, so `Store.create_all` creates them once
-this module is imported): `event`, `event_photo`, `event_photo_face` and `event_order`. Files live under one
-directory per event (`revisit.central.photos.PhotoFiles`); face vectors in one collection of the vector index
-per event and recognizer (`EventVectors`, whose docstring says why). The database keeps each face's embedding too, so
-an event's collection can be rebuilt from it (`Events.reindex`).
+"""Events of the photo kiosk and the operations on them: events, their photos and faces, kept consistent across
+the database rows (`revisit.central.kiosk.models`), the files (one directory per event,
+`revisit.central.kiosk.photos.PhotoFiles`) and the face vectors (one collection per event and recognizer,
+`revisit.central.kiosk.vectors.EventVectors`, whose docstring says why). The database keeps each face's embedding
+too, so an event's collection can be rebuilt from it (`Events.reindex`).
 
 Deleting an event, by hand or when it expires, removes its vectors, files and rows, in that order: a crash
 half-way leaves rows that point at nothing (the next delete finishes the job), never files nobody can find.
@@ -26,15 +24,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field as Setting
-from sqlalchemy import JSON, LargeBinary, UniqueConstraint, delete
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, SQLModel, col, func, select
+from sqlmodel import col, func, select
 
-from revisit.central.photos import MAX_UPLOAD_BYTES, PHOTO_MAX_SIDE, PhotoFiles, UploadError, sanitize_filename
-from revisit.central.search import DEFAULT_THRESHOLD
-from revisit.central.store import Store, UTCDateTime, utcnow
-from revisit.shared.config import Strict
+from revisit.central.kiosk.config import KioskConfig
+from revisit.central.kiosk.models import EVENT_ROWS, Event, EventSettings, Order, Photo, PhotoFace, create_tables
+from revisit.central.kiosk.photos import PhotoFiles, UploadError, sanitize_filename
+from revisit.central.kiosk.vectors import EventVectors
+from revisit.central.store import Store, utcnow
 from revisit.shared.errors import RevisitError
 
 log = logging.getLogger(__name__)
@@ -50,33 +48,6 @@ class EventError(RevisitError):
     """An event operation that cannot be done (unknown event, bad code)."""
 
 
-class KioskConfig(Strict):
-    """The `[kiosk]` settings of the central service."""
-
-    storage_dir: Path | None = Setting(None, description="event photos; default <data_dir>/events")
-    expiry_days: float = Setting(30, gt=0, le=3650, description="a new event is deleted this long after creation")
-    max_upload_mb: float = Setting(MAX_UPLOAD_BYTES / 2**20, gt=0, le=200, description="per photo")
-    photo_max_side: int = Setting(PHOTO_MAX_SIDE, ge=320, le=4096, description="event photos are detected at this")
-    threshold: float = Setting(DEFAULT_THRESHOLD, gt=0, lt=1, description="default match, on the (cos+1)/2 scale")
-    search_per_client_min: float = Setting(20, gt=0, description="searches per minute per client address")
-    search_per_event_min: float = Setting(300, gt=0, description="searches per minute per event")
-    lookup_per_client_min: float = Setting(20, gt=0, description="event code look-ups per minute per client")
-    burst: int = Setting(8, ge=1, le=1000, description="bucket size of the per-client limits")
-    link_minutes: float = Setting(60, gt=0, le=24 * 60, description="photo links in search results last this long")
-    threshold_floor: float = Setting(
-        DEFAULT_THRESHOLD, ge=0.5, lt=1, description="guests cannot search below this unless staff set an event's own"
-    )
-    max_results: int = Setting(100, ge=1, le=1000, description="photos one search returns at most")
-
-
-def _uuid() -> uuid.UUID:
-    return uuid.uuid4()
-
-
-def _time(**kw: Any) -> Any:
-    return Field(sa_type=UTCDateTime, **kw)
-
-
 def new_code(length: int = CODE_LENGTH) -> str:
     return "".join(secrets.choice(CODE_ALPHABET) for _ in range(length))
 
@@ -87,135 +58,6 @@ def normalize_code(text: str) -> str | None:
     if not 6 <= len(code) <= 8 or any(c not in CODE_ALPHABET for c in code):
         return None
     return code
-
-
-class Event(SQLModel, table=True):
-    __tablename__ = "event"
-    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
-    name: str = Field(max_length=200)
-    date: dt.date
-    code: str = Field(max_length=8, unique=True, index=True, description="what guests type at the kiosk")
-    created_at: datetime = _time(default_factory=utcnow)
-    expires_at: datetime = _time(index=True)
-
-
-class Photo(SQLModel, table=True):
-    __tablename__ = "event_photo"
-    __table_args__ = (UniqueConstraint("event_id", "sha256"),)
-    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
-    event_id: uuid.UUID = Field(foreign_key="event.id", index=True, ondelete="CASCADE")
-    filename: str = Field(max_length=255, description="the uploaded name, sanitised; for display only")
-    stored_name: str = Field(max_length=64, description="the original on disk: <photo id hex>.<ext>")
-    thumb_name: str = Field(max_length=64, description="<photo id hex>.jpg in the event's thumbs/")
-    status: str = Field("processing", max_length=16, index=True, description="processing / done / failed")
-    reason: str = Field("", max_length=500, description="why it failed")
-    faces_found: int = 0
-    size: int = Field(0, description="bytes of the original")
-    sha256: str | None = Field(None, max_length=64, index=True, description="of the original: no re-uploads")
-    width: int = 0
-    height: int = 0
-    created_at: datetime = _time(default_factory=utcnow)
-
-
-class PhotoFace(SQLModel, table=True):
-    __tablename__ = "event_photo_face"
-    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
-    photo_id: uuid.UUID = Field(foreign_key="event_photo.id", index=True, ondelete="CASCADE")
-    event_id: uuid.UUID = Field(foreign_key="event.id", index=True, ondelete="CASCADE")
-    box: list = Field(sa_type=JSON, description="x1, y1, x2, y2 in pixels of the original")
-    landmarks: list = Field(sa_type=JSON, description="5 x (x, y)")
-    quality: float
-    quality_parts: dict = Field(default_factory=dict, sa_type=JSON)
-    recognizer_id: str = Field(max_length=128)
-    embedding: bytes = Field(sa_type=LargeBinary, description="float32, unit length")
-
-
-class EventSettings(SQLModel, table=True):
-    """Per-event settings the staff choose (a separate table: existing databases gain it with create_all)."""
-
-    __tablename__ = "event_settings"
-    event_id: uuid.UUID = Field(foreign_key="event.id", primary_key=True, ondelete="CASCADE")
-    min_threshold: float = Field(description="guests' searches use at least this, on the (cos+1)/2 scale")
-    updated_at: datetime = _time(default_factory=utcnow)
-    updated_by: str = Field("", max_length=64)
-
-
-class Order(SQLModel, table=True):
-    __tablename__ = "event_order"
-    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
-    event_id: uuid.UUID = Field(foreign_key="event.id", index=True, ondelete="CASCADE")
-    photo_id: uuid.UUID = Field(foreign_key="event_photo.id", index=True, ondelete="CASCADE")
-    created_at: datetime = _time(default_factory=utcnow)
-    name: str = Field("", max_length=200)
-    email: str = Field("", max_length=254)
-
-
-# --- vectors ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FaceHit:
-    face_id: uuid.UUID
-    photo_id: uuid.UUID
-    cosine: float
-
-
-class EventVectors:
-    """An event's face vectors, on the service's vector index (`revisit.central.vectors.Vectors`): one
-    collection per (event, recognizer), `<prefix>_ev_<event hex>_<rec>`.
-
-    Why per event rather than one collection per recognizer with an `event_id` filter:
-    - a search scans only that event's faces (the embedded engine keeps an exact matrix per event: 100k faces
-      answer in ~10 ms, bench/kiosk.py; with one shared collection each search would pay for every event);
-    - deleting or expiring an event is dropping its collections: nothing to scan, nothing left behind;
-    - the recognizer id is part of the name, so embeddings of different recognizers never share a collection
-      and are never compared.
-    Point ids are PhotoFace ids, each with its photo id.
-    """
-
-    def __init__(self, vectors: Any):
-        self.index = vectors
-        self.prefix = vectors.prefix
-
-    @classmethod
-    def sharing(cls, vectors: Any) -> EventVectors:
-        """Use the service's vector index (one process holds it)."""
-        return cls(vectors)
-
-    @classmethod
-    def memory(cls, prefix: str = "revisit") -> EventVectors:
-        from revisit.central.vectors import Vectors
-
-        return cls(Vectors.memory(prefix))
-
-    def close(self) -> None:
-        self.index.close()
-
-    def name(self, event_id: uuid.UUID, recognizer_id: str) -> str:
-        return str(self.index.event_name(event_id, recognizer_id))
-
-    def upsert(self, event_id: uuid.UUID, recognizer_id: str, points: list[tuple[uuid.UUID, uuid.UUID, np.ndarray]]):
-        """(face id, photo id, unit vector) of one event's faces."""
-        self.index.upsert_faces(event_id, recognizer_id, points)
-
-    def search(
-        self, event_id: uuid.UUID, recognizer_id: str, vector: np.ndarray, min_cosine: float, limit: int
-    ) -> list[FaceHit]:
-        """This event's faces with cosine >= min_cosine to `vector`, best first."""
-        return [FaceHit(*hit) for hit in self.index.search_faces(event_id, recognizer_id, vector, min_cosine, limit)]
-
-    def count(self, event_id: uuid.UUID, recognizer_id: str) -> int:
-        return int(self.index.count_faces(event_id, recognizer_id))
-
-    def collections(self, event_id: uuid.UUID) -> list[str]:
-        return list(self.index.event_collections(event_id))
-
-    def drop_event(self, event_id: uuid.UUID) -> int:
-        """Drop every collection of the event (all recognizers); returns how many."""
-        return int(self.index.drop_event(event_id))
-
-    def drop_collection(self, event_id: uuid.UUID, recognizer_id: str) -> None:
-        self.index.drop_faces(event_id, recognizer_id)
 
 
 # --- operations ------------------------------------------------------------------------------------------
@@ -254,22 +96,23 @@ class Events:
 
     @classmethod
     def for_service(cls, service: Any, config: KioskConfig | None = None) -> Events:
-        """On an opened `CentralService`: its database and its vector index (one process holds it), photos
-        under `[kiosk] storage_dir` (default <data_dir>/events). Enough for `expire_events` (no face engine)."""
+        """On an opened `CentralService`: its database and its vector index (`EventVectors.on`), photos under
+        `[kiosk] storage_dir` (default <data_dir>/events). Enough for `expire_events` (no face engine); `close()`
+        when done."""
         config = config or getattr(service.config, "kiosk", None) or KioskConfig()
         files = PhotoFiles(config.storage_dir or Path(service.config.data_dir) / "events",
                            max_bytes=int(config.max_upload_mb * 2**20))  # fmt: skip
-        events = cls(service.store, files, EventVectors.sharing(service.vectors))
+        events = cls(service.store, files, EventVectors.on(service.vectors))
         events.create_tables()
         return events
 
     def create_tables(self) -> None:
-        """Create the kiosk's tables if missing (`Store.create_all` does too once this module is imported)."""
-        from revisit.central.orders import TABLES as ORDER_TABLES  # orders.py imports this module
+        """Create the kiosk's tables if missing (`revisit.central.kiosk.models.create_tables`)."""
+        create_tables(self.store)
 
-        models = (Event, Photo, PhotoFace, Order, EventSettings, *reversed(ORDER_TABLES))
-        tables = [m.__table__ for m in models]  # type: ignore[attr-defined]
-        SQLModel.metadata.create_all(self.store.engine, tables=tables)
+    def close(self) -> None:
+        """Let go of the vector handle when it is the kiosk's own (`EventVectors.on`); the database is the caller's."""
+        self.vectors.close()
 
     # --- events ---
 
@@ -352,10 +195,8 @@ class Events:
                 exists = s.get(Event, event_id) is not None
             self.vectors.drop_event(event_id)
             self.files.delete_event(event_id)
-            from revisit.central.orders import TABLES as ORDER_TABLES  # orders.py imports this module
-
             with self.store.begin() as s:
-                for table in (*ORDER_TABLES, Order, PhotoFace, Photo, EventSettings):
+                for table in EVENT_ROWS:
                     s.exec(delete(table).where(table.event_id == event_id))  # type: ignore[call-overload]
                 s.exec(delete(Event).where(Event.id == event_id))  # type: ignore[call-overload]
         if exists:
