@@ -562,10 +562,20 @@ def get_analytics(
         ids, tz, first, last = analytics_window(s, user, site, start, end, service.config.loyal.timezone)
         a = queries.analytics(s, first, last, timezone=tz, site_ids=ids)
     return AnalyticsOut(
-        first=a.first, last=a.last, site=site or None, timezone=a.zone, visits=a.visits,
-        unique_visitors=a.visitors, new_visitors=a.new_visitors, median_dwell_s=a.median_dwell_s,
-        return_rate=a.return_rate, days=[DayOut(**d.__dict__) for d in a.days], frequency=a.frequency,
+        first=a.first,
+        last=a.last,
+        site=site or None,
+        timezone=a.zone,
+        visits=a.visits,
+        unique_visitors=a.visitors,
+        new_visitors=a.new_visitors,
+        median_dwell_s=a.median_dwell_s,
+        return_rate=a.return_rate,
+        days=[DayOut(**d.__dict__) for d in a.days],
+        frequency=a.frequency,
         arrivals=a.heatmap,
-        weeks=[WeekReturnOut(week=w.week, new=w.new, returned=w.returned, rate=w.rate, complete=w.complete)
-               for w in a.weeks],
-    )  # fmt: skip
+        weeks=[
+            WeekReturnOut(week=w.week, new=w.new, returned=w.returned, rate=w.rate, complete=w.complete)
+            for w in a.weeks
+        ],
+    )

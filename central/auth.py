@@ -123,8 +123,11 @@ def load_secret(config: CentralConfig) -> str:
         fh.write(secret + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-    log.warning("no secret_key configured: generated a random one in %s (kept for this data directory; set "
-                "secret_key or $REVISIT_SECRET_KEY in production)", path)  # fmt: skip
+    log.warning(
+        "no secret_key configured: generated a random one in %s (kept for this data directory; set "
+        "secret_key or $REVISIT_SECRET_KEY in production)",
+        path,
+    )
     return secret
 
 
@@ -139,8 +142,13 @@ def bootstrap_accounts(config: CentralConfig, accounts: Accounts) -> str | None:
         raise AuthConfigError("production mode needs admin.password_hash or the admin password variable")
     generated = accounts.ensure_admin(admin.username, configured, plain)
     if generated:
-        log.warning("no admin password configured and no users yet: created %r with the password %s (change it with "
-                    "`revisit central users passwd %s`)", admin.username, generated, admin.username)  # fmt: skip
+        log.warning(
+            "no admin password configured and no users yet: created %r with the password %s (change it with "
+            "`revisit central users passwd %s`)",
+            admin.username,
+            generated,
+            admin.username,
+        )
     return generated
 
 

@@ -319,8 +319,11 @@ def set_status(
     status: Annotated[str, Form(max_length=16)],
 ) -> Response:
     visible_or_404(service, user, visitor_id)
-    message = "Marked as a customer again." if status == "customer" else (
-        f"Marked as {status}: left out of the loyal list and the analytics.")  # fmt: skip
+    message = (
+        "Marked as a customer again."
+        if status == "customer"
+        else (f"Marked as {status}: left out of the loyal list and the analytics.")
+    )
     _edit(request, lambda: service.clusterer.set_status([visitor_id], status, actor=user.actor), message)
     return _back(f"/visitors/{visitor_id}")
 
@@ -538,16 +541,21 @@ def analytics_page(
         "daily_chart": charts.bars(
             day_labels,
             [("new", [d.new for d in a.days]), ("returning", [d.returning for d in a.days])],
-            label="unique visitors per day, new and returning", cls="daily",
+            label="unique visitors per day, new and returning",
+            cls="daily",
         ),
         "frequency_chart": charts.bars(
-            [f"{b} visit{'s' if b != '1' else ''}" for b in a.frequency], [("visitors", list(a.frequency.values()))],
-            label="visitors by number of visits in the range", cls="frequency", width=420, height=180,
+            [f"{b} visit{'s' if b != '1' else ''}" for b in a.frequency],
+            [("visitors", list(a.frequency.values()))],
+            label="visitors by number of visits in the range",
+            cls="frequency",
+            width=420,
+            height=180,
         ),
         "heatmap": charts.heatmap(
             a.heatmap, queries.WEEKDAYS, [f"{h:02d}" for h in range(24)], label="arrivals by weekday and hour"
         ),
-    }  # fmt: skip
+    }
     return _render(request, "analytics.html", context)
 
 
@@ -621,9 +629,16 @@ def export_loyal(
     def rows(session: Any) -> Any:
         def page(offset: int, limit: int) -> Any:
             return queries.loyal_customers(
-                session, min_visits=min_visits, window_days=window_days, as_of=day, timezone=cfg.timezone,
-                site=site or None, sort=sort, offset=offset, limit=limit,
-            )  # fmt: skip
+                session,
+                min_visits=min_visits,
+                window_days=window_days,
+                as_of=day,
+                timezone=cfg.timezone,
+                site=site or None,
+                sort=sort,
+                offset=offset,
+                limit=limit,
+            )
 
         return queries.loyal_rows(page)
 

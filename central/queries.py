@@ -277,10 +277,13 @@ def visitor_detail(
         return None
     sightings = list(
         session.exec(
-            select(Sighting).where(*where_sighting).order_by(col(Sighting.best_ts).desc(), Sighting.id)
-            .offset(offset).limit(limit)
+            select(Sighting)
+            .where(*where_sighting)
+            .order_by(col(Sighting.best_ts).desc(), Sighting.id)
+            .offset(offset)
+            .limit(limit)
         )
-    )  # fmt: skip
+    )
     total = session.exec(select(func.count()).select_from(Sighting).where(*where_sighting)).one()
     sites = {s.id: s.name for s in session.exec(select(Site))}
     camera_ids = {s.camera_id for s in sightings}
@@ -530,10 +533,12 @@ def sites_overview(
         zone = site_zone(site, timezone)
         today, tomorrow = day_bounds(now, zone)
         visits = session.exec(
-            select(func.count()).select_from(Visit).join(Visitor, col(Visitor.id) == Visit.visitor_id)
+            select(func.count())
+            .select_from(Visit)
+            .join(Visitor, col(Visitor.id) == Visit.visitor_id)
             .where(Visit.site_id == site.id, col(Visitor.unassigned).is_(False))
             .where(Visit.start >= today, Visit.start < tomorrow)
-        ).one()  # fmt: skip
+        ).one()
         per_camera |= dict(
             session.exec(
                 select(Sighting.camera_id, func.count())
@@ -714,9 +719,18 @@ def analytics(
     new_total = sum(1 for d in first_day.values() if first <= d <= last)
     median = float(np.median(dwell)) if dwell else None
     return Analytics(
-        first, last, timezone, days, frequency, heat, list(weeks.values()), len(dwell), len(per_visitor),
-        new_total, median,
-    )  # fmt: skip
+        first,
+        last,
+        timezone,
+        days,
+        frequency,
+        heat,
+        list(weeks.values()),
+        len(dwell),
+        len(per_visitor),
+        new_total,
+        median,
+    )
 
 
 def analytics_rows(a: Analytics) -> Iterator[list[Any]]:
@@ -765,10 +779,17 @@ def visits_rows(
     ).execution_options(stream_results=True, yield_per=EXPORT_CHUNK)
     for visit, label, status in session.exec(stmt):
         yield [
-            visit.id, visit.visitor_id, label, status, names.site(visit.site_id), visit.start.isoformat(),
-            visit.end.isoformat(), visit.start.astimezone(zone).date().isoformat(),
-            round((visit.end - visit.start).total_seconds(), 1), visit.sighting_count,
-        ]  # fmt: skip
+            visit.id,
+            visit.visitor_id,
+            label,
+            status,
+            names.site(visit.site_id),
+            visit.start.isoformat(),
+            visit.end.isoformat(),
+            visit.start.astimezone(zone).date().isoformat(),
+            round((visit.end - visit.start).total_seconds(), 1),
+            visit.sighting_count,
+        ]
 
 
 def loyal_rows(pages: Callable[[int, int], Any]) -> Iterator[list[Any]]:
@@ -779,9 +800,14 @@ def loyal_rows(pages: Callable[[int, int], Any]) -> Iterator[list[Any]]:
         page = pages(offset, EXPORT_CHUNK)
         for r in page.rows:
             yield [
-                r.visitor.id, r.visitor.label, r.site, r.arrived_today.isoformat(), r.visits_before, r.visits_7d,
+                r.visitor.id,
+                r.visitor.label,
+                r.site,
+                r.arrived_today.isoformat(),
+                r.visits_before,
+                r.visits_7d,
                 r.visits_window,
-            ]  # fmt: skip
+            ]
         offset += EXPORT_CHUNK
         if not page.rows or offset >= page.total:
             return

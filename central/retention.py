@@ -52,9 +52,13 @@ def run_retention(
         touched: set = set()
         while True:
             with clusterer.lock, store.begin() as s:
-                rows = list(s.exec(
-                    select(Sighting).where(Sighting.best_ts < cutoff, col(Sighting.crop_path).is_not(None)).limit(BATCH)
-                ))  # fmt: skip
+                rows = list(
+                    s.exec(
+                        select(Sighting)
+                        .where(Sighting.best_ts < cutoff, col(Sighting.crop_path).is_not(None))
+                        .limit(BATCH)
+                    )
+                )
                 for row in rows:
                     if crops is not None:
                         crops.delete(row.crop_path)
@@ -68,9 +72,10 @@ def run_retention(
                 ref = s.get(Sighting, visitor.reference_sighting_id) if visitor.reference_sighting_id else None
                 if ref is None or ref.crop_path is None:
                     best = s.exec(
-                        select(Sighting).where(Sighting.visitor_id == visitor.id, col(Sighting.crop_path).is_not(None))
+                        select(Sighting)
+                        .where(Sighting.visitor_id == visitor.id, col(Sighting.crop_path).is_not(None))
                         .order_by(col(Sighting.quality).desc())
-                    ).first()  # fmt: skip
+                    ).first()
                     visitor.reference_sighting_id = best.id if best else visitor.reference_sighting_id
                     visitor.reference_quality = best.quality if best else -1.0
                     report.visitors_updated += 1

@@ -153,8 +153,9 @@ class CentralService:
         engine = cfg.vector_engine
         if engine == "qdrant":
             log.info("vector index: Qdrant %s", cfg.qdrant.url or f"local mode at {cfg.qdrant_path}")
-            return open_vectors("qdrant", path=cfg.qdrant_path, url=cfg.qdrant.url, api_key=api_key,
-                                prefix=cfg.qdrant.prefix)  # fmt: skip
+            return open_vectors(
+                "qdrant", path=cfg.qdrant_path, url=cfg.qdrant.url, api_key=api_key, prefix=cfg.qdrant.prefix
+            )
         fresh = not (cfg.vectors_path / "manifest.json").exists()
         vectors = open_vectors("embedded", path=cfg.vectors_path, prefix=cfg.qdrant.prefix)
         old = old_local_storage(cfg.data_dir / "qdrant")
@@ -163,8 +164,9 @@ class CentralService:
                 "vector index: old Qdrant local-mode storage found at %s and no embedded index at %s: the embedded "
                 "index is rebuilt from the database at start (`revisit central migrate-vectors` does it offline); "
                 "the old directory is left as it was: delete it once the service runs",
-                old, cfg.vectors_path,
-            )  # fmt: skip
+                old,
+                cfg.vectors_path,
+            )
             self.needs_rebuild = True
         elif fresh:
             self.needs_rebuild = True  # a new (or deleted) index over a database that may hold sightings
@@ -172,8 +174,11 @@ class CentralService:
             log.warning("vector index %s: a rebuild was interrupted; rebuilding from the database", cfg.vectors_path)
             self.needs_rebuild = True
         elif not getattr(vectors, "was_clean", True):
-            log.warning("vector index %s was not closed cleanly: replayed %d journal records; checking it against "
-                        "the database", cfg.vectors_path, getattr(vectors, "replayed", 0))  # fmt: skip
+            log.warning(
+                "vector index %s was not closed cleanly: replayed %d journal records; checking it against the database",
+                cfg.vectors_path,
+                getattr(vectors, "replayed", 0),
+            )
         else:
             log.info("vector index: embedded (usearch) at %s", cfg.vectors_path)
             self.index_clean = True  # closed by a checkpoint: nothing to repair
@@ -270,19 +275,37 @@ class CentralService:
             last = s.exec(select(func.max(Sighting.created_at))).one()
             if last is None:
                 return 0
-            per_rec = list(s.exec(select(Sighting.recognizer_id, func.count()).where(embedded)
-                                  .group_by(Sighting.recognizer_id)))  # fmt: skip
-            dims = {rec: len(s.exec(select(Sighting.embedding).where(embedded, Sighting.recognizer_id == rec))
-                             .first() or b"") // 4 for rec, _ in per_rec}  # fmt: skip
-            protos = dict(s.exec(select(Visitor.recognizer_id, func.count()).where(col(Visitor.proto_sum).is_not(None))
-                                 .group_by(Visitor.recognizer_id)).all())  # fmt: skip
+            per_rec = list(
+                s.exec(select(Sighting.recognizer_id, func.count()).where(embedded).group_by(Sighting.recognizer_id))
+            )
+            dims = {
+                rec: len(
+                    s.exec(select(Sighting.embedding).where(embedded, Sighting.recognizer_id == rec)).first() or b""
+                )
+                // 4
+                for rec, _ in per_rec
+            }
+            protos = dict(
+                s.exec(
+                    select(Visitor.recognizer_id, func.count())
+                    .where(col(Visitor.proto_sum).is_not(None))
+                    .group_by(Visitor.recognizer_id)
+                ).all()
+            )
         written = self.clusterer.reindex(since=last - REINDEX_WINDOW)
         for rec, n in per_rec:
             self.vectors.ensure(rec, dims[rec])
             have, want = self.vectors.count(rec, "sightings"), self.vectors.count(rec)
             if have != n or want != protos.get(rec, 0):
-                log.warning("the vector index holds %d of %d sightings and %d of %d visitors of %s: rebuilding it "
-                            "from the database", have, n, want, protos.get(rec, 0), rec)  # fmt: skip
+                log.warning(
+                    "the vector index holds %d of %d sightings and %d of %d visitors of %s: rebuilding it "
+                    "from the database",
+                    have,
+                    n,
+                    want,
+                    protos.get(rec, 0),
+                    rec,
+                )
                 written = self.clusterer.reindex()
                 break
         return written

@@ -321,8 +321,13 @@ class Accounts:
         token = ApiToken(name=name, token_hash=_digest(raw), hint=raw[:10], role=role, sites=kept, created_by=actor)
         with self.store.begin() as s:
             s.add(token)
-            s.add(AuditLog(actor=actor, action="token_add", details={"token": name, "id": str(token.id), "role": role,
-                                                                     "sites": kept}))  # fmt: skip
+            s.add(
+                AuditLog(
+                    actor=actor,
+                    action="token_add",
+                    details={"token": name, "id": str(token.id), "role": role, "sites": kept},
+                )
+            )
         return raw, token
 
     def revoke_token(self, token_id: uuid.UUID, *, actor: str = "") -> bool:

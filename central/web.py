@@ -99,9 +99,13 @@ def create_app(service: CentralService, *, live_urls: Mapping[str, str] | None =
     )
     app.state.body_refusals = refusals = Counter()
     app.add_middleware(
-        BodyLimits, max_bytes=web.max_json_bytes, max_depth=web.max_json_depth, exempt=UPLOAD_PATHS,
-        larger=LARGE_BODY_PATHS, refused=refusals,
-    )  # fmt: skip
+        BodyLimits,
+        max_bytes=web.max_json_bytes,
+        max_depth=web.max_json_depth,
+        exempt=UPLOAD_PATHS,
+        larger=LARGE_BODY_PATHS,
+        refused=refusals,
+    )
     app.add_middleware(SecurityHeaders, hsts=cfg.production)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(auth.router)
@@ -224,13 +228,18 @@ class CentralCollector(Collector):
         health = self.service.health()
         yield GaugeMetricFamily("revisit_central_mqtt_connected", "1 while subscribed", value=health["mqtt_connected"])
         ingest = health.get("ingest", {})
-        yield GaugeMetricFamily("revisit_central_ingest_backlog", "messages received, not yet stored",
-                                value=ingest.get("backlog", 0))  # fmt: skip
-        yield GaugeMetricFamily("revisit_central_ingest_oldest_unstored_seconds", "age of the oldest unstored message",
-                                value=ingest.get("oldest_unstored_s", 0.0))  # fmt: skip
+        yield GaugeMetricFamily(
+            "revisit_central_ingest_backlog", "messages received, not yet stored", value=ingest.get("backlog", 0)
+        )
+        yield GaugeMetricFamily(
+            "revisit_central_ingest_oldest_unstored_seconds",
+            "age of the oldest unstored message",
+            value=ingest.get("oldest_unstored_s", 0.0),
+        )
         yield GaugeMetricFamily("revisit_central_store_ok", "0 while storing fails", value=ingest.get("store_ok", True))
-        yield CounterMetricFamily("revisit_central_store_errors", "failed store attempts (retried)",
-                                  value=ingest.get("store_errors", 0))  # fmt: skip
+        yield CounterMetricFamily(
+            "revisit_central_store_errors", "failed store attempts (retried)", value=ingest.get("store_errors", 0)
+        )
         try:
             with self.service.session() as s:
                 tables = (("visitors", Visitor), ("sightings", Sighting), ("visits", Visit))

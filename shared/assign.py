@@ -127,8 +127,14 @@ class PrototypeTable:
             from usearch.index import Index
 
             n = len(self.clusters)
-            self.ann = Index(ndim=self.sums.shape[1], metric="cos", dtype="f16", connectivity=16,
-                             expansion_add=64, expansion_search=128)  # fmt: skip
+            self.ann = Index(
+                ndim=self.sums.shape[1],
+                metric="cos",
+                dtype="f16",
+                connectivity=16,
+                expansion_add=64,
+                expansion_search=128,
+            )
             self.ann.add(np.arange(n, dtype=np.uint64), self.sums[:n] / self.norms[:n, None])
 
     def best(self, vec: np.ndarray, forbidden: set[int], threshold: float) -> int | None:
@@ -142,8 +148,10 @@ class PrototypeTable:
             found = self.ann.search(vec, min(n, 16 + len(forbidden)))
             rows = np.sort(found.keys.astype(np.int64))
         sims = (self.sums[rows] @ vec) / self.norms[rows]
-        pos, _ = decide(((int(r), float(x)) for r, x in zip(rows, sims, strict=True)
-                         if self.clusters[int(r)] not in forbidden), threshold)  # fmt: skip
+        pos, _ = decide(
+            ((int(r), float(x)) for r, x in zip(rows, sims, strict=True) if self.clusters[int(r)] not in forbidden),
+            threshold,
+        )
         return pos
 
 

@@ -95,8 +95,11 @@ def central_faces(events: Any, event_id: uuid.UUID) -> dict[uuid.UUID, uuid.UUID
 
     out: dict[uuid.UUID, tuple[float, uuid.UUID]] = {}
     with events.store.session() as s:
-        rows = s.exec(select(PhotoFace.id, PhotoFace.photo_id, PhotoFace.box, Photo.width, Photo.height)
-                      .join(Photo, Photo.id == PhotoFace.photo_id).where(Photo.event_id == event_id))  # fmt: skip
+        rows = s.exec(
+            select(PhotoFace.id, PhotoFace.photo_id, PhotoFace.box, Photo.width, Photo.height)
+            .join(Photo, Photo.id == PhotoFace.photo_id)
+            .where(Photo.event_id == event_id)
+        )
         for face_id, photo_id, box, width, height in rows:
             d = ((box[0] + box[2]) / 2 - width / 2) ** 2 + ((box[1] + box[3]) / 2 - height / 2) ** 2
             if photo_id not in out or d < out[photo_id][0]:
@@ -157,9 +160,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         worker.stop()
         build_s = time.perf_counter() - t0
         status = events.photo_status(event.id)
-        expected = {
-            name: {str(pid) for pid, r in by_photo.items() if name in r.identities} for name in selfies
-        }  # fmt: skip
+        expected = {name: {str(pid) for pid, r in by_photo.items() if name in r.identities} for name in selfies}
         search = FaceSearch(events, engine, threshold=args.threshold)
         warm = next(iter(selfies.values())).path.read_bytes()
         with contextlib.suppress(SelfieRejected):  # the first run of each model is slow: not counted
@@ -210,9 +211,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         store.dispose()
     for t in thresholds:
         s = score(expected, swept, t)
-        print(f"  threshold {t:.3f} (cosine {2 * t - 1:+.3f}): precision {s['precision']:.4f} recall "
-              f"{s['recall']:.4f} (tp {s['true_positives']}, fp {s['false_positives']}, fn {s['false_negatives']})",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"  threshold {t:.3f} (cosine {2 * t - 1:+.3f}): precision {s['precision']:.4f} recall "
+            f"{s['recall']:.4f} (tp {s['true_positives']}, fp {s['false_positives']}, fn {s['false_negatives']})",
+            file=sys.stderr,
+            flush=True,
+        )
     ms = np.array(times) * 1000
     return {
         "queries": len(selfies),
@@ -241,9 +245,16 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def evaluate_multi(search: Any, event_id: uuid.UUID, event_records: list[Record], selfies: dict[str, Record],
-                   by_photo: dict[uuid.UUID, Record], expected: dict[str, set[str]],
-                   found: dict[str, dict[str, float]], threshold: float) -> dict[str, Any]:  # fmt: skip
+def evaluate_multi(
+    search: Any,
+    event_id: uuid.UUID,
+    event_records: list[Record],
+    selfies: dict[str, Record],
+    by_photo: dict[uuid.UUID, Record],
+    expected: dict[str, set[str]],
+    found: dict[str, dict[str, float]],
+    threshold: float,
+) -> dict[str, Any]:
     """Scores of 2-3 selfies per identity merged each way, and of the first selfie alone on the same photos."""
     from revisit.central.kiosk.search import SelfieRejected
 
@@ -252,8 +263,10 @@ def evaluate_multi(search: Any, event_id: uuid.UUID, event_records: list[Record]
     got: dict[str, dict[str, dict[str, float]]] = {m: {} for m in (*MERGES, "single")}
     times: list[float] = []
     for name, selfie in selfies.items():
-        extra = sorted((r for r in event_records if r.kind == "photo" and r.identity == name and r.relpath in ids),
-                       key=lambda r: r.relpath)[: MAX_SELFIES - 1]  # fmt: skip
+        extra = sorted(
+            (r for r in event_records if r.kind == "photo" and r.identity == name and r.relpath in ids),
+            key=lambda r: r.relpath,
+        )[: MAX_SELFIES - 1]
         if not extra:
             continue
         used = {str(ids[r.relpath]) for r in extra}
@@ -280,14 +293,22 @@ def evaluate_multi(search: Any, event_id: uuid.UUID, event_records: list[Record]
 def run_search(args: argparse.Namespace) -> int:
     result = evaluate(args)
     out = sys.stderr if args.json else sys.stdout
-    print(f"eval search: {result['queries']} queries over {result['event_photos']} photos "
-          f"({result['event_faces']} faces), threshold {result['threshold']} (cosine {result['cosine_threshold']}): "
-          f"precision {result['precision']:.4f}, recall {result['recall']:.4f}, "
-          f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms", file=out, flush=True)  # fmt: skip
+    print(
+        f"eval search: {result['queries']} queries over {result['event_photos']} photos "
+        f"({result['event_faces']} faces), threshold {result['threshold']} (cosine {result['cosine_threshold']}): "
+        f"precision {result['precision']:.4f}, recall {result['recall']:.4f}, "
+        f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms",
+        file=out,
+        flush=True,
+    )
     m = result["multi"]
     for merge in ("single", *MERGES):
-        print(f"  {m['queries']} queries with 2-3 selfies, {merge}: precision {m[merge]['precision']:.4f}, "
-              f"recall {m[merge]['recall']:.4f}", file=out, flush=True)  # fmt: skip
+        print(
+            f"  {m['queries']} queries with 2-3 selfies, {merge}: precision {m[merge]['precision']:.4f}, "
+            f"recall {m[merge]['recall']:.4f}",
+            file=out,
+            flush=True,
+        )
     if args.json:
         print(json.dumps(result), flush=True)
     return 0

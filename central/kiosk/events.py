@@ -100,8 +100,9 @@ class Events:
         `[kiosk] storage_dir` (default <data_dir>/events). Enough for `expire_events` (no face engine); `close()`
         when done."""
         config = config or getattr(service.config, "kiosk", None) or KioskConfig()
-        files = PhotoFiles(config.storage_dir or Path(service.config.data_dir) / "events",
-                           max_bytes=int(config.max_upload_mb * 2**20))  # fmt: skip
+        files = PhotoFiles(
+            config.storage_dir or Path(service.config.data_dir) / "events", max_bytes=int(config.max_upload_mb * 2**20)
+        )
         events = cls(service.store, files, EventVectors.on(service.vectors))
         events.create_tables()
         return events
@@ -174,9 +175,10 @@ class Events:
             events = list(s.exec(select(Event).order_by(col(Event.date).desc(), col(Event.created_at).desc())))
             counts: dict[uuid.UUID, dict[str, int]] = {}
             for event_id, status, n, faces in s.exec(
-                select(Photo.event_id, Photo.status, func.count(), func.sum(Photo.faces_found))
-                .group_by(Photo.event_id, Photo.status)
-            ):  # fmt: skip
+                select(Photo.event_id, Photo.status, func.count(), func.sum(Photo.faces_found)).group_by(
+                    Photo.event_id, Photo.status
+                )
+            ):
                 c = counts.setdefault(event_id, {"photos": 0, "faces": 0})
                 c[status] = int(n)
                 c["photos"] += int(n)
@@ -184,8 +186,9 @@ class Events:
         out = []
         for e in events:
             c = counts.get(e.id, {})
-            out.append(EventSummary(e, c.get("photos", 0), c.get("processing", 0), c.get("failed", 0),
-                                    c.get("faces", 0)))  # fmt: skip
+            out.append(
+                EventSummary(e, c.get("photos", 0), c.get("processing", 0), c.get("failed", 0), c.get("faces", 0))
+            )
         return out
 
     def delete_event(self, event_id: uuid.UUID) -> bool:
@@ -237,9 +240,16 @@ class Events:
         photo_id = uuid.uuid4()
         stored = self.files.save(event_id, photo_id, image)
         photo = Photo(
-            id=photo_id, event_id=event_id, filename=display, stored_name=stored.original, thumb_name=stored.thumb,
-            size=len(data), width=image.width, height=image.height, sha256=digest,
-        )  # fmt: skip
+            id=photo_id,
+            event_id=event_id,
+            filename=display,
+            stored_name=stored.original,
+            thumb_name=stored.thumb,
+            size=len(data),
+            width=image.width,
+            height=image.height,
+            sha256=digest,
+        )
         try:
             with self.lock, self.store.begin() as s:
                 if s.get(Event, event_id) is None:  # deleted meanwhile
@@ -270,8 +280,9 @@ class Events:
         if not photo_ids:
             return {}
         with self.store.session() as s:
-            rows = s.exec(select(Photo).where(col(Photo.id).in_(photo_ids), Photo.event_id == event_id,
-                                              Photo.status == "done"))  # fmt: skip
+            rows = s.exec(
+                select(Photo).where(col(Photo.id).in_(photo_ids), Photo.event_id == event_id, Photo.status == "done")
+            )
             return {p.id: p for p in rows}
 
     def photo_status(self, event_id: uuid.UUID) -> dict[str, Any]:
@@ -285,11 +296,17 @@ class Events:
             **counts,
             "faces": sum(p.faces_found for p in photos),
             "photos": [
-                {"id": str(p.id), "filename": p.filename, "status": p.status, "reason": p.reason,
-                 "faces": p.faces_found, "size": p.size}
+                {
+                    "id": str(p.id),
+                    "filename": p.filename,
+                    "status": p.status,
+                    "reason": p.reason,
+                    "faces": p.faces_found,
+                    "size": p.size,
+                }
                 for p in photos
             ],
-        }  # fmt: skip
+        }
 
     def pending(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
         """(event id, photo id) of photos still to process, oldest first (resumed after a restart)."""
@@ -316,15 +333,18 @@ class Events:
                         quality_parts={k: round(v, 4) for k, v in f.quality.as_dict().items()} if f.quality else {},
                         recognizer_id=recognizer_id,
                         embedding=np.asarray(f.embedding, np.float32).tobytes(),
-                    )  # fmt: skip
+                    )
                     for f in faces
                 ]
                 s.add_all(rows)
                 photo.status, photo.reason, photo.faces_found = "done", "", len(rows)
                 s.add(photo)
                 event_id = photo.event_id
-            self.vectors.upsert(event_id, recognizer_id, [(r.id, photo_id, np.asarray(f.embedding))
-                                                          for r, f in zip(rows, faces, strict=True)])  # fmt: skip
+            self.vectors.upsert(
+                event_id,
+                recognizer_id,
+                [(r.id, photo_id, np.asarray(f.embedding)) for r, f in zip(rows, faces, strict=True)],
+            )
         return True
 
     def fail_photo(self, photo_id: uuid.UUID, reason: str) -> None:

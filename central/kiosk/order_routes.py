@@ -69,10 +69,19 @@ def orders_page(request: Request, event_id: uuid.UUID, kiosk: KioskDep, status: 
     event = _event_or_404(kiosk, event_id)
     views = kiosk.orders.list(event_id, _status(status))
     counts = kiosk.orders.counts().get(event_id, {"total": 0})
-    return templates.TemplateResponse(request, "kiosk/orders.html", {
-        "event": event, "views": views, "statuses": STATUSES, "status": status or "", "counts": counts,
-        "ended": kiosk.expired(event),
-    }, headers=NO_STORE)  # fmt: skip
+    return templates.TemplateResponse(
+        request,
+        "kiosk/orders.html",
+        {
+            "event": event,
+            "views": views,
+            "statuses": STATUSES,
+            "status": status or "",
+            "counts": counts,
+            "ended": kiosk.expired(event),
+        },
+        headers=NO_STORE,
+    )
 
 
 @staff.post("/events/{event_id}/orders/{order_id}")
@@ -94,15 +103,23 @@ def order_update_form(
     except EventError as exc:
         flash(request, str(exc), "error")
         return RedirectResponse(f"/events/{event_id}/orders", status_code=303)
-    audit(kiosk, user.actor, "order_update", event=event_id, order=before.reference,
-          status=f"{before.order.status}->{order.status}", notes_changed=before.order.notes != order.notes)  # fmt: skip
+    audit(
+        kiosk,
+        user.actor,
+        "order_update",
+        event=event_id,
+        order=before.reference,
+        status=f"{before.order.status}->{order.status}",
+        notes_changed=before.order.notes != order.notes,
+    )
     flash(request, f"Order {before.reference}: {order.status}.", "ok")
     return RedirectResponse(f"/events/{event_id}/orders#o-{order_id}", status_code=303)
 
 
 @staff.post("/events/{event_id}/orders/{order_id}/erase")
-def order_erase_form(request: Request, event_id: uuid.UUID, order_id: uuid.UUID, kiosk: KioskDep,
-                     user: CurrentUser) -> Response:  # fmt: skip
+def order_erase_form(
+    request: Request, event_id: uuid.UUID, order_id: uuid.UUID, kiosk: KioskDep, user: CurrentUser
+) -> Response:
     _event_or_404(kiosk, event_id)
     view = kiosk.orders.get(event_id, order_id)
     if view is None or kiosk.orders.erase(event_id, order_id) is None:
@@ -121,13 +138,17 @@ def orders_csv_export(event_id: uuid.UUID, kiosk: KioskDep, user: CurrentUser, s
     event = _event_or_404(kiosk, event_id)
     views = kiosk.orders.list(event_id, _status(status))
     audit(kiosk, user.actor, "order_export", event=event_id, format="csv", orders=len(views), status=status or "all")
-    return Response(orders_csv(views), media_type="text/csv; charset=utf-8", headers={
-        **NO_STORE, "Content-Disposition": f'attachment; filename="orders-{event.code}-{_stamp()}.csv"'})  # fmt: skip
+    return Response(
+        orders_csv(views),
+        media_type="text/csv; charset=utf-8",
+        headers={**NO_STORE, "Content-Disposition": f'attachment; filename="orders-{event.code}-{_stamp()}.csv"'},
+    )
 
 
 @staff.get("/events/{event_id}/orders.zip")
-def orders_zip(event_id: uuid.UUID, kiosk: KioskDep, user: CurrentUser, status: str | None = None,
-               order: uuid.UUID | None = None) -> Response:  # fmt: skip
+def orders_zip(
+    event_id: uuid.UUID, kiosk: KioskDep, user: CurrentUser, status: str | None = None, order: uuid.UUID | None = None
+) -> Response:
     event = live_or_410(kiosk, _event_or_404(kiosk, event_id))
     if order is not None:
         view = kiosk.orders.get(event_id, order)
@@ -145,27 +166,41 @@ def orders_zip(event_id: uuid.UUID, kiosk: KioskDep, user: CurrentUser, status: 
     entries = zip_entries(views, original)
     if not entries:
         raise HTTPException(404, "no ordered photos to download")
-    audit(kiosk, user.actor, "order_export", event=event_id, format="zip", orders=len(views), photos=len(entries),
-          status=status or "all", order=views[0].reference if order else "")  # fmt: skip
+    audit(
+        kiosk,
+        user.actor,
+        "order_export",
+        event=event_id,
+        format="zip",
+        orders=len(views),
+        photos=len(entries),
+        status=status or "all",
+        order=views[0].reference if order else "",
+    )
     name = f"orders-{event.code}-{views[0].order.reference if order else _stamp()}.zip"
-    return StreamingResponse(zip_stream(entries), media_type="application/zip",
-                             headers={**NO_STORE, "Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
+    return StreamingResponse(
+        zip_stream(entries),
+        media_type="application/zip",
+        headers={**NO_STORE, "Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 @staff.get("/events/{event_id}/qr.svg")
 def event_qr(request: Request, event_id: uuid.UUID, kiosk: KioskDep) -> Response:
     event = _event_or_404(kiosk, event_id)
     out = io.BytesIO()
-    segno.make(guest_url(request, event.code), error="m").save(out, kind="svg", scale=8, border=4,
-                                                                 title=f"{event.name}: find your photos")  # fmt: skip
+    segno.make(guest_url(request, event.code), error="m").save(
+        out, kind="svg", scale=8, border=4, title=f"{event.name}: find your photos"
+    )
     return Response(out.getvalue(), media_type="image/svg+xml", headers={"Cache-Control": "private, max-age=300"})
 
 
 @staff.get("/events/{event_id}/poster")
 def event_poster(request: Request, event_id: uuid.UUID, kiosk: KioskDep) -> Response:
     event = _event_or_404(kiosk, event_id)
-    return templates.TemplateResponse(request, "kiosk/poster.html",
-                                      {"event": event, "guest_url": guest_url(request, event.code)})  # fmt: skip
+    return templates.TemplateResponse(
+        request, "kiosk/poster.html", {"event": event, "guest_url": guest_url(request, event.code)}
+    )
 
 
 # --- staff API ---------------------------------------------------------------------------------------------
@@ -179,11 +214,23 @@ def api_orders(event_id: uuid.UUID, kiosk: KioskDep, status: str | None = None) 
     return JSONResponse({"event_id": str(event_id), "orders": [order_json(v) for v in views]}, headers=NO_STORE)
 
 
-@staff_api.patch("/events/{event_id}/orders/{order_id}", openapi_extra=_json_body({
-    "status": {"type": "string", "enum": list(STATUSES)}, "notes": {"type": "string", "maxLength": 2000},
-}, []))  # fmt: skip
-def api_order_update(event_id: uuid.UUID, order_id: uuid.UUID, kiosk: KioskDep, user: CurrentUser,
-                     body: Annotated[dict[str, Any], JsonBody(16 * 1024)]) -> JSONResponse:  # fmt: skip
+@staff_api.patch(
+    "/events/{event_id}/orders/{order_id}",
+    openapi_extra=_json_body(
+        {
+            "status": {"type": "string", "enum": list(STATUSES)},
+            "notes": {"type": "string", "maxLength": 2000},
+        },
+        [],
+    ),
+)
+def api_order_update(
+    event_id: uuid.UUID,
+    order_id: uuid.UUID,
+    kiosk: KioskDep,
+    user: CurrentUser,
+    body: Annotated[dict[str, Any], JsonBody(16 * 1024)],
+) -> JSONResponse:
     """Change an order's status and/or notes: JSON `{status?, notes?}`."""
     status, notes = body.get("status"), body.get("notes")
     if status is not None and status not in STATUSES:
@@ -201,8 +248,15 @@ def api_order_update(event_id: uuid.UUID, order_id: uuid.UUID, kiosk: KioskDep, 
     view = kiosk.orders.get(event_id, order_id)
     assert view is not None
     changed = before.order.notes != view.order.notes
-    audit(kiosk, user.actor, "order_update", event=event_id, order=view.reference,
-          status=f"{before.order.status}->{view.order.status}", notes_changed=changed)  # fmt: skip
+    audit(
+        kiosk,
+        user.actor,
+        "order_update",
+        event=event_id,
+        order=view.reference,
+        status=f"{before.order.status}->{view.order.status}",
+        notes_changed=changed,
+    )
     return JSONResponse(order_json(view), headers=NO_STORE)
 
 
@@ -219,14 +273,25 @@ def api_order_erase(event_id: uuid.UUID, order_id: uuid.UUID, kiosk: KioskDep, u
 # --- public: a guest's order --------------------------------------------------------------------------------
 
 
-@public.post("/api/v1/orders", status_code=201, openapi_extra=_json_body({
-    "tokens": {"type": "array", "items": {"type": "string"}, "maxItems": 100,
-               "description": "matches' tokens from /api/v1/search/face (all of one event)"},
-    "token": {"type": "string", "description": "one match's token (the older form)"},
-    "name": {"type": "string", "maxLength": 200},
-    "contact": {"type": "string", "maxLength": 254, "description": "e-mail or phone number"},
-    "email": {"type": "string", "maxLength": 254, "description": "the older name of contact"},
-}, []))  # fmt: skip
+@public.post(
+    "/api/v1/orders",
+    status_code=201,
+    openapi_extra=_json_body(
+        {
+            "tokens": {
+                "type": "array",
+                "items": {"type": "string"},
+                "maxItems": 100,
+                "description": "matches' tokens from /api/v1/search/face (all of one event)",
+            },
+            "token": {"type": "string", "description": "one match's token (the older form)"},
+            "name": {"type": "string", "maxLength": 200},
+            "contact": {"type": "string", "maxLength": 254, "description": "e-mail or phone number"},
+            "email": {"type": "string", "maxLength": 254, "description": "the older name of contact"},
+        },
+        [],
+    ),
+)
 async def api_order(request: Request, kiosk: KioskDep) -> Response:
     """Order photos a search returned: JSON `{tokens: [...], name?, contact?}` (or `{token, name?, email?}`).
     The answer has the order `reference` to show to the photographer."""
@@ -256,8 +321,13 @@ async def api_order(request: Request, kiosk: KioskDep) -> Response:
         view = await run_in_threadpool(kiosk.orders.create, event.id, [i[1] for i in ids if i], name, contact)
     except EventError as exc:
         raise HTTPException(422, str(exc)) from None
-    out = {"order_id": str(view.order.id), "reference": view.reference, "photos": len(view.photos),
-           "photo_id": str(view.photos[0].id), "status": view.order.status}  # fmt: skip
+    out = {
+        "order_id": str(view.order.id),
+        "reference": view.reference,
+        "photos": len(view.photos),
+        "photo_id": str(view.photos[0].id),
+        "status": view.order.status,
+    }
     return JSONResponse(out, status_code=201, headers=NO_STORE)
 
 

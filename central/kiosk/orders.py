@@ -76,8 +76,12 @@ class Orders:
         if contact and not (EMAIL.fullmatch(contact) or PHONE.fullmatch(contact)):
             raise EventError("that e-mail address or phone number does not look right")
         with self.store.session() as s:
-            photos = {p.id: p for p in s.exec(select(Photo).where(col(Photo.id).in_(ids), Photo.event_id == event_id,
-                                                                  Photo.status == "done"))}  # fmt: skip
+            photos = {
+                p.id: p
+                for p in s.exec(
+                    select(Photo).where(col(Photo.id).in_(ids), Photo.event_id == event_id, Photo.status == "done")
+                )
+            }
         if len(photos) != len(ids):
             raise EventError("no such photo in this event")
         for _ in range(10):
@@ -111,16 +115,25 @@ class Orders:
             orders = list(s.exec(stmt.order_by(col(GuestOrder.created_at), col(GuestOrder.id))))
             by_order: dict[uuid.UUID, list[Photo]] = {o.id: [] for o in orders}
             if orders:
-                rows = s.exec(select(GuestOrderPhoto.order_id, Photo)
-                              .join(Photo, col(Photo.id) == col(GuestOrderPhoto.photo_id))
-                              .where(col(GuestOrderPhoto.order_id).in_(list(by_order)))
-                              .order_by(col(Photo.created_at), col(Photo.id)))  # fmt: skip
+                rows = s.exec(
+                    select(GuestOrderPhoto.order_id, Photo)
+                    .join(Photo, col(Photo.id) == col(GuestOrderPhoto.photo_id))
+                    .where(col(GuestOrderPhoto.order_id).in_(list(by_order)))
+                    .order_by(col(Photo.created_at), col(Photo.id))
+                )
                 for oid, photo in rows:
                     by_order[oid].append(photo)
         return [OrderView(o, by_order[o.id]) for o in orders]
 
-    def update(self, event_id: uuid.UUID, order_id: uuid.UUID, *, status: str | None = None,
-               notes: str | None = None, actor: str = "") -> GuestOrder:  # fmt: skip
+    def update(
+        self,
+        event_id: uuid.UUID,
+        order_id: uuid.UUID,
+        *,
+        status: str | None = None,
+        notes: str | None = None,
+        actor: str = "",
+    ) -> GuestOrder:
         if status is not None and status not in STATUSES:
             raise EventError(f"status is one of {', '.join(STATUSES)}")
         if notes is not None and len(notes) > 2000:
@@ -151,8 +164,11 @@ class Orders:
         """Per event: orders by status, and "total"."""
         out: dict[uuid.UUID, dict[str, int]] = {}
         with self.store.session() as s:
-            for event_id, status, n in s.exec(select(GuestOrder.event_id, GuestOrder.status, func.count())
-                                              .group_by(GuestOrder.event_id, GuestOrder.status)):  # fmt: skip
+            for event_id, status, n in s.exec(
+                select(GuestOrder.event_id, GuestOrder.status, func.count()).group_by(
+                    GuestOrder.event_id, GuestOrder.status
+                )
+            ):
                 c = out.setdefault(event_id, {"total": 0})
                 c[status] = int(n)
                 c["total"] += int(n)
@@ -166,11 +182,18 @@ def new_reference() -> str:
 def order_json(view: OrderView) -> dict:
     o = view.order
     return {
-        "order_id": str(o.id), "reference": view.reference, "event_id": str(o.event_id), "name": o.name,
-        "contact": o.contact, "status": o.status, "notes": o.notes, "created_at": o.created_at.isoformat(),
-        "updated_at": o.updated_at.isoformat(), "updated_by": o.updated_by,
+        "order_id": str(o.id),
+        "reference": view.reference,
+        "event_id": str(o.event_id),
+        "name": o.name,
+        "contact": o.contact,
+        "status": o.status,
+        "notes": o.notes,
+        "created_at": o.created_at.isoformat(),
+        "updated_at": o.updated_at.isoformat(),
+        "updated_by": o.updated_by,
         "photos": [{"photo_id": str(p.id), "filename": p.filename} for p in view.photos],
-    }  # fmt: skip
+    }
 
 
 # --- exports ----------------------------------------------------------------------------------------------
@@ -184,13 +207,25 @@ def _cell(value: str) -> str:
 def orders_csv(views: list[OrderView]) -> str:
     out = io.StringIO()
     w = csv.writer(out)
-    w.writerow(["reference", "status", "name", "contact", "photos", "files", "notes", "created_at", "updated_at",
-                "updated_by"])  # fmt: skip
+    w.writerow(
+        ["reference", "status", "name", "contact", "photos", "files", "notes", "created_at", "updated_at", "updated_by"]
+    )
     for v in views:
         o = v.order
-        w.writerow([v.reference, o.status, _cell(o.name), _cell(o.contact), len(v.photos),
-                    _cell(" ".join(p.filename for p in v.photos)), _cell(o.notes), o.created_at.isoformat(),
-                    o.updated_at.isoformat(), _cell(o.updated_by)])  # fmt: skip
+        w.writerow(
+            [
+                v.reference,
+                o.status,
+                _cell(o.name),
+                _cell(o.contact),
+                len(v.photos),
+                _cell(" ".join(p.filename for p in v.photos)),
+                _cell(o.notes),
+                o.created_at.isoformat(),
+                o.updated_at.isoformat(),
+                _cell(o.updated_by),
+            ]
+        )
     return out.getvalue()
 
 

@@ -134,8 +134,14 @@ def _validate_jpeg(data: bytes, max_pixels: int, side: int) -> ValidatedImage | 
 class PhotoFiles:
     """The originals and thumbnails of every event under `root`."""
 
-    def __init__(self, root: str | Path, *, max_bytes: int = MAX_UPLOAD_BYTES, max_pixels: int = MAX_PIXELS,
-                 thumb_side: int = THUMB_SIDE):  # fmt: skip
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        max_bytes: int = MAX_UPLOAD_BYTES,
+        max_pixels: int = MAX_PIXELS,
+        thumb_side: int = THUMB_SIDE,
+    ):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes

@@ -128,8 +128,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def too_many(wait: float, what: str) -> JSONResponse:
-    return JSONResponse({"detail": f"too many {what}; try again in {wait:.0f} s"}, status_code=429,
-                        headers={"Retry-After": str(int(wait) + 1)})  # fmt: skip
+    return JSONResponse(
+        {"detail": f"too many {what}; try again in {wait:.0f} s"},
+        status_code=429,
+        headers={"Retry-After": str(int(wait) + 1)},
+    )
 
 
 def parse_uuid(value: Any) -> uuid.UUID | None:
@@ -153,8 +156,14 @@ def resolve_event(kiosk: Kiosk, event_id: Any = None, code: Any = None, *, live:
 
 
 def event_json(event: Event, photos: int | None = None) -> dict[str, Any]:
-    out = {"event_id": str(event.id), "code": event.code, "name": event.name, "date": event.date.isoformat(),
-           "expires_at": event.expires_at.isoformat(), "kiosk_url": f"/kiosk?code={event.code}"}  # fmt: skip
+    out = {
+        "event_id": str(event.id),
+        "code": event.code,
+        "name": event.name,
+        "date": event.date.isoformat(),
+        "expires_at": event.expires_at.isoformat(),
+        "kiosk_url": f"/kiosk?code={event.code}",
+    }
     if photos is not None:
         out["photos"] = photos
     return out
@@ -219,8 +228,12 @@ async def store_uploads(kiosk: Kiosk, event_id: uuid.UUID, files: list[UploadFil
         data = await file.read(max_bytes + 1)
         await file.close()
         if len(data) > max_bytes:
-            rejected.append({"filename": sanitize_filename(file.filename),
-                             "error": f"file too large (limit {max_bytes / 2**20:.0f} MB)"})  # fmt: skip
+            rejected.append(
+                {
+                    "filename": sanitize_filename(file.filename),
+                    "error": f"file too large (limit {max_bytes / 2**20:.0f} MB)",
+                }
+            )
             continue
         try:
             result = await run_in_threadpool(kiosk.upload, event_id, file.filename or "", data)
@@ -264,8 +277,11 @@ def audit(kiosk: Kiosk, actor: str, action: str, **details: Any) -> None:
 
 def _photo_file(kiosk: Kiosk, photo: Photo, kind: str) -> Path:
     files = kiosk.events.files
-    path = files.thumb(photo.event_id, photo.thumb_name) if kind == "thumb" else files.original(
-        photo.event_id, photo.stored_name)  # fmt: skip
+    path = (
+        files.thumb(photo.event_id, photo.thumb_name)
+        if kind == "thumb"
+        else files.original(photo.event_id, photo.stored_name)
+    )
     if not path.is_file():
         raise HTTPException(404, "photo file missing")
     return path
@@ -290,11 +306,16 @@ uploads = APIRouter(dependencies=[Depends(check_upload_size), CSRFChecked])
 
 @staff.get("/events")
 def events_page(request: Request, kiosk: KioskDep) -> Response:
-    return templates.TemplateResponse(request, "kiosk/events.html", {
-        "summaries": kiosk.events.list_events(), "today": local_day(utcnow(), kiosk.timezone).isoformat(),
-        "order_counts": kiosk.orders.counts(),
-        "expiry_days": int(kiosk.config.expiry_days),
-    })  # fmt: skip
+    return templates.TemplateResponse(
+        request,
+        "kiosk/events.html",
+        {
+            "summaries": kiosk.events.list_events(),
+            "today": local_day(utcnow(), kiosk.timezone).isoformat(),
+            "order_counts": kiosk.orders.counts(),
+            "expiry_days": int(kiosk.config.expiry_days),
+        },
+    )
 
 
 @staff.post("/events")
@@ -325,14 +346,21 @@ def _create(kiosk: Kiosk, name: str, day: date | None, expiry_days: float | None
 @staff.get("/events/{event_id}")
 def event_page(request: Request, event_id: uuid.UUID, kiosk: KioskDep) -> Response:
     event = _event_or_404(kiosk, event_id)
-    return templates.TemplateResponse(request, "kiosk/event.html", {
-        "event": event, "status": kiosk.events.photo_status(event_id),
-        "order_counts": kiosk.orders.counts().get(event_id, {"total": 0}),
-        "photos": {p.id: p for p in kiosk.events.photos(event_id)},
-        "max_upload_mb": kiosk.events.files.max_bytes / 2**20, "ended": kiosk.expired(event),
-        "floor": kiosk.floor(event_id), "default_floor": kiosk.config.threshold_floor,
-        "max_results": kiosk.config.max_results,
-    })  # fmt: skip
+    return templates.TemplateResponse(
+        request,
+        "kiosk/event.html",
+        {
+            "event": event,
+            "status": kiosk.events.photo_status(event_id),
+            "order_counts": kiosk.orders.counts().get(event_id, {"total": 0}),
+            "photos": {p.id: p for p in kiosk.events.photos(event_id)},
+            "max_upload_mb": kiosk.events.files.max_bytes / 2**20,
+            "ended": kiosk.expired(event),
+            "floor": kiosk.floor(event_id),
+            "default_floor": kiosk.config.threshold_floor,
+            "max_results": kiosk.config.max_results,
+        },
+    )
 
 
 @staff.post("/events/{event_id}/settings")
@@ -362,8 +390,9 @@ async def upload_photos(request: Request, event_id: uuid.UUID, kiosk: KioskDep, 
     form = await request.form(max_files=MAX_FILES_PER_REQUEST)
     files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
     uploaded, rejected = await store_uploads(kiosk, event_id, files)
-    await run_in_threadpool(audit, kiosk, user.actor, "event_upload", event=event_id, uploaded=len(uploaded),
-                            rejected=len(rejected))  # fmt: skip
+    await run_in_threadpool(
+        audit, kiosk, user.actor, "event_upload", event=event_id, uploaded=len(uploaded), rejected=len(rejected)
+    )
     return upload_response(event_id, uploaded, rejected)
 
 
@@ -390,10 +419,18 @@ def staff_thumb(event_id: uuid.UUID, photo_id: uuid.UUID, kiosk: KioskDep) -> Re
 staff_api = APIRouter(prefix="/api/v1", tags=["event kiosk"], dependencies=[CSRFChecked])
 
 
-@staff_api.post("/events", status_code=201, openapi_extra=_json_body({
-    "name": {"type": "string", "maxLength": 200}, "date": {"type": "string", "format": "date"},
-    "expiry_days": {"type": "number", "exclusiveMinimum": 0, "maximum": 3650, "default": 30},
-}, ["name"]))  # fmt: skip
+@staff_api.post(
+    "/events",
+    status_code=201,
+    openapi_extra=_json_body(
+        {
+            "name": {"type": "string", "maxLength": 200},
+            "date": {"type": "string", "format": "date"},
+            "expiry_days": {"type": "number", "exclusiveMinimum": 0, "maximum": 3650, "default": 30},
+        },
+        ["name"],
+    ),
+)
 def api_create_event(
     kiosk: KioskDep, user: CurrentUser, body: Annotated[dict[str, Any], JsonBody(64 * 1024)]
 ) -> dict[str, Any]:
@@ -426,8 +463,9 @@ async def api_upload(request: Request, kiosk: KioskDep, user: CurrentUser) -> JS
         raise HTTPException(404, "no such event (give event_id or event_code)")
     files = [f for key in ("files", "file") for f in form.getlist(key) if isinstance(f, UploadFile)]
     uploaded, rejected = await store_uploads(kiosk, event.id, files)
-    await run_in_threadpool(audit, kiosk, user.actor, "event_upload", event=event.id, uploaded=len(uploaded),
-                            rejected=len(rejected))  # fmt: skip
+    await run_in_threadpool(
+        audit, kiosk, user.actor, "event_upload", event=event.id, uploaded=len(uploaded), rejected=len(rejected)
+    )
     return upload_response(event.id, uploaded, rejected)
 
 
@@ -439,10 +477,20 @@ def api_event_photos(event_id: uuid.UUID, kiosk: KioskDep) -> dict[str, Any]:
     return out | {"min_threshold": kiosk.floor(event_id), "ended": kiosk.expired(event)}
 
 
-@staff_api.patch("/events/{event_id}", openapi_extra=_json_body({
-    "min_threshold": {"type": "number", "minimum": 0.5, "exclusiveMaximum": 1,
-                      "description": "guests' searches of this event use at least this (cos + 1) / 2 similarity"},
-}, ["min_threshold"]))  # fmt: skip
+@staff_api.patch(
+    "/events/{event_id}",
+    openapi_extra=_json_body(
+        {
+            "min_threshold": {
+                "type": "number",
+                "minimum": 0.5,
+                "exclusiveMaximum": 1,
+                "description": "guests' searches of this event use at least this (cos + 1) / 2 similarity",
+            },
+        },
+        ["min_threshold"],
+    ),
+)
 def api_event_settings(
     event_id: uuid.UUID, kiosk: KioskDep, user: CurrentUser, body: Annotated[dict[str, Any], JsonBody(16 * 1024)]
 ) -> dict:
@@ -485,23 +533,41 @@ def api_event(code: str, request: Request, kiosk: KioskDep) -> Response:
     if event is None:
         raise HTTPException(404, "no event with that code (check the code, or the event may have ended)")
     with kiosk.events.store.session() as s:
-        n = s.exec(select(func.count()).select_from(Photo).where(Photo.event_id == event.id,
-                                                                   Photo.status == "done")).one()  # fmt: skip
+        n = s.exec(
+            select(func.count()).select_from(Photo).where(Photo.event_id == event.id, Photo.status == "done")
+        ).one()
     return JSONResponse(event_json(event, int(n)))
 
 
-SEARCH_BODY = _json_body({
-    "event_id": {"type": "string", "format": "uuid"},
-    "event_code": {"type": "string", "example": "ABCD2345"},
-    "face_image": {"type": "string", "description": "the selfie, JPEG or PNG, base64 (a data: URL is accepted)"},
-    "face_images": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 3,
-                    "description": "instead of face_image: 1-3 selfies of the same guest (other angles), merged"},
-    "threshold": {"type": "number", "minimum": 0, "maximum": 1,
-                  "description": "(cos + 1) / 2; cosine = 2 * threshold - 1; default: the kiosk's (0.68); never below "
-                                 "the event's floor (raised to it)"},
-    "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100,
-              "description": "capped at the kiosk's max_results (100)"},
-}, [])  # fmt: skip
+SEARCH_BODY = _json_body(
+    {
+        "event_id": {"type": "string", "format": "uuid"},
+        "event_code": {"type": "string", "example": "ABCD2345"},
+        "face_image": {"type": "string", "description": "the selfie, JPEG or PNG, base64 (a data: URL is accepted)"},
+        "face_images": {
+            "type": "array",
+            "items": {"type": "string"},
+            "minItems": 1,
+            "maxItems": 3,
+            "description": "instead of face_image: 1-3 selfies of the same guest (other angles), merged",
+        },
+        "threshold": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "description": "(cos + 1) / 2; cosine = 2 * threshold - 1; default: the kiosk's (0.68); never below "
+            "the event's floor (raised to it)",
+        },
+        "limit": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 1000,
+            "default": 100,
+            "description": "capped at the kiosk's max_results (100)",
+        },
+    },
+    [],
+)
 
 
 @public.post("/api/v1/search/face", openapi_extra=SEARCH_BODY)
@@ -514,8 +580,9 @@ async def api_search(request: Request, kiosk: KioskDep) -> Response:
     if wait:
         return too_many(wait, "searches")
     body = await read_json(request, MAX_SEARCH_BODY)
-    event = await run_in_threadpool(resolve_event, kiosk, body.get("event_id"),
-                                    body.get("event_code") or body.get("code"))  # fmt: skip
+    event = await run_in_threadpool(
+        resolve_event, kiosk, body.get("event_id"), body.get("event_code") or body.get("code")
+    )
     if event is None:
         raise HTTPException(404, "no event with that id or code (or it has ended)")
     wait = kiosk.event_search.take(str(event.id))
@@ -543,13 +610,15 @@ async def api_search(request: Request, kiosk: KioskDep) -> Response:
     try:
         result = await run_in_threadpool(kiosk.search.search_many, event.id, images, float(threshold), limit)
     except SelfieRejected as exc:
-        return JSONResponse({"detail": exc.message, "reason": exc.reason, "matches_found": 0, "matches": []},
-                            status_code=422)  # fmt: skip
+        return JSONResponse(
+            {"detail": exc.message, "reason": exc.reason, "matches_found": 0, "matches": []}, status_code=422
+        )
     finally:
         del images
-    return JSONResponse({"event_id": str(event.id), **kiosk.match_json(event.id, result), "limit": limit,
-                         "selfies": result.selfies},
-                        headers={"Cache-Control": "no-store"})  # fmt: skip
+    return JSONResponse(
+        {"event_id": str(event.id), **kiosk.match_json(event.id, result), "limit": limit, "selfies": result.selfies},
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 @public.get("/kiosk/photo/{token}/{kind}", include_in_schema=False)

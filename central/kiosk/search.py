@@ -113,8 +113,10 @@ def pick_face(faces: list[Face], shape: tuple[int, ...]) -> tuple[Face, str | No
     ranked = sorted(faces, key=lambda f: (-f.width, (f.center[0] - cx) ** 2 + (f.center[1] - cy) ** 2))
     first, second = ranked[0], ranked[1]
     if second.width >= SAME_SIZE * first.width:
-        note = (f"{len(faces)} faces are in the picture; we searched for the one nearest the middle. "
-                "For the best results, stand alone in front of the camera.")  # fmt: skip
+        note = (
+            f"{len(faces)} faces are in the picture; we searched for the one nearest the middle. "
+            "For the best results, stand alone in front of the camera."
+        )
     else:
         note = f"{len(faces)} faces are in the picture; we searched for the largest (nearest) one."
     return first, note
@@ -136,8 +138,9 @@ def check_face(face: Face) -> float:
 
 
 class FaceSearch:
-    def __init__(self, events: Events, engine: FaceEngine, *, threshold: float = DEFAULT_THRESHOLD,
-                 max_faces: int = 5000):  # fmt: skip
+    def __init__(
+        self, events: Events, engine: FaceEngine, *, threshold: float = DEFAULT_THRESHOLD, max_faces: int = 5000
+    ):
         self.events = events
         self.engine = engine
         self.threshold = threshold
@@ -176,9 +179,13 @@ class FaceSearch:
         return SearchResult(matches, selfie, threshold, timings)
 
     def search_many(
-        self, event_id: uuid.UUID, images: list[bytes], threshold: float | None = None, limit: int = 200,
+        self,
+        event_id: uuid.UUID,
+        images: list[bytes],
+        threshold: float | None = None,
+        limit: int = 200,
         merge: str = MULTI_MERGE,
-    ) -> SearchResult:  # fmt: skip
+    ) -> SearchResult:
         """Several selfies of one guest (other angles), merged: "max" ranks each photo by its best similarity to
         any selfie, "mean" searches once with the mean of the selfies' embeddings (re-normalised). A refused
         selfie refuses the search, saying which one (the guest retakes it)."""
@@ -214,8 +221,9 @@ class FaceSearch:
         timings = {"face_ms": round((t1 - t0) * 1000, 1), "search_ms": round((t2 - t1) * 1000, 1)}
         return SearchResult(matches, first, threshold, timings, len(selfies))
 
-    def match(self, event_id: uuid.UUID, vector: np.ndarray, recognizer_id: str, threshold: float,
-              limit: int = 200) -> list[Match]:  # fmt: skip
+    def match(
+        self, event_id: uuid.UUID, vector: np.ndarray, recognizer_id: str, threshold: float, limit: int = 200
+    ) -> list[Match]:
         hits = self.events.vectors.search(event_id, recognizer_id, vector, to_cosine(threshold), self.max_faces)
         best: dict[uuid.UUID, tuple[float, uuid.UUID]] = {}
         for h in hits:  # best first: the first hit of a photo is its best face

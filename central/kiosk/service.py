@@ -25,9 +25,16 @@ EXPIRY_JOB = "kiosk-expiry"
 class Kiosk:
     """What the routes use: events, the face engine and its worker, search, rate limits and photo tokens."""
 
-    def __init__(self, events: Events, engine: Any, config: KioskConfig | None = None, secret: str = "",
-                 expiry_interval_s: float = 3600, timezone: str = "UTC",
-                 scheduler: Scheduler | None = None):  # fmt: skip
+    def __init__(
+        self,
+        events: Events,
+        engine: Any,
+        config: KioskConfig | None = None,
+        secret: str = "",
+        expiry_interval_s: float = 3600,
+        timezone: str = "UTC",
+        scheduler: Scheduler | None = None,
+    ):
         self.config = config or KioskConfig()
         self.timezone = timezone  # events' default dates are days of this zone (head office's)
         self.events = events
@@ -60,8 +67,15 @@ class Kiosk:
         from revisit.central.auth import load_secret
 
         events = Events.for_service(service, config)
-        return cls(events, engine, config, load_secret(cfg), cfg.retention.interval_min * 60, cfg.loyal.timezone,
-                   service.scheduler)  # fmt: skip
+        return cls(
+            events,
+            engine,
+            config,
+            load_secret(cfg),
+            cfg.retention.interval_min * 60,
+            cfg.loyal.timezone,
+            service.scheduler,
+        )
 
     def start(self) -> Kiosk:
         """Start the face worker (photos left processing resume) and the expiry job (it runs now, then every
@@ -100,13 +114,23 @@ class Kiosk:
         matches = []
         for m in result.matches:
             token = self.tokens.sign(event_id, m.photo.id)
-            matches.append({
-                "photo_id": str(m.photo.id), "filename": m.photo.filename, "similarity": m.similarity,
-                "thumbnail_url": f"/kiosk/photo/{token}/thumb", "image_url": f"/kiosk/photo/{token}/view",
-                "download_url": f"/kiosk/photo/{token}/download", "token": token,
-            })  # fmt: skip
-        out: dict[str, Any] = {"matches_found": len(matches), "matches": matches, "threshold": result.threshold,
-                               "faces_in_selfie": result.selfie.faces_seen}  # fmt: skip
+            matches.append(
+                {
+                    "photo_id": str(m.photo.id),
+                    "filename": m.photo.filename,
+                    "similarity": m.similarity,
+                    "thumbnail_url": f"/kiosk/photo/{token}/thumb",
+                    "image_url": f"/kiosk/photo/{token}/view",
+                    "download_url": f"/kiosk/photo/{token}/download",
+                    "token": token,
+                }
+            )
+        out: dict[str, Any] = {
+            "matches_found": len(matches),
+            "matches": matches,
+            "threshold": result.threshold,
+            "faces_in_selfie": result.selfie.faces_seen,
+        }
         if result.selfie.notice:
             out["notice"] = result.selfie.notice
         return out

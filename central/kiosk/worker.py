@@ -183,8 +183,11 @@ class FaceWorker:
             if width and width * height <= files.max_pixels:
                 image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
                 # the shape must be the original's, reduced (a mismatch: let decode_image do it)
-                if image is not None and abs(image.shape[1] - -(-width // factor)) <= 1 and abs(
-                    image.shape[0] - -(-height // factor)) <= 1:  # fmt: skip
+                if (
+                    image is not None
+                    and abs(image.shape[1] - -(-width // factor)) <= 1
+                    and abs(image.shape[0] - -(-height // factor)) <= 1
+                ):
                     return image, factor
         return decode_image(data, max_pixels=files.max_pixels, max_bytes=files.max_bytes), 1
 

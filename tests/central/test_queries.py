@@ -60,8 +60,9 @@ def test_loyal_customers_and_visitor_queries(db_url, make_clusterer):
         assert detail.visitor.visit_count == 5 and detail.sighting_total == 6 and len(detail.sightings) == 2
         assert detail.sightings[0].best_ts > detail.sightings[1].best_ts
         assert set(detail.sites.values()) == {"s1", "s2"} and set(detail.cameras.values()) == {"c1"}
-        assert detail.reference.quality == max(x.quality for x in s.exec(
-            select(Sighting).where(Sighting.visitor_id == first.visitor_id)))  # fmt: skip
+        assert detail.reference.quality == max(
+            x.quality for x in s.exec(select(Sighting).where(Sighting.visitor_id == first.visitor_id))
+        )
         assert visitor_detail(s, uuid.uuid4()) is None
 
         freq = visit_frequency(s, first.visitor_id, days=7, now=NOW)
@@ -70,7 +71,9 @@ def test_loyal_customers_and_visitor_queries(db_url, make_clusterer):
         assert len(latest_sightings(s, limit=3)) == 3
         overview = devices_overview(s)
         assert [(site.name, dev.name, [cam.name for cam in cams]) for site, dev, cams in overview] == [
-            ("s1", "d1", ["c1"]), ("s2", "d1", ["c1"])]  # fmt: skip
+            ("s1", "d1", ["c1"]),
+            ("s2", "d1", ["c1"]),
+        ]
         assert {x.name for x in s.exec(select(Site))} == {"s1", "s2"}
 
 

@@ -64,8 +64,9 @@ def test_indexes_added_to_an_existing_database(db_url):
     assert "ix_sighting_camera_last" in {i["name"] for i in inspect(store.engine).get_indexes("sighting")}
     store.create_all()  # idempotent
     if db_url.startswith("sqlite"):
-        stmt = select(Sighting).where(Sighting.camera_id == uuid.uuid4(), Sighting.first_ts <= NOW,
-                                      Sighting.last_ts >= NOW)  # fmt: skip
+        stmt = select(Sighting).where(
+            Sighting.camera_id == uuid.uuid4(), Sighting.first_ts <= NOW, Sighting.last_ts >= NOW
+        )
         sql = str(stmt.compile(store.engine, compile_kwargs={"literal_binds": False}))
         with store.engine.connect() as conn:
             plan = " ".join(str(r) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, ("x", "y", "z")))
@@ -89,8 +90,10 @@ def test_clusterer_workflow_on_this_database(db_url, make_clusterer):
     c = make_clusterer(db_url)
     p = people(2)
     a = [c.ingest(make_obs(near(p[0], seed=i), ts=1_800_000_000 + 86400 * i)) for i in range(3)]
-    b = [c.ingest(make_obs(near(p[1], seed=9 + i), ts=1_800_000_000 + 86400 * i + 99, co=(1,), track=2))
-         for i in range(2)]  # fmt: skip
+    b = [
+        c.ingest(make_obs(near(p[1], seed=9 + i), ts=1_800_000_000 + 86400 * i + 99, co=(1,), track=2))
+        for i in range(2)
+    ]
     assert len({x.visitor_id for x in a}) == 1 and len({x.visitor_id for x in b}) == 1
     merged = c.merge(a[0].visitor_id, b[0].visitor_id)
     assert merged.sighting_count == 5 and merged.visit_count == 3
@@ -121,13 +124,25 @@ def test_bad_database_url_is_a_clear_error():
 @pytest.mark.parametrize(
     ("now", "zone", "start", "end"),
     [
-        (datetime(2026, 3, 20, 15, 0, tzinfo=UTC), "UTC", datetime(2026, 3, 20, tzinfo=UTC),
-         datetime(2026, 3, 21, tzinfo=UTC)),
-        (datetime(2026, 3, 20, 23, 30, tzinfo=UTC), "Europe/Berlin", datetime(2026, 3, 20, 23, tzinfo=UTC),
-         datetime(2026, 3, 21, 23, tzinfo=UTC)),  # already the 21st in Berlin
-        (datetime(2026, 3, 29, 12, 0, tzinfo=UTC), "Europe/Berlin", datetime(2026, 3, 28, 23, tzinfo=UTC),
-         datetime(2026, 3, 29, 22, tzinfo=UTC)),  # a 23-hour day (summer time starts)
+        (
+            datetime(2026, 3, 20, 15, 0, tzinfo=UTC),
+            "UTC",
+            datetime(2026, 3, 20, tzinfo=UTC),
+            datetime(2026, 3, 21, tzinfo=UTC),
+        ),
+        (
+            datetime(2026, 3, 20, 23, 30, tzinfo=UTC),
+            "Europe/Berlin",
+            datetime(2026, 3, 20, 23, tzinfo=UTC),
+            datetime(2026, 3, 21, 23, tzinfo=UTC),
+        ),  # already the 21st in Berlin
+        (
+            datetime(2026, 3, 29, 12, 0, tzinfo=UTC),
+            "Europe/Berlin",
+            datetime(2026, 3, 28, 23, tzinfo=UTC),
+            datetime(2026, 3, 29, 22, tzinfo=UTC),
+        ),  # a 23-hour day (summer time starts)
     ],
-)  # fmt: skip
+)
 def test_day_bounds(now, zone, start, end):
     assert day_bounds(now, zone) == (start, end)

@@ -329,8 +329,9 @@ def test_stored_delivery_keeps_until_confirmed_and_resends(mosquitto, mqtt_subsc
     from revisit.shared.schema import DeliveryAck, encode
 
     sub = mqtt_subscriber(faces_topic(SITE, DEVICE))
-    pub = make_publisher(mosquitto.port, tmp_path, delivery="stored", confirm_timeout_s=1, confirm_backoff_max_s=2,
-                         unconfirmed_warn_s=1)  # fmt: skip
+    pub = make_publisher(
+        mosquitto.port, tmp_path, delivery="stored", confirm_timeout_s=1, confirm_backoff_max_s=2, unconfirmed_warn_s=1
+    )
     caplog.set_level(logging.WARNING, logger="revisit.edge.publish")
     try:
         pub.start()

@@ -16,7 +16,7 @@ BACKOFF = [
     (3, 1.0, 5, 5.0),
     (2, 30.0, 900, 120.0),
     (10_000, 30.0, 900, 900.0),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("attempt", "base", "cap", "ceiling"), BACKOFF)

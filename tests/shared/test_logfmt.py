@@ -29,9 +29,19 @@ def parse(line: str) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(3, "3"), (0.5, "0.5"), (1 / 3, "0.333333"), (True, "true"), ("a b", "a b"), ('say "hi"', 'say "hi"'),
-     ("two\nlines", "two\nlines"), ("back\\slash", "back\\slash"), ("", ""), ("k=v", "k=v")],
-)  # fmt: skip
+    [
+        (3, "3"),
+        (0.5, "0.5"),
+        (1 / 3, "0.333333"),
+        (True, "true"),
+        ("a b", "a b"),
+        ('say "hi"', 'say "hi"'),
+        ("two\nlines", "two\nlines"),
+        ("back\\slash", "back\\slash"),
+        ("", ""),
+        ("k=v", "k=v"),
+    ],
+)
 def test_event_values_round_trip(value, text):
     assert parse(event("x", value=value, gone=None)) == {"event": "x", "value": text}
 

@@ -138,9 +138,20 @@ def test_topics():
 
 @pytest.mark.parametrize(
     ("value", "ok"),
-    [("s1", True), ("_x", True), ("a.b-c_9", True), ("x" * 64, True), ("x" * 65, False), ("", False),
-     ("s1\n", False), ("a/b", False), ("a b", False), ("+", False), ("é", False)],
-)  # fmt: skip
+    [
+        ("s1", True),
+        ("_x", True),
+        ("a.b-c_9", True),
+        ("x" * 64, True),
+        ("x" * 65, False),
+        ("", False),
+        ("s1\n", False),
+        ("a/b", False),
+        ("a b", False),
+        ("+", False),
+        ("é", False),
+    ],
+)
 def test_ident_is_one_rule(value, ok):
     """Configs (pydantic `Ident`) and `is_ident` (topics, certificates, user scopes) agree."""
     assert is_ident(value) is ok

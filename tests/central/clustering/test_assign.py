@@ -177,8 +177,13 @@ def test_a_low_quality_face_joins_a_clear_match_or_waits_unassigned(db_url, make
     later = c.ingest(make_obs(near(stranger, seed=6), ts=1_800_500_000, quality=0.1))
     assert later.visitor_id == founder.visitor_id
     with c.store.session() as s:
-        listed = queries.loyal_customers(s, min_visits=1, window_days=3650, now=datetime(2027, 1, 15, 0, 0, tzinfo=UTC),
-                                 as_of=datetime.fromtimestamp(1_800_500_000, UTC).date())  # fmt: skip
+        listed = queries.loyal_customers(
+            s,
+            min_visits=1,
+            window_days=3650,
+            now=datetime(2027, 1, 15, 0, 0, tzinfo=UTC),
+            as_of=datetime.fromtimestamp(1_800_500_000, UTC).date(),
+        )
         assert [r.visitor.id for r in listed.rows] == [founder.visitor_id]
         assert listed.rows[0].visits_before == 1  # the held sightings are no visits of anybody
         held_rows = queries.list_visitors(s, unassigned=True)
@@ -221,6 +226,7 @@ def test_a_low_quality_face_must_match_clearly_to_join(make_clusterer):
     assert clear.visitor_id == good.visitor_id
     fine = c.ingest(make_obs(_at_cosine(face, 0.45, 3), ts=1_800_300_000, quality=0.9))
     assert fine.visitor_id == good.visitor_id
-    labels = cluster_offline(np.stack([face, _at_cosine(face, 0.45, 1)]), [0.9, 0.2], 0.37,
-                             found_min_quality=0.4, low_quality_threshold=0.5)  # fmt: skip
+    labels = cluster_offline(
+        np.stack([face, _at_cosine(face, 0.45, 1)]), [0.9, 0.2], 0.37, found_min_quality=0.4, low_quality_threshold=0.5
+    )
     assert labels == [0, -1]

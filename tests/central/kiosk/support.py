@@ -81,8 +81,14 @@ def fake_face(vector: np.ndarray, box: tuple[float, float, float, float] = (10, 
     q = Quality(detector=0.9, size=0.8, sharpness=0.7, pose=0.9, score=0.8)
     x1, y1, x2, y2 = box
     marks = [[x1 + 10, y1 + 15], [x2 - 10, y1 + 15], [(x1 + x2) / 2, y1 + 25], [x1 + 12, y2 - 10], [x2 - 12, y2 - 10]]
-    return Face(box=np.array(box), score=0.9, landmarks=np.array(marks), quality=q,
-                embedding=vec / np.linalg.norm(vec), recognizer_id=REC)  # fmt: skip
+    return Face(
+        box=np.array(box),
+        score=0.9,
+        landmarks=np.array(marks),
+        quality=q,
+        embedding=vec / np.linalg.norm(vec),
+        recognizer_id=REC,
+    )
 
 
 def files_under(root: Path) -> dict[str, int]:
@@ -116,8 +122,9 @@ def dev_people(facedata: Path, distractors: int = 6) -> People:
     grouped = {n for r in records if r.kind == "group" for n in r.identities}
     others = sorted((r for r in records if r.kind == "photo" and r.identity not in grouped), key=lambda r: r.relpath)
     step = max(1, len(others) // distractors)
-    return People(name, mine[0].path, [r.path for r in mine[1:4]], [r.path for r in others[::step][:distractors]],
-                  group.path)  # fmt: skip
+    return People(
+        name, mine[0].path, [r.path for r in mine[1:4]], [r.path for r in others[::step][:distractors]], group.path
+    )
 
 
 def y4m(image: np.ndarray, path: Path, width: int = 640, height: int = 480, frames: int = 5) -> Path:

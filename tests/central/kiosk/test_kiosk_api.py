@@ -226,8 +226,12 @@ def test_create_upload_status_delete_through_the_api(site, staff, facedata):
     status = client.get(f"/api/v1/events/{event['event_id']}/photos").json()
     assert (status["total"], status["done"]) == (2, 2) and status["faces"] >= 2
     # only bad files: 400 with the reasons
-    r = client.post("/api/v1/photos/upload", data={"event_id": event["event_id"]},
-                    files=[("files", ("x.jpg", b"", "image/jpeg"))], headers=h)  # fmt: skip
+    r = client.post(
+        "/api/v1/photos/upload",
+        data={"event_id": event["event_id"]},
+        files=[("files", ("x.jpg", b"", "image/jpeg"))],
+        headers=h,
+    )
     assert r.status_code == 400 and "empty file" in r.json()["detail"]
     r = client.post("/api/v1/photos/upload", data={"event_id": str(uuid.uuid4())}, files=files[:1], headers=h)
     assert r.status_code == 404
@@ -259,8 +263,11 @@ def test_staff_pages(site, staff):
     _, ka, people, (party, ids), _ = site
     page = client.get("/events")
     assert page.status_code == 200 and party.code in page.text and "Create event" in page.text
-    r = client.post("/events", data={"name": "Wedding", "date": "2026-07-04", "expiry_days": "3",
-                                     "csrf_token": csrf_from(page.text)}, follow_redirects=False)  # fmt: skip
+    r = client.post(
+        "/events",
+        data={"name": "Wedding", "date": "2026-07-04", "expiry_days": "3", "csrf_token": csrf_from(page.text)},
+        follow_redirects=False,
+    )
     assert r.status_code == 303
     event_url = r.headers["location"]
     event_id = uuid.UUID(event_url.rsplit("/", 1)[1])

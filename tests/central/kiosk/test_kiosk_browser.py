@@ -23,9 +23,15 @@ pytestmark = [pytest.mark.models, pytest.mark.facedata, pytest.mark.slow]
 
 CHROMIUM = os.environ.get("REVISIT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [  # flags that work as root in a container (../shared/NOTES.md)
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +67,12 @@ def server(tmp_path_factory, engine, facedata):
 def open_browser(sync_api, profile: Path, video: Path):
     """A Chromium whose webcam plays `video`; returns (playwright, context, page)."""
     p = sync_api.sync_playwright().start()
-    args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={video}"]  # fmt: skip
+    args = [
+        *CHROMIUM_ARGS,
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
+    ]
     context = p.chromium.launch_persistent_context(
         str(profile),
         executable_path=CHROMIUM,
@@ -138,8 +148,9 @@ def test_kiosk_guides_when_no_face_is_seen(server, sync_api, tmp_path):
 
 def test_staff_upload_through_the_page(server, sync_api, tmp_path):
     base, ka, _, people, _ = server
-    p, context, page = open_browser(sync_api, tmp_path / "profile", y4m(np.zeros((48, 64, 3), np.uint8),
-                                                                        tmp_path / "x.y4m"))  # fmt: skip
+    p, context, page = open_browser(
+        sync_api, tmp_path / "profile", y4m(np.zeros((48, 64, 3), np.uint8), tmp_path / "x.y4m")
+    )
     try:
         page.goto(f"{base}/events")
         page.fill("input[name=username]", USER)

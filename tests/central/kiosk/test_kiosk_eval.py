@@ -18,18 +18,31 @@ BASELINE = Path(__file__).with_name("eval_search_baseline.json")
 def test_plan_picks_selfies_and_leaves_them_out(tmp_path):
     rows = [
         "path,identity,kind",
-        "a1.jpg,Ann,photo", "a2.jpg,Ann,photo", "a3.jpg,Ann,photo",
-        "b1.jpg,Bob,photo", "b2.jpg,Bob,photo",
+        "a1.jpg,Ann,photo",
+        "a2.jpg,Ann,photo",
+        "a3.jpg,Ann,photo",
+        "b1.jpg,Bob,photo",
+        "b2.jpg,Bob,photo",
         "c1.jpg,Cid,photo",  # in a group but only one portrait: not a query
-        "d1.jpg,Dan,photo", "d2.jpg,Dan,photo",  # two portraits but in no group: not a query
-        "g1.jpg,Ann;Cid,group", "g2.jpg,Bob;Ann,group",
+        "d1.jpg,Dan,photo",
+        "d2.jpg,Dan,photo",  # two portraits but in no group: not a query
+        "g1.jpg,Ann;Cid,group",
+        "g2.jpg,Bob;Ann,group",
         "v1.mp4,Ann,video",
-    ]  # fmt: skip
+    ]
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     event, selfies = plan(load_labels(tmp_path))
     assert {n: r.relpath for n, r in selfies.items()} == {"Ann": "a1.jpg", "Bob": "b1.jpg"}
-    assert sorted(r.relpath for r in event) == ["a2.jpg", "a3.jpg", "b2.jpg", "c1.jpg", "d1.jpg", "d2.jpg",
-                                                "g1.jpg", "g2.jpg"]  # fmt: skip
+    assert sorted(r.relpath for r in event) == [
+        "a2.jpg",
+        "a3.jpg",
+        "b2.jpg",
+        "c1.jpg",
+        "d1.jpg",
+        "d2.jpg",
+        "g1.jpg",
+        "g2.jpg",
+    ]
     event, _ = plan(load_labels(tmp_path), distractors=1)
     assert sorted(r.relpath for r in event) == ["a2.jpg", "a3.jpg", "b2.jpg", "c1.jpg", "g1.jpg", "g2.jpg"]
 
@@ -47,8 +60,10 @@ def test_score_is_micro_averaged():
 @pytest.mark.slow
 def test_eval_search_regression(facedata, models_dir, capsys):
     baseline = json.loads(BASELINE.read_text())
-    assert main(["eval", "search", "--data", str(facedata), "--distractors", "100", "--json",
-                 "--models", str(models_dir)]) == 0  # fmt: skip
+    assert (
+        main(["eval", "search", "--data", str(facedata), "--distractors", "100", "--json", "--models", str(models_dir)])
+        == 0
+    )
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"queries", "precision", "recall", "p50_ms", "p95_ms"} <= set(result)
     for key in ("queries", "expected_photos", "event_photos", "threshold"):

@@ -78,8 +78,12 @@ def test_order_of_several_photos_and_its_fulfilment(site):
     assert client.get(f"/api/v1/events/{party.id}/orders").status_code == 401
     token = login(client, "viewer")
     assert client.get(f"/api/v1/events/{party.id}/orders").status_code == 403
-    assert client.patch(f"/api/v1/events/{party.id}/orders/{oid}", json={"status": "ready"},
-                        headers={"X-CSRF-Token": token}).status_code == 403  # fmt: skip
+    assert (
+        client.patch(
+            f"/api/v1/events/{party.id}/orders/{oid}", json={"status": "ready"}, headers={"X-CSRF-Token": token}
+        ).status_code
+        == 403
+    )
     client.cookies.clear()
 
     token = login(client, "staffer")

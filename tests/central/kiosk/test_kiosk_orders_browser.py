@@ -23,10 +23,21 @@ PHONE = {"width": 390, "height": 844}
 
 def browser(api, profile: Path, video: Path, viewport: dict, **options):
     p = api.sync_playwright().start()
-    args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={video}"]  # fmt: skip
-    context = p.chromium.launch_persistent_context(str(profile), executable_path=CHROMIUM, headless=True, args=args,
-                                                   accept_downloads=True, viewport=viewport, **options)  # fmt: skip
+    args = [
+        *CHROMIUM_ARGS,
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
+    ]
+    context = p.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=CHROMIUM,
+        headless=True,
+        args=args,
+        accept_downloads=True,
+        viewport=viewport,
+        **options,
+    )
     context.set_default_timeout(30_000)
     return p, context, context.new_page()
 
@@ -98,8 +109,9 @@ def test_order_at_the_kiosk_then_fulfil_it(server, sync_api, tmp_path):  # noqa:
 def test_guest_phone_portrait_front_camera_more_angles_and_a_picked_photo(server, sync_api, tmp_path):  # noqa: F811
     base, ka, event, people, ids = server
     video = y4m(cv2.imread(str(people.selfie)), tmp_path / "selfie.y4m", width=480, height=640)
-    p, context, page = browser(sync_api, tmp_path / "phone", video, PHONE, is_mobile=True, has_touch=True,
-                               device_scale_factor=2)  # fmt: skip
+    p, context, page = browser(
+        sync_api, tmp_path / "phone", video, PHONE, is_mobile=True, has_touch=True, device_scale_factor=2
+    )
     try:
         page.goto(f"{base}/kiosk?countdown=0&code={event.code.lower()}")
         page.wait_for_function("() => document.getElementById('video').videoWidth > 0")

@@ -75,8 +75,9 @@ def test_staff_set_the_floor_per_event_and_it_is_audited(site):
         assert 'name="min_threshold"' in page and 'value="0.99"' in page
     finally:
         token = staff.headers["X-CSRF-Token"]
-        r = staff.post(f"/events/{party.id}/settings", data={"min_threshold": "0.68", "csrf_token": token},
-                       follow_redirects=False)  # fmt: skip
+        r = staff.post(
+            f"/events/{party.id}/settings", data={"min_threshold": "0.68", "csrf_token": token}, follow_redirects=False
+        )
         assert r.status_code == 303
     assert search(client, party, people.selfie).json()["matches_found"] >= 1
     with ka.service.session() as s:
@@ -109,8 +110,12 @@ def test_an_ended_event_is_refused_everywhere_at_once(site):
         assert client.get(url).status_code == 410, url
     assert client.post("/api/v1/orders", json={"token": match["token"], "name": "Jo"}).status_code == 410
     assert search(client, event, people.selfie).status_code == 410
-    assert client.post("/api/v1/search/face", json={"event_code": event.code, "face_image": b64(people.selfie)}
-                       ).status_code == 404  # fmt: skip
+    assert (
+        client.post(
+            "/api/v1/search/face", json={"event_code": event.code, "face_image": b64(people.selfie)}
+        ).status_code
+        == 404
+    )
     assert client.get(f"/api/v1/events/{event.code}").status_code == 404
     files = {"files": ("late.png", png(), "image/png")}
     assert staff.post("/api/v1/photos/upload", data={"event_id": str(event.id)}, files=files).status_code == 410

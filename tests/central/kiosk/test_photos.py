@@ -97,8 +97,10 @@ def test_original_is_stored_under_a_uuid_name_by_its_content(events):
     assert photo.stored_name == f"{photo.id.hex}.png"
     assert events.files.original(event.id, photo.stored_name).read_bytes() == data
     assert (photo.width, photo.height, photo.size, photo.status) == (300, 200, len(data), "processing")
-    assert set(files_under(events.files.root)) == {f"{event.id.hex}/{photo.id.hex}.png",
-                                                   f"{event.id.hex}/thumbs/{photo.id.hex}.jpg"}  # fmt: skip
+    assert set(files_under(events.files.root)) == {
+        f"{event.id.hex}/{photo.id.hex}.png",
+        f"{event.id.hex}/thumbs/{photo.id.hex}.jpg",
+    }
 
 
 def test_the_same_file_twice_is_refused(events):

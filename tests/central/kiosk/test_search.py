@@ -101,7 +101,8 @@ def test_threshold_narrows_the_results(indexed, engine):
     all_matches = search.search(event.id, data, threshold=0.6).matches
     best = all_matches[0].similarity
     assert [m.photo.id for m in search.search(event.id, data, threshold=best - 1e-3).matches] == [
-        all_matches[0].photo.id]  # fmt: skip
+        all_matches[0].photo.id
+    ]
     assert search.search(event.id, data, threshold=1.0).matches == []
     with pytest.raises(ValueError):
         search.search(event.id, data, threshold=1.5)

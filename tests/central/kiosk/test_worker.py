@@ -33,8 +33,10 @@ def test_worker_extracts_faces_in_the_background(tmp_path, engine, facedata):
         assert rows[str(group.id)]["status"] == "done" and rows[str(group.id)]["faces"] >= 5  # six friends
         assert rows[str(blank.id)]["status"] == "done" and rows[str(blank.id)]["faces"] == 0
         assert rows[str(lost.id)]["status"] == "failed" and "missing" in rows[str(lost.id)]["reason"]
-        assert events.vectors.count(event.id, engine.recognizer_id) == rows[str(good.id)]["faces"] + rows[
-            str(group.id)]["faces"]  # fmt: skip
+        assert (
+            events.vectors.count(event.id, engine.recognizer_id)
+            == rows[str(good.id)]["faces"] + rows[str(group.id)]["faces"]
+        )
     finally:
         worker.stop()
         close_events(events)
