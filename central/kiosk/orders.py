@@ -41,11 +41,6 @@ def format_reference(reference: str) -> str:
     return f"{reference[:3]}-{reference[3:]}"
 
 
-def normalize_reference(text: str) -> str | None:
-    ref = re.sub(r"[\s-]+", "", text or "").upper()
-    return ref if len(ref) == REFERENCE_LENGTH and all(c in CODE_ALPHABET for c in ref) else None
-
-
 @dataclass
 class OrderView:
     """An order with its photos (those still in the event, in the order the guest chose them)."""
