@@ -5,7 +5,7 @@
     .venv/bin/python bench/assign_profile.py 100000 --real dev.npz --profile                # where the time goes
 
 Loads N visitors once into BASE/dataN the way bench/central.py does (and `--sightings CAMERAS`: one stored
-sighting per visitor over that many cameras, into BASE/dataNsC), then times `Clusterer.ingest` of `--obs`
+sighting per visitor over that many cameras, into BASE/dataNsC), then times `Assigner.ingest` of `--obs`
 observations (half returning visitors, half new people) on a fresh copy, after 20 untimed ones. Prints one JSON
 line; CPU time (`cpu_ms_per_obs`) is the figure on a shared machine. `--drop-index` drops ix_sighting_camera_last
 after open: the store as it was before that index. A script, not a test.

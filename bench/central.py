@@ -16,7 +16,7 @@ prototypes in one bulk index load: loading 1M through the whole assignment path 
 service is closed. Then a fresh process reopens the service (`reopen_s`: open + start-up index check) and
 measures: the prototype search alone (p50/p95) and how often its nearest prototype is the exact one
 (`exact_top1`, against brute force in f32, for observations of returning visitors); whole assignments
-(`Clusterer.ingest`: search + decide + database commit + index upserts; half returning visitors, half new
+(`Assigner.ingest`: search + decide + database commit + index upserts; half returning visitors, half new
 people), observations/s and CPU per observation; its RSS and the data directory's size.
 A script that prints a table (or JSON lines), not a test.
 """

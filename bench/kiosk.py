@@ -6,6 +6,7 @@
     .venv/bin/python bench/kiosk.py --no-shared              # skip the shared-collection comparison
     .venv/bin/python bench/kiosk.py --extraction             # background extraction of full-size photos
     .venv/bin/python bench/kiosk.py --extraction --mp 24 --faces 20 --photos 8
+    .venv/bin/python bench/kiosk.py --ingest-wait --sizes 100000  # ingest's latency while guests search
 
 For each size N, one event gets N faces: the real faces of a few photos of one person (so a search finds
 something and the database part of the search is exercised) and random 512-d unit vectors for the rest (a store
@@ -25,12 +26,19 @@ vectors). Reported: upload s/photo, extraction photos/s and faces/s (wall clock,
 photo (this process, all threads), the time from upload until a photo is searchable with an idle worker, and
 where one photo's time goes (decode, detect, embed) with the reduced-size JPEG decode beside the full one.
 
+--ingest-wait: what event scans cost ingest on the embedded engine. One index holds 10,000 visitor prototypes and
+an event of N random faces; one thread runs ingest's vector work (a prototype search and a prototype upsert, as one
+observation does) while another runs selfie searches of the event back to back. Reported: ingest p50/p95 with no
+scans, with scans as they run now (the event matrices' own lock), and with scans holding the index lock (as they
+did when the kiosk shared it), and how many scans ran meanwhile.
+
 A script that prints tables, not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -38,6 +46,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,9 +54,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from qdrant_client import QdrantClient, models  # noqa: E402
 
-from revisit.central.events import Events, EventVectors  # noqa: E402
-from revisit.central.photos import FaceWorker, PhotoFiles  # noqa: E402
-from revisit.central.search import DEFAULT_THRESHOLD, FaceSearch, to_cosine  # noqa: E402
+from revisit.central.kiosk.events import Events  # noqa: E402
+from revisit.central.kiosk.photos import PhotoFiles  # noqa: E402
+from revisit.central.kiosk.search import DEFAULT_THRESHOLD, FaceSearch, to_cosine  # noqa: E402
+from revisit.central.kiosk.vectors import EventVectors  # noqa: E402
+from revisit.central.kiosk.worker import FaceWorker  # noqa: E402
 from revisit.central.store import Store  # noqa: E402
 from revisit.central.vectors import open_vectors  # noqa: E402
 
@@ -73,7 +84,7 @@ def person_photos(data: Path) -> tuple[bytes, list[Path]]:
 
 def fill(events: Events, event_id: uuid.UUID, recognizer: str, n: int, dim: int, rng: np.random.Generator) -> float:
     """Add n random faces (one photo row per 4 faces, as a group-photo event would have); returns seconds."""
-    from revisit.central.events import Photo
+    from revisit.central.kiosk.models import Photo
 
     photos = [Photo(event_id=event_id, filename=f"p{i}.jpg", stored_name=f"{uuid.uuid4().hex}.jpg",
                     thumb_name=f"{uuid.uuid4().hex}.jpg", status="done", faces_found=4)
@@ -192,7 +203,7 @@ def canvases(data: Path, count: int, mp: float, faces: int, seed: int = 0) -> li
 def bench_extraction(args: argparse.Namespace, engine) -> None:
     import cv2
 
-    from revisit.central.photos import photo_detector
+    from revisit.central.kiosk.worker import photo_detector
     from revisit.shared.image import decode_image
 
     print(f"making {args.photos} photos of {args.mp} MP with {args.faces} faces each ...", flush=True)
@@ -278,6 +289,63 @@ def bench_extraction(args: argparse.Namespace, engine) -> None:
     print(f"| embedding cosine, full vs half-size decode (same face) | {agree} |")
 
 
+def _scan(event: EventVectors, rec: str, query: np.ndarray, lock: Any, stop: Any, scans: list[int]) -> None:
+    """Selfie searches of one event back to back until `stop`, each inside `lock`."""
+    while not stop.is_set():
+        with lock:
+            event.search(uuid.UUID(int=1), rec, query, 0.36, 100)
+        scans[0] += 1
+
+
+def bench_ingest_wait(args: argparse.Namespace) -> None:
+    import threading
+
+    from revisit.central.vectors.embedded import EmbeddedVectors
+
+    rng = np.random.default_rng(0)
+    dim, rec, ops = 512, "bench@ingest", args.queries * 10
+    print(f"embedded (memory), {dim}-d, 10,000 visitors, {ops} ingest operations per case, {os.cpu_count()} CPUs")
+    print("| faces in the event | scans | ingest p50 ms | ingest p95 ms | scans meanwhile |")
+    print("|---:|---|---:|---:|---:|")
+    for n in (int(s) for s in args.sizes.split(",")):
+        index = EmbeddedVectors(None)
+        index.ensure(rec, dim)
+        visitors = [uuid.uuid4() for _ in range(10_000)]
+        vecs = unit(rng.normal(size=(10_000, dim)))
+        index.upsert_prototypes(rec, [(v, vec, "s1") for v, vec in zip(visitors, vecs, strict=True)])
+        event = EventVectors(index)
+        for i in range(0, n, 10_000):
+            k = min(10_000, n - i)
+            event.upsert(uuid.UUID(int=1), rec, [(uuid.uuid4(), uuid.uuid4(), v)
+                                                 for v in unit(rng.normal(size=(k, dim)))])  # fmt: skip
+        queries = unit(rng.normal(size=(ops, dim)))
+        for i, q in enumerate(queries[:100]):  # warm up
+            index.search_prototypes(rec, q, 5, floor=0.36)
+            index.upsert_prototypes(rec, [(visitors[i], q, "s1")])
+        for case in ("none", "own lock (now)", "index lock (before)"):
+            stop, scans = threading.Event(), [0]
+            lock = index.lock if case.startswith("index") else contextlib.nullcontext()
+            query = unit(rng.normal(size=(1, dim)))[0]
+            work = (event, rec, query, lock, stop, scans)
+            thread = threading.Thread(target=_scan, args=work, daemon=True) if case != "none" else None
+            if thread:
+                thread.start()
+                time.sleep(0.2)
+            times = []
+            for i, q in enumerate(queries):
+                t0 = time.perf_counter()
+                index.search_prototypes(rec, q, 5, floor=0.36)
+                index.upsert_prototypes(rec, [(visitors[i % 10_000], q, "s1")])
+                times.append(time.perf_counter() - t0)
+                time.sleep(0.002)  # observations arrive, they are not back to back
+            stop.set()
+            if thread:
+                thread.join()
+            print(f"| {n:,} | {case} | {pct(times, 50):.2f} | {pct(times, 95):.2f} | {scans[0] if thread else '–'} |",
+                  flush=True)  # fmt: skip
+        index.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--extraction", action="store_true", help="benchmark background extraction instead")
@@ -292,7 +360,11 @@ def main() -> int:
     parser.add_argument("--models", type=Path, default=Path(os.environ.get("REVISIT_MODELS") or SHARED / "models"))
     parser.add_argument("--memory", action="store_true", help="the index in memory instead of on disk")
     parser.add_argument("--no-shared", dest="shared", action="store_false", help="skip the shared-collection column")
+    parser.add_argument("--ingest-wait", action="store_true", help="ingest's latency while event scans run")
     args = parser.parse_args()
+    if args.ingest_wait:
+        bench_ingest_wait(args)
+        return 0
 
     from revisit.shared.engine import FaceEngine
 

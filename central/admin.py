@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from revisit.central.auth import ROLES, AccountError, AccountsDep, CSRFChecked, CurrentUser, flash, templates
 from revisit.central.bounds import Offset
 from revisit.central.users import ROLE_NAMES
+from revisit.shared.errors import NotFound
 
 pages = APIRouter(dependencies=[CSRFChecked], include_in_schema=False)
 api = APIRouter(prefix="/api/v1", tags=["administration"], dependencies=[CSRFChecked])
@@ -44,8 +45,13 @@ def _back(path: str = "/admin/users") -> RedirectResponse:
 def _users_page(request: Request, accounts: Any, new_token: str | None = None, status_code: int = 200) -> Response:
     users = accounts.users()
     sessions = {u.username: accounts.sessions(u.username) for u in users}
-    context = {"users": users, "sessions": sessions, "tokens": accounts.tokens(), "roles": ROLE_NAMES,
-               "new_token": new_token}  # fmt: skip
+    context = {
+        "users": users,
+        "sessions": sessions,
+        "tokens": accounts.tokens(),
+        "roles": ROLE_NAMES,
+        "new_token": new_token,
+    }
     return templates.TemplateResponse(request, "admin_users.html", context, status_code=status_code)
 
 
@@ -76,9 +82,9 @@ def add_user(
 def _change(request: Request, action: Any, message: str) -> Response:
     try:
         action()
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
     except AccountError as exc:
-        if str(exc).startswith("no user"):
-            raise HTTPException(404, str(exc)) from None
         flash(request, str(exc), "error")
         return _back()
     flash(request, message, "ok")
@@ -155,11 +161,20 @@ def audit_page(
     action: Annotated[str, Query(max_length=32)] = "",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
-    rows, total = accounts.audit_page(actor=actor, action=action, offset=(page - 1) * AUDIT_PAGE_SIZE,
-                                      limit=AUDIT_PAGE_SIZE)  # fmt: skip
+    rows, total = accounts.audit_page(
+        actor=actor, action=action, offset=(page - 1) * AUDIT_PAGE_SIZE, limit=AUDIT_PAGE_SIZE
+    )
     actors, actions = accounts.audit_facets()
-    context = {"rows": rows, "total": total, "actor": actor, "action": action, "actors": actors, "actions": actions,
-               "page": page, "pages": max(1, -(-total // AUDIT_PAGE_SIZE))}  # fmt: skip
+    context = {
+        "rows": rows,
+        "total": total,
+        "actor": actor,
+        "action": action,
+        "actors": actors,
+        "actions": actions,
+        "page": page,
+        "pages": max(1, -(-total // AUDIT_PAGE_SIZE)),
+    }
     return templates.TemplateResponse(request, "admin_audit.html", context)
 
 
@@ -193,8 +208,16 @@ class AuditPage(BaseModel):
 @api.get("/users")
 def api_users(accounts: AccountsDep) -> list[UserOut]:
     """Users and their roles (admins only)."""
-    return [UserOut(username=u.username, role=u.role, sites=list(u.sites or []), created_at=u.created_at,
-                    password_changed_at=u.password_changed_at) for u in accounts.users()]  # fmt: skip
+    return [
+        UserOut(
+            username=u.username,
+            role=u.role,
+            sites=list(u.sites or []),
+            created_at=u.created_at,
+            password_changed_at=u.password_changed_at,
+        )
+        for u in accounts.users()
+    ]
 
 
 @api.get("/audit")
@@ -207,8 +230,12 @@ def api_audit(
 ) -> AuditPage:
     """The audit log, newest first (admins only)."""
     rows, total = accounts.audit_page(actor=actor, action=action, offset=offset, limit=limit)
-    items = [AuditOut(id=r.id, at=r.at, actor=r.actor, action=r.action, visitor_id=r.visitor_id,
-                      details=dict(r.details or {})) for r in rows]  # fmt: skip
+    items = [
+        AuditOut(
+            id=r.id, at=r.at, actor=r.actor, action=r.action, visitor_id=r.visitor_id, details=dict(r.details or {})
+        )
+        for r in rows
+    ]
     return AuditPage(items=items, total=total, offset=offset, limit=limit)
 
 

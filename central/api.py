@@ -19,23 +19,15 @@ from pydantic import BaseModel, Field
 from revisit.central import queries
 from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, csrf_token
 from revisit.central.bounds import BoundedTime, Offset
-from revisit.central.cluster import ClusterError
+from revisit.central.clustering import ClusterError
 from revisit.central.pages import (
     analytics_window,
     audit_details,
     scoped_site,
     visible_or_404,
 )
-from revisit.central.store import (
-    LoyalSort,
-    Sighting,
-    Visit,
-    Visitor,
-    latest_sightings,
-    loyal_customers,
-    visit_frequency,
-    visitor_detail,
-)
+from revisit.central.store import Sighting, Visit, Visitor
+from revisit.shared.errors import NotFound
 
 router = APIRouter(prefix="/api/v1", tags=["api"], dependencies=[CSRFChecked])
 
@@ -202,7 +194,7 @@ class DeviceOut(BaseModel):
     last_seen: datetime | None
     status_at: datetime | None
     observations: int
-    rejected: int
+    rejected: int  # messages rejected for good (invalid) on this device's topics
     stats: dict[str, Any]
     cameras: list[CameraOut]
 
@@ -253,9 +245,10 @@ class EraseOut(BaseModel):
 def _cluster_call(action: Any) -> Any:
     try:
         return action()
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
     except ClusterError as exc:
-        missing = str(exc).startswith(("no visitor", "no sighting"))
-        raise HTTPException(404 if missing else 409, str(exc)) from None
+        raise HTTPException(409, str(exc)) from None
 
 
 def _visitor_out(service: Any, visitor_id: uuid.UUID, user: Any) -> VisitorOut:
@@ -302,11 +295,11 @@ def get_visitor(
     limit: Annotated[int, Query(ge=0, le=1000)] = 100,
 ) -> VisitorDetailOut:
     with service.session() as s:
-        d = visitor_detail(s, visitor_id, offset=offset, limit=limit, site_ids=queries.site_ids(s, user.sites))
+        d = queries.visitor_detail(s, visitor_id, offset=offset, limit=limit, site_ids=queries.site_ids(s, user.sites))
         if d is None:
             raise HTTPException(404, f"no visitor {visitor_id}")
         names = queries.Names.load(s, queries.site_ids(s, user.sites))
-        freq = visit_frequency(s, visitor_id, days=30, timezone=service.config.loyal.timezone)
+        freq = queries.visit_frequency(s, visitor_id, days=30, timezone=service.config.loyal.timezone)
     return VisitorDetailOut(
         visitor=VisitorOut.of(d.visitor, names, d.reference),
         visits=[VisitOut.of(v, names) for v in d.visits],
@@ -388,7 +381,7 @@ def list_sightings(
     """The newest sightings first (the live page polls this with `since`)."""
     with service.session() as s:
         ids = queries.site_ids(s, user.sites)
-        rows = latest_sightings(s, since=since, camera_id=camera_id, limit=limit, site_ids=ids)
+        rows = queries.latest_sightings(s, since=since, camera_id=camera_id, limit=limit, site_ids=ids)
         names = queries.Names.load(s, queries.site_ids(s, user.sites))
         labels = queries.visitor_labels(s, (r.visitor_id for r in rows))
     return [SightingOut.of(r, names, labels.get(r.visitor_id, "")) for r in rows]
@@ -417,7 +410,7 @@ def loyal(
     window_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
     site: Annotated[str | None, Query(max_length=64)] = None,
     as_of: Annotated[date | None, Query(description="the day (YYYY-MM-DD); default today in the site's zone")] = None,
-    sort: LoyalSort = "-arrival",
+    sort: queries.LoyalSort = "-arrival",
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> LoyalPageOut:
@@ -430,7 +423,7 @@ def loyal(
     min_visits, window_days = min_visits or cfg.min_visits, window_days or cfg.window_days
     site = scoped_site(user, site or "") or None
     with service.session() as s:
-        page = loyal_customers(
+        page = queries.loyal_customers(
             s,
             min_visits=min_visits,
             window_days=window_days,
@@ -569,10 +562,20 @@ def get_analytics(
         ids, tz, first, last = analytics_window(s, user, site, start, end, service.config.loyal.timezone)
         a = queries.analytics(s, first, last, timezone=tz, site_ids=ids)
     return AnalyticsOut(
-        first=a.first, last=a.last, site=site or None, timezone=a.zone, visits=a.visits,
-        unique_visitors=a.visitors, new_visitors=a.new_visitors, median_dwell_s=a.median_dwell_s,
-        return_rate=a.return_rate, days=[DayOut(**d.__dict__) for d in a.days], frequency=a.frequency,
+        first=a.first,
+        last=a.last,
+        site=site or None,
+        timezone=a.zone,
+        visits=a.visits,
+        unique_visitors=a.visitors,
+        new_visitors=a.new_visitors,
+        median_dwell_s=a.median_dwell_s,
+        return_rate=a.return_rate,
+        days=[DayOut(**d.__dict__) for d in a.days],
+        frequency=a.frequency,
         arrivals=a.heatmap,
-        weeks=[WeekReturnOut(week=w.week, new=w.new, returned=w.returned, rate=w.rate, complete=w.complete)
-               for w in a.weeks],
-    )  # fmt: skip
+        weeks=[
+            WeekReturnOut(week=w.week, new=w.new, returned=w.returned, rate=w.rate, complete=w.complete)
+            for w in a.weeks
+        ],
+    )

@@ -123,8 +123,11 @@ def load_secret(config: CentralConfig) -> str:
         fh.write(secret + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-    log.warning("no secret_key configured: generated a random one in %s (kept for this data directory; set "
-                "secret_key or $REVISIT_SECRET_KEY in production)", path)  # fmt: skip
+    log.warning(
+        "no secret_key configured: generated a random one in %s (kept for this data directory; set "
+        "secret_key or $REVISIT_SECRET_KEY in production)",
+        path,
+    )
     return secret
 
 
@@ -139,15 +142,20 @@ def bootstrap_accounts(config: CentralConfig, accounts: Accounts) -> str | None:
         raise AuthConfigError("production mode needs admin.password_hash or the admin password variable")
     generated = accounts.ensure_admin(admin.username, configured, plain)
     if generated:
-        log.warning("no admin password configured and no users yet: created %r with the password %s (change it with "
-                    "`revisit central users passwd %s`)", admin.username, generated, admin.username)  # fmt: skip
+        log.warning(
+            "no admin password configured and no users yet: created %r with the password %s (change it with "
+            "`revisit central users passwd %s`)",
+            admin.username,
+            generated,
+            admin.username,
+        )
     return generated
 
 
 # --- login rate limit ----------------------------------------------------------------------------------------
 
 
-class RateLimiter:
+class FailureWindow:
     """At most `attempts` failures per key in a sliding `window_s`; bounded memory (oldest keys dropped)."""
 
     def __init__(self, attempts: int = LOGIN_ATTEMPTS, window_s: float = LOGIN_WINDOW_S, max_keys: int = 10_000):
@@ -455,7 +463,8 @@ templates.env.globals.update(
 router = APIRouter(tags=["auth"], dependencies=[CSRFChecked])
 
 
-def _client_key(request: Request) -> str:
+def client_key(request: Request) -> str:
+    """The client address that rate limits key on (logins here, the kiosk's searches and look-ups)."""
     return request.client.host if request.client else "unknown"
 
 
@@ -474,8 +483,8 @@ def login(
     password: Annotated[str, Form(max_length=1024)],
     next: Annotated[str, Form(max_length=2000)] = "/",  # noqa: A002 - the form field's name
 ) -> Response:
-    limiter: RateLimiter = request.app.state.login_limiter
-    key = _client_key(request)
+    limiter: FailureWindow = request.app.state.login_limiter
+    key = client_key(request)
     wait = limiter.retry_after(key)
     if wait > 0:
         log.warning("login rate limit hit by %s", key)
@@ -543,7 +552,7 @@ def change_own_password(
         flash(request, str(exc), "error")
         return RedirectResponse("/account", status_code=303)
     request.session.clear()
-    request.session.update(sid=accounts.start_session(row, _client_key(request)), login_at=int(time.time()))
+    request.session.update(sid=accounts.start_session(row, client_key(request)), login_at=int(time.time()))
     csrf_token(request)
     flash(request, "Password changed; your other sessions have ended.", "ok")
     return RedirectResponse("/account", status_code=303)

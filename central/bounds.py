@@ -59,9 +59,15 @@ Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 class BodyLimits:
     """Pure ASGI: buffers bounded request bodies, refuses big (413) and deeply nested JSON (422)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int = 1024 * 1024, max_depth: int = 32,
-                 exempt: Iterable[str] = (), larger: Mapping[str, int] | None = None,
-                 refused: Counter[str] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int = 1024 * 1024,
+        max_depth: int = 32,
+        exempt: Iterable[str] = (),
+        larger: Mapping[str, int] | None = None,
+        refused: Counter[str] | None = None,
+    ):
         self.app = app
         self.max_bytes = max_bytes
         self.max_depth = max_depth
@@ -115,7 +121,10 @@ class BodyLimits:
         self.refused[reason] += 1
         log.warning("refused %s %s: %s", scope["method"], scope["path"][:200], detail)
         payload = json.dumps({"detail": detail}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                   (b"connection", b"close")]  # fmt: skip
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            (b"connection", b"close"),
+        ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

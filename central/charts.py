@@ -98,8 +98,9 @@ def heatmap(
             )
     for i, row in enumerate(grid):
         y = top + i * cell
-        body.append(f'<text x="{left - 6}" y="{y + cell * 0.65}" text-anchor="end" class="tick">'
-                    f"{escape(row_labels[i])}</text>")  # fmt: skip
+        body.append(
+            f'<text x="{left - 6}" y="{y + cell * 0.65}" text-anchor="end" class="tick">{escape(row_labels[i])}</text>'
+        )
         for j, n in enumerate(row):
             alpha = 0.06 + 0.94 * n / peak if n else 0.0
             body.append(

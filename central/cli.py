@@ -30,20 +30,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     central.choices["run"].add_argument("--models", metavar="DIR", help="the kiosk's models (default: $REVISIT_MODELS)")
     add("recluster", "rebuild visitors from every stored embedding, keeping manual edits (service stopped)", recluster)
     add("retention", "delete crops and sightings past their TTLs now (service stopped)", retention)
-    add("backfill", "ingest msgpack observation files (one message each, or a stream) as backfill (service stopped)",
-        backfill)  # fmt: skip
+    add(
+        "backfill",
+        "ingest msgpack observation files (one message each, or a stream) as backfill (service stopped)",
+        backfill,
+    )
     central.choices["backfill"].add_argument("files", nargs="+", type=Path, metavar="FILE")
-    add("migrate-vectors", "rebuild the vector index from the database, e.g. from old Qdrant local-mode storage "
-        "(service stopped)", migrate_vectors)  # fmt: skip
+    add(
+        "migrate-vectors",
+        "rebuild the vector index from the database, e.g. from old Qdrant local-mode storage (service stopped)",
+        migrate_vectors,
+    )
     q = central.add_parser("passwd", help="read a password twice and print its argon2 hash for admin.password_hash")
     q.set_defaults(func=lambda _args: _passwd())
 
     u = central.add_parser("users", help="accounts of the pages and API: add, list, passwd, remove")
     users = u.add_subparsers(dest="users_command", metavar="ACTION", required=True)
-    for name, help in (("add", "add a user (password asked twice, or from $REVISIT_NEW_PASSWORD)"),
-                       ("list", "list users, roles and sites"),
-                       ("passwd", "set a user's password (their sessions end)"),
-                       ("remove", "remove a user (their sessions end)")):  # fmt: skip
+    for name, help in (
+        ("add", "add a user (password asked twice, or from $REVISIT_NEW_PASSWORD)"),
+        ("list", "list users, roles and sites"),
+        ("passwd", "set a user's password (their sessions end)"),
+        ("remove", "remove a user (their sessions end)"),
+    ):
         q = users.add_parser(name, help=help)
         q.add_argument("--config", type=Path, help="TOML file (default: built-in defaults, data in ./revisit-data)")
         if name != "list":
@@ -86,10 +94,15 @@ def run(args: argparse.Namespace) -> int:
         app = create_app(service, live_urls=config.web.live_urls)
         server = uvicorn.Server(
             uvicorn.Config(
-                app, host=config.web.bind, port=config.web.port, proxy_headers=True,
-                forwarded_allow_ips=config.web.forwarded_allow_ips, log_config=None, server_header=False,
+                app,
+                host=config.web.bind,
+                port=config.web.port,
+                proxy_headers=True,
+                forwarded_allow_ips=config.web.forwarded_allow_ips,
+                log_config=None,
+                server_header=False,
             )
-        )  # fmt: skip
+        )
         mqtt_host, mqtt_port = service.broker_address
         password = app.state.generated_password
         login = config.admin.username + (f" / {password}" if password else "")
@@ -128,19 +141,31 @@ def migrate_vectors(args: argparse.Namespace) -> int:
         recognizers = service.vectors.recognizers()
     finally:
         service.stop()
-    print(json.dumps({"engine": config.vector_engine, "sightings": written, "recognizers": recognizers,
-                      "seconds": round(time.perf_counter() - start, 1)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "engine": config.vector_engine,
+                "sightings": written,
+                "recognizers": recognizers,
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+        )
+    )
     return 0
 
 
 def retention(args: argparse.Namespace) -> int:
-    from revisit.central.events import Events
+    from revisit.central.kiosk.events import Events
     from revisit.central.service import CentralService
 
     service = CentralService(load_config(args)).open()
     try:
         report = asdict(service.run_retention())
-        report["events_expired"] = Events.for_service(service).expire_events()
+        events = Events.for_service(service)
+        try:
+            report["events_expired"] = events.expire_events()
+        finally:
+            events.close()
     finally:
         service.stop()
     print(json.dumps(report, default=str))

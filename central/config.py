@@ -47,9 +47,10 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from revisit.central.events import KioskConfig
+from revisit.central.kiosk.config import KioskConfig
 from revisit.shared.assign import DEFAULT_THRESHOLD
-from revisit.shared.config import BrokerConnection, EngineConfig, Ident, Strict, load_toml
+from revisit.shared.config import BrokerConnection, EngineConfig, Strict, load_toml
+from revisit.shared.schema import Ident
 
 SECRET_FILE = "secret_key"  # under data_dir when no secret_key is configured (development only)
 MIN_SECRET_CHARS = 32
@@ -72,9 +73,11 @@ class EmbeddedBrokerConfig(Strict):
 
 class BrokerConfig(BrokerConnection):
     client_id: str | None = Field(
-        None, min_length=1, max_length=64,
+        None,
+        min_length=1,
+        max_length=64,
         description="stable: the broker keeps this persistent session; default revisit-central-<instance>",
-    )  # fmt: skip
+    )
     shared_group: Ident | None = Field(None, description="subscribe as $share/<group>/... so workers split the load")
 
 
@@ -106,13 +109,17 @@ class ClusterConfig(Strict):
     visit_gap_min: float = Field(30, gt=0, description="sightings further apart than this are separate visits")
     candidates: int = Field(8, ge=1, le=100, description="nearest prototypes considered per sighting")
     found_min_quality: float = Field(
-        FOUND_MIN_QUALITY, ge=0, le=1,
+        FOUND_MIN_QUALITY,
+        ge=0,
+        le=1,
         description="a face below this quality never founds a visitor: it joins one it matches or waits unassigned",
-    )  # fmt: skip
+    )
     low_quality_threshold: float | None = Field(
-        LOW_QUALITY_THRESHOLD, gt=0, lt=1,
+        LOW_QUALITY_THRESHOLD,
+        gt=0,
+        lt=1,
         description="cosine a face below found_min_quality needs to join a visitor; None: the threshold",
-    )  # fmt: skip
+    )
 
 
 class LoyalConfig(Strict):
@@ -234,9 +241,11 @@ class CentralConfig(Strict):
             problems.append(f"admin.password_hash or ${self.admin.password_env} must be set")
         if self.admin.password() in {"admin", "password", "change-me"}:
             problems.append("the admin password is a default one")
-        if self.broker is None and self.embedded_broker.password_file is None and self.embedded_broker.bind not in {
-            "127.0.0.1", "localhost", "::1"
-        }:  # fmt: skip
+        if (
+            self.broker is None
+            and self.embedded_broker.password_file is None
+            and self.embedded_broker.bind not in {"127.0.0.1", "localhost", "::1"}
+        ):
             problems.append("the embedded broker listens beyond localhost without embedded_broker.password_file")
         if problems:
             raise ValueError("production mode: " + "; ".join(problems))

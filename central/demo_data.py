@@ -99,9 +99,15 @@ def _face(engine: Any, path: Path, identity: str) -> DemoFace | None:
     crop = image[int(max(0, y1 - pad)) : int(min(h, y2 + pad)), int(max(0, x1 - pad)) : int(min(w, x2 + pad))]
     q = float(face.quality.score) if face.quality else 0.8
     return DemoFace(
-        identity, str(path), np.asarray(face.embedding, np.float32), q, float(face.score), (x1, y1, x2, y2),
-        (w, h), bytes(cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 90])[1]),
-    )  # fmt: skip
+        identity,
+        str(path),
+        np.asarray(face.embedding, np.float32),
+        q,
+        float(face.score),
+        (x1, y1, x2, y2),
+        (w, h),
+        bytes(cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 90])[1]),
+    )
 
 
 def _consistent(faces: list[DemoFace], min_cos: float = 0.35) -> list[DemoFace]:
@@ -190,12 +196,24 @@ def plan_visits(
 def _observation(face: DemoFace, site: str, camera: str, track: int, ts: float, recognizer: str) -> Observation:
     q = face.quality
     return Observation(
-        observation_id=str(uuid.uuid4()), site=site, device=DEVICE, camera=camera, track_id=track,
-        first_ts=ts, last_ts=ts + 4.0, best_ts=ts + 2.0, recognizer_id=recognizer,
-        embedding=Observation.pack_vector(face.embedding), embedding_dim=len(face.embedding),
-        det_score=min(1.0, max(0.0, face.det_score)), quality=QualityFields(detector=q, size=q, sharpness=q, pose=q,
-        score=q), box=face.box, crop_jpeg=face.crop, frame_size=face.frame, frames_seen=8,
-    )  # fmt: skip
+        observation_id=str(uuid.uuid4()),
+        site=site,
+        device=DEVICE,
+        camera=camera,
+        track_id=track,
+        first_ts=ts,
+        last_ts=ts + 4.0,
+        best_ts=ts + 2.0,
+        recognizer_id=recognizer,
+        embedding=Observation.pack_vector(face.embedding),
+        embedding_dim=len(face.embedding),
+        det_score=min(1.0, max(0.0, face.det_score)),
+        quality=QualityFields(detector=q, size=q, sharpness=q, pose=q, score=q),
+        box=face.box,
+        crop_jpeg=face.crop,
+        frame_size=face.frame,
+        frames_seen=8,
+    )
 
 
 def _handle_backfill(ingestor: Any) -> Callable[[str, bytes], Any]:
@@ -258,9 +276,14 @@ def seed_demo(
         if i % 50 == 49 or i == len(visits) - 1:
             progress(f"demo: backfilled {i + 1}/{len(visits)} visits ({stored} observations)")
     seed = DemoSeed(
-        seeded_at=now.isoformat(), sites=list(DEMO_SITES), observations=stored, visits_planned=len(visits),
-        photos_analyzed=analyzed, seconds=0.0, homes=homes,
-    )  # fmt: skip
+        seeded_at=now.isoformat(),
+        sites=list(DEMO_SITES),
+        observations=stored,
+        visits_planned=len(visits),
+        photos_analyzed=analyzed,
+        seconds=0.0,
+        homes=homes,
+    )
     seed.staff_visitor = str(_label_people(service, people, fed) or "")
     if with_event:
         _demo_event(service, engine, groups, regulars, seed, progress)
@@ -339,8 +362,8 @@ def _label_people(
 def _demo_event(service: Any, engine: Any, groups: dict, regulars: list[str], seed: DemoSeed, progress: Any) -> None:
     """A kiosk event with photos of a few regulars and of other people; one photo of each regular is kept out
     of the event as a sample selfie."""
-    from revisit.central.events import Events
-    from revisit.central.photos import FaceWorker
+    from revisit.central.kiosk.events import Events
+    from revisit.central.kiosk.worker import FaceWorker
 
     events = Events.for_service(service)
     event = events.create_event("Demo event: summer party (sample photos)")

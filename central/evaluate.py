@@ -2,7 +2,7 @@
 
 Every kind=photo image of labels.csv is decoded, its faces detected, and the face nearest the image centre
 aligned, assessed and embedded (as `revisit eval verify` does). The photos are shuffled with a fixed seed
-and fed one at a time, as observations one hour apart from one camera, through `Clusterer.ingest` on an
+and fed one at a time, as observations one hour apart from one camera, through `Assigner.ingest` on an
 in-memory SQLite database and Qdrant ':memory:': the same search, rule, prototypes and visitor creation as
 the running service. A photo with no face is its own cluster (a split).
 
@@ -100,8 +100,14 @@ def embed_photos(args: argparse.Namespace, photos: list[Record]) -> tuple[np.nda
         engine.complete(image, [face])
         vectors[i], qualities[i], ok[i] = face.embedding, face.quality.score, True
     if args.cache:
-        np.savez(args.cache, relpaths=rel, vectors=vectors, qualities=qualities, ok=ok,
-                 recognizer_id=np.array(engine.recognizer_id))  # fmt: skip
+        np.savez(
+            args.cache,
+            relpaths=rel,
+            vectors=vectors,
+            qualities=qualities,
+            ok=ok,
+            recognizer_id=np.array(engine.recognizer_id),
+        )
     return vectors, qualities, ok, engine.recognizer_id
 
 
@@ -118,7 +124,7 @@ def cluster_through_service(
     vectors: np.ndarray, qualities: np.ndarray, order: np.ndarray, recognizer_id: str, threshold: float
 ) -> tuple[dict[int, uuid.UUID], float]:
     """Feed rows (in `order`) through the central clusterer; (row -> visitor id, seconds per assignment)."""
-    from revisit.central.cluster import Clusterer, ClusterSettings
+    from revisit.central.clustering import Assigner, ClusterSettings
     from revisit.central.store import Store
     from revisit.central.vectors import Vectors
     from revisit.shared.schema import Observation, QualityFields
@@ -126,7 +132,7 @@ def cluster_through_service(
     store = Store("sqlite://")
     store.create_all()
     vectors_db = Vectors.memory()
-    clusterer = Clusterer(store, vectors_db, None, ClusterSettings(threshold=threshold, visit_gap=timedelta(0)))
+    clusterer = Assigner(store, vectors_db, None, ClusterSettings(threshold=threshold, visit_gap=timedelta(0)))
     crop = tiny_jpeg()
     visitor: dict[int, uuid.UUID] = {}
     start = time.perf_counter()
@@ -134,12 +140,24 @@ def cluster_through_service(
         ts = 1_700_000_000.0 + 3600.0 * step
         q = float(qualities[row])
         obs = Observation(
-            observation_id=str(uuid.UUID(int=row + 1)), site="eval", device="eval", camera="eval", track_id=row,
-            first_ts=ts, last_ts=ts, best_ts=ts, recognizer_id=recognizer_id,
-            embedding=Observation.pack_vector(vectors[row]), embedding_dim=vectors.shape[1], det_score=q,
-            quality=QualityFields(detector=q, size=q, sharpness=q, pose=q, score=q), box=(0.0, 0.0, 1.0, 1.0),
-            crop_jpeg=crop, frame_size=(150, 150), frames_seen=1,
-        )  # fmt: skip
+            observation_id=str(uuid.UUID(int=row + 1)),
+            site="eval",
+            device="eval",
+            camera="eval",
+            track_id=row,
+            first_ts=ts,
+            last_ts=ts,
+            best_ts=ts,
+            recognizer_id=recognizer_id,
+            embedding=Observation.pack_vector(vectors[row]),
+            embedding_dim=vectors.shape[1],
+            det_score=q,
+            quality=QualityFields(detector=q, size=q, sharpness=q, pose=q, score=q),
+            box=(0.0, 0.0, 1.0, 1.0),
+            crop_jpeg=crop,
+            frame_size=(150, 150),
+            frames_seen=1,
+        )
         visitor[row] = clusterer.ingest(obs, save_crop=False).visitor_id
     per = (time.perf_counter() - start) / max(len(order), 1)
     vectors_db.close()
@@ -148,9 +166,14 @@ def cluster_through_service(
 
 
 def evaluate(
-    identities: list[str], vectors: np.ndarray, qualities: np.ndarray, ok: np.ndarray, recognizer_id: str,
-    threshold: float, seed: int = SEED,
-) -> dict[str, Any]:  # fmt: skip
+    identities: list[str],
+    vectors: np.ndarray,
+    qualities: np.ndarray,
+    ok: np.ndarray,
+    recognizer_id: str,
+    threshold: float,
+    seed: int = SEED,
+) -> dict[str, Any]:
     order = np.random.default_rng(seed).permutation(len(identities))
     order = order[ok[order]]
     visitor, per = cluster_through_service(vectors, qualities, order, recognizer_id, threshold)
@@ -187,9 +210,12 @@ def run_cluster(args: argparse.Namespace) -> int:
         r = evaluate(identities, vectors, qualities, ok, recognizer_id, t, args.seed)
         print(f"  threshold {t:.3f}: {_line(r)}", file=out, flush=True)
     result = evaluate(identities, vectors, qualities, ok, recognizer_id, args.threshold, args.seed)
-    print(f"eval cluster: {result['photos']} photos of {result['identities']} identities "
-          f"({result['detect_failures']} without a face), threshold {args.threshold}: {_line(result)}",
-          file=out, flush=True)  # fmt: skip
+    print(
+        f"eval cluster: {result['photos']} photos of {result['identities']} identities "
+        f"({result['detect_failures']} without a face), threshold {args.threshold}: {_line(result)}",
+        file=out,
+        flush=True,
+    )
     if args.json:
         print(json.dumps(result), flush=True)
     return 0

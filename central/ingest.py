@@ -9,7 +9,7 @@ rejected for good) since the last one; the edge keeps each observation in its sp
 
 Threads: paho's network thread only puts (topic, payload, mid) into a bounded queue, so keepalives go out whatever
 the store does. One worker drains micro-batches (up to `batch_size` messages or `batch_ms`), validates them,
-assigns them in order in one database transaction and one vector upsert (`Clusterer.ingest_batch`), then sends
+assigns them in order in one database transaction and one vector upsert (`Assigner.ingest_batch`), then sends
 each MQTT PUBACK and the application acks. A store failure (database or Qdrant down, disk full) is retried by
 one `RetryPolicy` with backoff until it passes; nothing is acknowledged meanwhile, /healthz turns 503, and the
 queue fills up to the broker's in-flight window. When the queue is full, a new message is neither queued nor
@@ -43,9 +43,10 @@ import paho.mqtt.client as mqtt
 from sqlalchemy.exc import DBAPIError, DisconnectionError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 
-from revisit.central.cluster import Clusterer, SightingNote
+from revisit.central.clustering import Assigner, SightingNote
 from revisit.central.store import Store, ensure_device, ensure_site, from_epoch, utcnow
 from revisit.models.manifest import Manifest
+from revisit.shared.backoff import backoff
 from revisit.shared.errors import ImageError
 from revisit.shared.image import decode_image
 from revisit.shared.schema import (
@@ -123,7 +124,7 @@ class RetryPolicy:
                     delay = self.delays[attempt]
                 elif forever:
                     last = self.delays[-1] if self.delays else 1.0
-                    delay = min(self.max_delay, last * 2 ** (attempt - len(self.delays) + 1))
+                    delay = backoff(attempt - len(self.delays) + 1, last, self.max_delay)
                 else:
                     log.error("store failed on %s after %d attempts: %s", what, attempt + 1, exc)
                     raise StoreUnavailable(str(exc)) from exc
@@ -191,7 +192,7 @@ class Ingestor:
 
     def __init__(
         self,
-        clusterer: Clusterer,
+        clusterer: Assigner,
         store: Store,
         recognizers: dict[str, int],
         *,
@@ -228,10 +229,6 @@ class Ingestor:
                 log.info("store is back after %.1f s", time.time() - self.store_failing_since)
             self.store_failing_since = None
 
-    @property
-    def store_ok(self) -> bool:
-        return self.store_failing_since is None
-
     # --- one message, synchronously (tests, backfill) ---
 
     def handle(self, topic: str, payload: bytes, *, backfill: bool = False) -> Outcome:
@@ -248,7 +245,7 @@ class Ingestor:
         forever: bool = False,
         stop: threading.Event | None = None,
     ) -> list[Outcome]:
-        """Messages in order: observations in one transaction (`Clusterer.ingest_batch`), statuses each in its
+        """Messages in order: observations in one transaction (`Assigner.ingest_batch`), statuses each in its
         own. `forever`: retry a store outage until it passes (or `stop` is set). Never raises."""
         received = time.time()
         prepared: list[_Prepared] = []
@@ -265,11 +262,35 @@ class Ingestor:
             if p.status is not None:
                 p.outcome = self._save_status(p.status, p.topic, forever, stop)
         outcomes: list[Outcome] = []
+        per_device: Counter[tuple[str, str]] = Counter()
         for p in prepared:
             outcome = p.outcome or Outcome("error", "internal")
             self.counters.inc(f"rejected.{outcome.reason}" if outcome.kind == "rejected" else outcome.kind)
             outcomes.append(outcome)
+            if outcome.kind == "rejected":
+                with contextlib.suppress(SchemaError):  # a bad topic names no device
+                    per_device[parse_topic(p.topic)[:2]] += 1
+        if per_device:
+            self._count_rejected(per_device, forever, stop)
         return outcomes
+
+    def _count_rejected(
+        self, per_device: Counter[tuple[str, str]], forever: bool, stop: threading.Event | None
+    ) -> None:
+        """`Device.rejected` of the device whose topic a rejected message came on. Best effort: the rejection is
+        already counted and logged, and a store failure here never holds up the acks."""
+
+        def save() -> None:
+            with self.clusterer.lock, self.store.begin() as s:
+                for (site, device), n in per_device.items():
+                    ensure_device(s, ensure_site(s, site), device).rejected += n
+
+        try:
+            self.retry.run(save, "rejected counts", forever=forever, stop=stop)
+        except StoreUnavailable:
+            log.warning("rejected counts of %d device(s) not saved: the store is unavailable", len(per_device))
+        except Exception:
+            log.exception("rejected counts of %d device(s) not saved", len(per_device))
 
     def _prepare(self, topic: str, payload: bytes, received: float, backfill: bool) -> _Prepared:
         try:

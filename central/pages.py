@@ -35,23 +35,19 @@ from starlette.concurrency import run_in_threadpool
 
 from revisit.central import charts, queries
 from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, can, flash, templates
-from revisit.central.cluster import ClusterError
+from revisit.central.clustering import ClusterError
 from revisit.central.store import VISITOR_STATUSES as STATUSES
 from revisit.central.store import (
     AuditLog,
-    LoyalSort,
     Sighting,
     Site,
     StoreError,
     Visitor,
-    latest_sightings,
-    loyal_customers,
     site_zone,
     utcnow,
-    visit_frequency,
-    visitor_detail,
     zone_info,
 )
+from revisit.shared.errors import NotFound
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +58,6 @@ VISITORS_PAGE_SIZE = 48
 GALLERY_PAGE_SIZE = 60
 LIVE_CROPS = 30
 MAX_LIVE_STREAMS = 16  # relayed MJPEG streams at once (each holds a connection to an edge)
-LOYAL_SORTS: dict[str, str] = {
-    "-arrival": "arrived today, latest first",
-    "arrival": "arrived today, earliest first",
-    "-visits": "most visits before today",
-    "visits": "fewest visits before today",
-    "-last_seen": "last seen, newest first",
-}
 
 
 # --- template helpers --------------------------------------------------------------------------------------
@@ -132,7 +121,7 @@ def live(request: Request, service: ServiceDep, user: CurrentUser) -> Response:
     with service.session() as s:
         ids = queries.site_ids(s, user.sites)
         sites = queries.sites_overview(s, _live_urls(request), service.config.loyal.timezone, site_ids=ids)
-        crops = latest_sightings(s, limit=LIVE_CROPS, site_ids=ids)
+        crops = queries.latest_sightings(s, limit=LIVE_CROPS, site_ids=ids)
         names = queries.Names.load(s, ids)
         labels = queries.visitor_labels(s, (c.visitor_id for c in crops))
     since = crops[0].created_at.isoformat() if crops else ""
@@ -149,7 +138,7 @@ def loyal(
     window_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
     site: Annotated[str, Query(max_length=64)] = "",
     as_of: Annotated[str, Query(max_length=10, description="YYYY-MM-DD; default today in the site's zone")] = "",
-    sort: LoyalSort = "-arrival",
+    sort: queries.LoyalSort = "-arrival",
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
 ) -> Response:
     cfg = service.config.loyal
@@ -161,7 +150,7 @@ def loyal(
     except ValueError:
         raise HTTPException(422, "as_of: a date as YYYY-MM-DD") from None
     with service.session() as s:
-        result = loyal_customers(
+        result = queries.loyal_customers(
             s,
             min_visits=min_visits,
             window_days=window_days,
@@ -179,7 +168,7 @@ def loyal(
         "result": result,
         "sites": sites,
         "query": query,
-        "sorts": LOYAL_SORTS,
+        "sorts": queries.LOYAL_SORTS,
         "page": page,
         "pages": pages,
         "frequency": queries.frequency_text,
@@ -261,12 +250,12 @@ def visitor(
     tz = service.config.loyal.timezone
     with service.session() as s:
         ids = queries.site_ids(s, user.sites)
-        detail = visitor_detail(
+        detail = queries.visitor_detail(
             s, visitor_id, offset=(page - 1) * GALLERY_PAGE_SIZE, limit=GALLERY_PAGE_SIZE, site_ids=ids
         )
         if detail is None:
             raise HTTPException(404, "no such visitor (merged or erased?)")
-        counts = visit_frequency(s, visitor_id, days=30, timezone=tz)
+        counts = queries.visit_frequency(s, visitor_id, days=30, timezone=tz)
         weekly = queries.visits_per_week(s, visitor_id, weeks=12, timezone=tz, site_ids=ids)
         visited = queries.sites_visited(s, visitor_id, site_ids=ids)
     try:
@@ -330,8 +319,11 @@ def set_status(
     status: Annotated[str, Form(max_length=16)],
 ) -> Response:
     visible_or_404(service, user, visitor_id)
-    message = "Marked as a customer again." if status == "customer" else (
-        f"Marked as {status}: left out of the loyal list and the analytics.")  # fmt: skip
+    message = (
+        "Marked as a customer again."
+        if status == "customer"
+        else (f"Marked as {status}: left out of the loyal list and the analytics.")
+    )
     _edit(request, lambda: service.clusterer.set_status([visitor_id], status, actor=user.actor), message)
     return _back(f"/visitors/{visitor_id}")
 
@@ -549,16 +541,21 @@ def analytics_page(
         "daily_chart": charts.bars(
             day_labels,
             [("new", [d.new for d in a.days]), ("returning", [d.returning for d in a.days])],
-            label="unique visitors per day, new and returning", cls="daily",
+            label="unique visitors per day, new and returning",
+            cls="daily",
         ),
         "frequency_chart": charts.bars(
-            [f"{b} visit{'s' if b != '1' else ''}" for b in a.frequency], [("visitors", list(a.frequency.values()))],
-            label="visitors by number of visits in the range", cls="frequency", width=420, height=180,
+            [f"{b} visit{'s' if b != '1' else ''}" for b in a.frequency],
+            [("visitors", list(a.frequency.values()))],
+            label="visitors by number of visits in the range",
+            cls="frequency",
+            width=420,
+            height=180,
         ),
         "heatmap": charts.heatmap(
             a.heatmap, queries.WEEKDAYS, [f"{h:02d}" for h in range(24)], label="arrivals by weekday and hour"
         ),
-    }  # fmt: skip
+    }
     return _render(request, "analytics.html", context)
 
 
@@ -618,7 +615,7 @@ def export_loyal(
     window_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
     site: Annotated[str, Query(max_length=64)] = "",
     as_of: Annotated[str, Query(max_length=10, description="YYYY-MM-DD; default today in the site's zone")] = "",
-    sort: LoyalSort = "-arrival",
+    sort: queries.LoyalSort = "-arrival",
 ) -> Response:
     """The loyal list of a day (default today), as on the page with the same filters."""
     cfg = service.config.loyal
@@ -631,10 +628,17 @@ def export_loyal(
 
     def rows(session: Any) -> Any:
         def page(offset: int, limit: int) -> Any:
-            return loyal_customers(
-                session, min_visits=min_visits, window_days=window_days, as_of=day, timezone=cfg.timezone,
-                site=site or None, sort=sort, offset=offset, limit=limit,
-            )  # fmt: skip
+            return queries.loyal_customers(
+                session,
+                min_visits=min_visits,
+                window_days=window_days,
+                as_of=day,
+                timezone=cfg.timezone,
+                site=site or None,
+                sort=sort,
+                offset=offset,
+                limit=limit,
+            )
 
         return queries.loyal_rows(page)
 
@@ -767,9 +771,9 @@ def _edit(request: Request, action: Any, message: str) -> Any:
     """Run a clusterer edit; its refusal (ClusterError) becomes an error message on the next page."""
     try:
         result = action()
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
     except ClusterError as exc:
-        if str(exc).startswith(("no visitor", "no sighting")):
-            raise HTTPException(404, str(exc)) from None
         flash(request, str(exc), "error")
         return None
     flash(request, message)

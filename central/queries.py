@@ -1,17 +1,26 @@
-"""Read-side helpers the pages and the API share, on top of the store's queries (`revisit.central.store`).
+"""The read model: every read the pages, the API, the exports and the analytics make, in one module.
 
-Only reads: every change goes through the clusterer (`CentralService.clusterer`), which keeps the database,
-Qdrant and the crop files consistent and writes the audit log.
+The schema, the engine and sessions and the write helpers stay in `revisit.central.store` (with the day rule,
+which the write side uses too); every change goes through the clusterer (`CentralService.clusterer`), which keeps
+the database, the vector index and the crop files consistent and writes the audit log. Here are only reads.
+
+One module, in sections by concern (sort orders, names, site scope, visitors, loyal customers, the visitor page,
+live, sites and devices, analytics, exports), not a package: the sections share the scope filter, the names and
+the row types, and callers read it as one namespace (`queries.loyal_customers`, `queries.LOYAL_SORTS`). The sort
+orders are defined once here, as a `Literal` (what the API and the pages accept) and a table (what the sort menus
+show and how each query orders).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import numpy as np
 from sqlalchemy import or_
@@ -27,24 +36,59 @@ from revisit.central.store import (
     Visit,
     Visitor,
     day_bounds,
-    devices_overview,
+    day_start,
     local_day,
     site_zone,
     utcnow,
 )
 from revisit.shared.assign import Prototype
 
-VisitorSort = Literal["-last_seen", "last_seen", "-visits", "-sightings", "-first_seen", "first_seen"]
-VISITOR_SORTS: dict[str, str] = {
-    "-last_seen": "last seen, newest first",
-    "last_seen": "last seen, oldest first",
-    "-visits": "most visits",
-    "-sightings": "most sightings",
-    "-first_seen": "first seen, newest first",
-    "first_seen": "first seen, oldest first",
-}
 SIMILAR_MIN_SCORE = 0.2  # merge candidates below this cosine are not shown
 STALE_AFTER = timedelta(minutes=2)  # no message for this long: the device is "stale" (edges beat every 30 s)
+
+
+# --- sort orders (the API takes the Literal; the pages' menus show the labels, in this order) ---------------------
+
+Order = TypeVar("Order")
+
+
+@dataclass(frozen=True)
+class SortOption(Generic[Order]):
+    label: str  # what the sort menu shows
+    order: Order  # how the query orders: an ORDER BY term (visitors) or a key on candidate rows (loyal)
+
+
+class LoyalCandidate(NamedTuple):
+    """A visitor seen on the day with enough visits before it, before paging (what the loyal sorts order)."""
+
+    visitor_id: uuid.UUID
+    before: int  # visits in the window before the day
+    arrival: datetime  # start of the first visit of the day
+    last_seen: datetime
+
+
+LoyalSort = Literal["arrival", "-arrival", "visits", "-visits", "last_seen", "-last_seen"]
+LOYAL_SORTS: dict[LoyalSort, SortOption[Callable[[LoyalCandidate], tuple]]] = {
+    "-arrival": SortOption("arrived today, latest first", lambda r: (-r.arrival.timestamp(), str(r.visitor_id))),
+    "arrival": SortOption("arrived today, earliest first", lambda r: (r.arrival, str(r.visitor_id))),
+    "-visits": SortOption("most visits before today", lambda r: (-r.before, str(r.visitor_id))),
+    "visits": SortOption("fewest visits before today", lambda r: (r.before, str(r.visitor_id))),
+    "-last_seen": SortOption("last seen, newest first", lambda r: (-r.last_seen.timestamp(), str(r.visitor_id))),
+    "last_seen": SortOption("last seen, oldest first", lambda r: (r.last_seen, str(r.visitor_id))),
+}
+
+VisitorSort = Literal["-last_seen", "last_seen", "-visits", "-sightings", "-first_seen", "first_seen"]
+VISITOR_SORTS: dict[VisitorSort, SortOption[Any]] = {
+    "-last_seen": SortOption("last seen, newest first", col(Visitor.last_seen).desc()),
+    "last_seen": SortOption("last seen, oldest first", col(Visitor.last_seen)),
+    "-visits": SortOption("most visits", col(Visitor.visit_count).desc()),
+    "-sightings": SortOption("most sightings", col(Visitor.sighting_count).desc()),
+    "-first_seen": SortOption("first seen, newest first", col(Visitor.first_seen).desc()),
+    "first_seen": SortOption("first seen, oldest first", col(Visitor.first_seen)),
+}
+
+
+# --- names and links -----------------------------------------------------------------------------------------------
 
 
 def crop_url(path: str | None) -> str | None:
@@ -81,18 +125,10 @@ class Names:
         return self.cameras.get(camera_id, "") if camera_id else ""
 
 
-@dataclass
-class VisitorPage:
-    visitors: list[Visitor]
-    references: dict[uuid.UUID, Sighting]  # visitor id -> reference sighting
-    total: int
-    unassigned: int = 0  # low-quality sightings waiting unassigned (each held apart, never a visitor)
-
-
 # --- site scope (site managers see only their sites) ---------------------------------------------------------
 
 
-def site_ids(session: Session, sites: frozenset[str] | None) -> set[uuid.UUID] | None:
+def site_ids(session: Session, sites: Collection[str] | None) -> set[uuid.UUID] | None:
     """The ids of the named sites (None: every site, no filter)."""
     if sites is None:
         return None
@@ -118,6 +154,17 @@ def crop_visible(session: Session, crop_path: str, ids: set[uuid.UUID] | None) -
         return True
     stmt = select(Sighting.id).where(Sighting.crop_path == crop_path, col(Sighting.site_id).in_(list(ids)))
     return session.exec(stmt).first() is not None
+
+
+# --- visitors ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VisitorPage:
+    visitors: list[Visitor]
+    references: dict[uuid.UUID, Sighting]  # visitor id -> reference sighting
+    total: int
+    unassigned: int = 0  # low-quality sightings waiting unassigned (each held apart, never a visitor)
 
 
 def list_visitors(
@@ -146,14 +193,7 @@ def list_visitors(
             needle = f"%{q.lower()}%"
             stmt = stmt.where(or_(func.lower(Visitor.label).like(needle), func.lower(Visitor.notes).like(needle)))
     total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
-    order = {
-        "-last_seen": col(Visitor.last_seen).desc(),
-        "last_seen": col(Visitor.last_seen),
-        "-visits": col(Visitor.visit_count).desc(),
-        "-sightings": col(Visitor.sighting_count).desc(),
-        "-first_seen": col(Visitor.first_seen).desc(),
-        "first_seen": col(Visitor.first_seen),
-    }[sort]
+    order = VISITOR_SORTS[sort].order
     visitors = list(session.exec(stmt.order_by(order, Visitor.id).offset(offset).limit(limit)))
     held = session.exec(held_stmt).one()
     return VisitorPage(visitors, references(session, visitors), int(total), int(held))
@@ -204,6 +244,57 @@ def visits_of(
     return list(session.exec(stmt))
 
 
+@dataclass
+class VisitorDetail:
+    visitor: Visitor
+    reference: Sighting | None
+    visits: list[Visit]
+    sightings: list[Sighting]  # newest first, one page
+    sighting_total: int
+    sites: dict[uuid.UUID, str] = field(default_factory=dict)
+    cameras: dict[uuid.UUID, str] = field(default_factory=dict)
+
+
+def visitor_detail(
+    session: Session,
+    visitor_id: uuid.UUID,
+    offset: int = 0,
+    limit: int = 100,
+    site_ids: set[uuid.UUID] | None = None,
+) -> VisitorDetail | None:
+    """A visitor with visits and a page of sightings; with `site_ids` only those at these sites (and None when
+    the visitor was never seen there)."""
+    visitor = session.get(Visitor, visitor_id)
+    if visitor is None:
+        return None
+    where_visit = [Visit.visitor_id == visitor_id]
+    where_sighting = [Sighting.visitor_id == visitor_id]
+    if site_ids is not None:
+        where_visit.append(col(Visit.site_id).in_(list(site_ids)))
+        where_sighting.append(col(Sighting.site_id).in_(list(site_ids)))
+    visits = list(session.exec(select(Visit).where(*where_visit).order_by(col(Visit.start).desc())))
+    if site_ids is not None and not visits:
+        return None
+    sightings = list(
+        session.exec(
+            select(Sighting)
+            .where(*where_sighting)
+            .order_by(col(Sighting.best_ts).desc(), Sighting.id)
+            .offset(offset)
+            .limit(limit)
+        )
+    )
+    total = session.exec(select(func.count()).select_from(Sighting).where(*where_sighting)).one()
+    sites = {s.id: s.name for s in session.exec(select(Site))}
+    camera_ids = {s.camera_id for s in sightings}
+    cameras = {c.id: c.name for c in session.exec(select(Camera).where(col(Camera.id).in_(camera_ids)))}
+    return VisitorDetail(visitor, _reference(session, visitor), visits, sightings, int(total), sites, cameras)
+
+
+def _reference(session: Session, visitor: Visitor) -> Sighting | None:
+    return session.get(Sighting, visitor.reference_sighting_id) if visitor.reference_sighting_id else None
+
+
 def similar_visitors(
     service: CentralService,
     visitor: Visitor,
@@ -215,7 +306,7 @@ def similar_visitors(
     candidates. Strangers score about 0 with the default recognizer, so they are left out."""
     if not visitor.proto_sum:
         return []
-    vector = Prototype(np.frombuffer(visitor.proto_sum, dtype=np.float64)).vector
+    vector = Prototype.from_bytes(visitor.proto_sum).vector
     hits = [
         (vid, score)
         for vid, score in service.vectors.search_prototypes(visitor.recognizer_id, vector, limit + 1)
@@ -229,7 +320,166 @@ def similar_visitors(
     return [(rows[vid], score) for vid, score in hits if vid in rows]
 
 
+# --- loyal customers --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoyalRow:
+    visitor: Visitor
+    site: str
+    arrived_today: datetime  # start of the first visit of the day
+    visits_before: int  # visits (all sites: days with a visit) in the window before the day
+    visits_7d: int  # the same in the 7 days ending with the day, the day included
+    visits_window: int  # the same in the window, the day included
+    reference: Sighting | None
+    today: Sighting | None  # best-quality sighting of the day's visits
+    zone: str = "UTC"  # the zone of the site of that sighting: arrival times are shown in it
+
+
+@dataclass
+class LoyalPage:
+    rows: list[LoyalRow]
+    total: int
+    day: date
+    min_visits: int
+    window_days: int
+    zone: str = "UTC"  # the zone whose days count: the site's, or head office's for all sites
+    all_sites: bool = True  # then a person counts at most one visit per day of head office's zone
+
+
+def loyal_customers(
+    session: Session,
+    *,
+    min_visits: int = 3,
+    window_days: int = 30,
+    as_of: date | None = None,
+    now: datetime | None = None,
+    timezone: str = "UTC",
+    site: str | None = None,
+    sites: Collection[str] | None = None,
+    sort: LoyalSort = "-arrival",
+    offset: int = 0,
+    limit: int = 50,
+) -> LoyalPage:
+    """Visitors seen on day `as_of` AND with at least `min_visits` visits in the `window_days` days before it.
+
+    The day rule: every visit belongs to the local day on which it starts, in its site's zone when one site is in
+    scope, in head office's zone (`timezone`) for all sites; "seen today" and "visits before" both use it, so a
+    visit past midnight counts once, for the day it began. With all sites in scope a person counts at most one
+    visit per day. `as_of` defaults to today in the scope's zone; `sites` restricts the scope to these site names
+    (a user's allowed sites). Unassigned low-quality sightings never count.
+    """
+    now = now or utcnow()
+    site_row = session.exec(select(Site).where(Site.name == site)).first() if site else None
+    zone = site_zone(site_row, timezone) if site_row else timezone
+    day = as_of or local_day(now, zone)
+    allowed = site_ids(session, sites)
+    empty = LoyalPage([], 0, day, min_visits, window_days, zone, site is None)
+    if (site and site_row is None) or (site_row and allowed is not None and site_row.id not in allowed):
+        return empty
+    first = day - timedelta(days=window_days)
+    week = day - timedelta(days=6)
+    stmt = (
+        select(Visit.id, Visit.visitor_id, Visit.start)
+        .join(Visitor, col(Visitor.id) == Visit.visitor_id)
+        .where(col(Visitor.unassigned).is_(False))
+        .where(Visitor.status == "customer")  # staff and excluded visitors are never loyal customers
+        .where(Visit.start >= day_start(first, zone) - timedelta(days=1))  # a day of margin: other sites' zones
+        .where(Visit.start < day_start(day + timedelta(days=1), zone) + timedelta(days=1))
+    )
+    if site_row is not None:
+        stmt = stmt.where(Visit.site_id == site_row.id)
+    elif allowed is not None:
+        stmt = stmt.where(col(Visit.site_id).in_(list(allowed)))
+    days: dict[uuid.UUID, list[date]] = defaultdict(list)
+    today: dict[uuid.UUID, list[tuple[datetime, uuid.UUID]]] = defaultdict(list)
+    for visit_id, visitor_id, start in session.exec(stmt):
+        d = local_day(start, zone)
+        if first <= d <= day:
+            days[visitor_id].append(d)
+        if d == day:
+            today[visitor_id].append((start, visit_id))
+
+    def count(ds: list[date], lo: date, hi: date) -> int:
+        picked = [d for d in ds if lo <= d < hi]
+        return len(picked) if site_row is not None else len(set(picked))
+
+    loyal = []
+    for visitor_id, visits in today.items():
+        before = count(days[visitor_id], first, day)
+        if before >= min_visits:
+            loyal.append((visitor_id, before, min(visits)[0]))
+    visitors = {}
+    if loyal:
+        ids = [v for v, _, _ in loyal]
+        for chunk in range(0, len(ids), 500):
+            part = ids[chunk : chunk + 500]
+            visitors |= {v.id: v for v in session.exec(select(Visitor).where(col(Visitor.id).in_(part)))}
+    candidates = [LoyalCandidate(v, before, arrival, visitors[v].last_seen) for v, before, arrival in loyal]
+    candidates.sort(key=LOYAL_SORTS[sort].order)
+    out = []
+    for visitor_id, before, arrival, _ in candidates[offset : offset + limit]:
+        visitor = visitors[visitor_id]
+        today_best = session.exec(
+            select(Sighting)
+            .where(col(Sighting.visit_id).in_([v for _, v in today[visitor_id]]))
+            .order_by(col(Sighting.quality).desc())
+        ).first()
+        site_row_today = session.get(Site, today_best.site_id) if today_best else None
+        site_name = site_row_today.name if site_row_today else ""
+        ds = days[visitor_id]
+        out.append(
+            LoyalRow(
+                visitor=visitor,
+                site=site_name,
+                arrived_today=arrival,
+                visits_before=before,
+                visits_7d=count(ds, week, day + timedelta(days=1)),
+                visits_window=count(ds, first, day + timedelta(days=1)),
+                reference=_reference(session, visitor),
+                today=today_best,
+                zone=site_zone(site_row_today, timezone) if site_row_today else zone,
+            )
+        )
+    return LoyalPage(out, len(loyal), day, min_visits, window_days, zone, site is None)
+
+
+def frequency_text(visits_7d: int, visits_window: int, window_days: int) -> str:
+    week = f"{visits_7d} visit{'s' if visits_7d != 1 else ''} this week"
+    return f"{week}, {visits_window} in {window_days} days"
+
+
+# --- live -------------------------------------------------------------------------------------------------------
+
+
+def latest_sightings(
+    session: Session,
+    *,
+    since: datetime | None = None,
+    camera_id: uuid.UUID | None = None,
+    limit: int = 50,
+    site_ids: set[uuid.UUID] | None = None,
+) -> list[Sighting]:
+    """Newest sightings first (the live page); with `site_ids`, only at these sites."""
+    stmt = select(Sighting).order_by(col(Sighting.created_at).desc()).limit(limit)
+    if site_ids is not None:
+        stmt = stmt.where(col(Sighting.site_id).in_(list(site_ids)))
+    if since is not None:
+        stmt = stmt.where(Sighting.created_at > since)
+    if camera_id is not None:
+        stmt = stmt.where(Sighting.camera_id == camera_id)
+    return list(session.exec(stmt))
+
+
 # --- sites and devices --------------------------------------------------------------------------------------
+
+
+def devices_overview(session: Session) -> list[tuple[Site, Device, list[Camera]]]:
+    out = []
+    for device, site in session.exec(select(Device, Site).join(Site).order_by(Site.name, Device.name)):
+        cameras = list(session.exec(select(Camera).where(Camera.device_id == device.id).order_by(Camera.name)))
+        out.append((site, device, cameras))
+    return out
 
 
 def device_status(device: Device, now: datetime | None = None) -> str:
@@ -283,10 +533,12 @@ def sites_overview(
         zone = site_zone(site, timezone)
         today, tomorrow = day_bounds(now, zone)
         visits = session.exec(
-            select(func.count()).select_from(Visit).join(Visitor, col(Visitor.id) == Visit.visitor_id)
+            select(func.count())
+            .select_from(Visit)
+            .join(Visitor, col(Visitor.id) == Visit.visitor_id)
             .where(Visit.site_id == site.id, col(Visitor.unassigned).is_(False))
             .where(Visit.start >= today, Visit.start < tomorrow)
-        ).one()  # fmt: skip
+        ).one()
         per_camera |= dict(
             session.exec(
                 select(Sighting.camera_id, func.count())
@@ -323,33 +575,6 @@ def camera_source(
     device, site = session.get(Device, camera.device_id), session.get(Site, camera.site_id)
     base = live_base(live_urls, site.name, device.name) if device and site else None
     return (camera, base) if base else None
-
-
-def frequency_text(visits_7d: int, visits_window: int, window_days: int) -> str:
-    week = f"{visits_7d} visit{'s' if visits_7d != 1 else ''} this week"
-    return f"{week}, {visits_window} in {window_days} days"
-
-
-@dataclass
-class Bar:
-    day: date
-    count: int
-    x: float
-    y: float
-    height: float
-
-
-def frequency_bars(counts: list[tuple[date, int]], width: float = 300, height: float = 60) -> list[Bar]:
-    """Bar geometry of the visit-frequency SVG (one bar per day, scaled to the busiest day)."""
-    if not counts:
-        return []
-    peak = max(1, max(n for _, n in counts))
-    step = width / len(counts)
-    bars = []
-    for i, (day, n) in enumerate(counts):
-        h = (height - 2) * n / peak
-        bars.append(Bar(day, n, round(i * step + 1, 2), round(height - h, 2), round(h, 2)))
-    return bars
 
 
 # --- analytics (staff and excluded visitors are left out of every figure) ----------------------------------------
@@ -429,8 +654,6 @@ def analytics(
 ) -> Analytics:
     """The figures of the Analytics page for the local days [first, last] in `timezone`, over the visits at
     `site_ids` (None: every site). Visits belong to the local day on which they start."""
-    from zoneinfo import ZoneInfo
-
     zone = ZoneInfo(timezone)
     now = now or utcnow()
     lo, _ = day_bounds(datetime.combine(first, datetime.min.time(), zone), timezone)
@@ -496,9 +719,18 @@ def analytics(
     new_total = sum(1 for d in first_day.values() if first <= d <= last)
     median = float(np.median(dwell)) if dwell else None
     return Analytics(
-        first, last, timezone, days, frequency, heat, list(weeks.values()), len(dwell), len(per_visitor),
-        new_total, median,
-    )  # fmt: skip
+        first,
+        last,
+        timezone,
+        days,
+        frequency,
+        heat,
+        list(weeks.values()),
+        len(dwell),
+        len(per_visitor),
+        new_total,
+        median,
+    )
 
 
 def analytics_rows(a: Analytics) -> Iterator[list[Any]]:
@@ -535,8 +767,6 @@ def visits_rows(
 ) -> Iterator[list[Any]]:
     """Visits starting in [lo, hi) at `site_ids`, oldest first, as CSV rows (with a header), read with a
     server-side cursor in chunks."""
-    from zoneinfo import ZoneInfo
-
     zone = ZoneInfo(timezone)
     names = Names.load(session, site_ids)
     yield ["visit_id", "visitor_id", "label", "status", "site", "start", "end", "local_day", "dwell_s", "sightings"]
@@ -549,10 +779,17 @@ def visits_rows(
     ).execution_options(stream_results=True, yield_per=EXPORT_CHUNK)
     for visit, label, status in session.exec(stmt):
         yield [
-            visit.id, visit.visitor_id, label, status, names.site(visit.site_id), visit.start.isoformat(),
-            visit.end.isoformat(), visit.start.astimezone(zone).date().isoformat(),
-            round((visit.end - visit.start).total_seconds(), 1), visit.sighting_count,
-        ]  # fmt: skip
+            visit.id,
+            visit.visitor_id,
+            label,
+            status,
+            names.site(visit.site_id),
+            visit.start.isoformat(),
+            visit.end.isoformat(),
+            visit.start.astimezone(zone).date().isoformat(),
+            round((visit.end - visit.start).total_seconds(), 1),
+            visit.sighting_count,
+        ]
 
 
 def loyal_rows(pages: Callable[[int, int], Any]) -> Iterator[list[Any]]:
@@ -563,9 +800,14 @@ def loyal_rows(pages: Callable[[int, int], Any]) -> Iterator[list[Any]]:
         page = pages(offset, EXPORT_CHUNK)
         for r in page.rows:
             yield [
-                r.visitor.id, r.visitor.label, r.site, r.arrived_today.isoformat(), r.visits_before, r.visits_7d,
+                r.visitor.id,
+                r.visitor.label,
+                r.site,
+                r.arrived_today.isoformat(),
+                r.visits_before,
+                r.visits_7d,
                 r.visits_window,
-            ]  # fmt: skip
+            ]
         offset += EXPORT_CHUNK
         if not page.rows or offset >= page.total:
             return
@@ -598,6 +840,23 @@ def csv_stream(open_session: Callable[[], Session], rows: Callable[[Session], It
 # --- the visitor page ------------------------------------------------------------------------------------------
 
 
+def visit_frequency(
+    session: Session, visitor_id: uuid.UUID, days: int = 30, now: datetime | None = None, timezone: str = "UTC"
+) -> list[tuple[date, int]]:
+    """Visits started on each of the last `days` local days (oldest first), for the frequency chart."""
+    now = now or utcnow()
+    zone = ZoneInfo(timezone)
+    last = now.astimezone(zone).date()
+    first = last - timedelta(days=days - 1)
+    counts = dict.fromkeys((first + timedelta(days=i) for i in range(days)), 0)
+    since, _ = day_bounds(datetime.combine(first, datetime.min.time(), zone), timezone)
+    for start in session.exec(select(Visit.start).where(Visit.visitor_id == visitor_id, Visit.start >= since)):
+        d = start.astimezone(zone).date()
+        if d in counts:
+            counts[d] += 1
+    return sorted(counts.items())
+
+
 def visits_per_week(
     session: Session,
     visitor_id: uuid.UUID,
@@ -607,8 +866,6 @@ def visits_per_week(
     site_ids: set[uuid.UUID] | None = None,
 ) -> list[tuple[date, int]]:
     """Visits started in each of the last `weeks` local weeks (Monday first), oldest first."""
-    from zoneinfo import ZoneInfo
-
     zone = ZoneInfo(timezone)
     today = (now or utcnow()).astimezone(zone).date()
     last_monday = today - timedelta(days=today.weekday())
@@ -648,3 +905,25 @@ def sites_visited(session: Session, visitor_id: uuid.UUID, site_ids: set[uuid.UU
         for name, n, a, b in session.exec(stmt)
     ]
     return sorted(rows, key=lambda r: (-r.visits, r.site))
+
+
+@dataclass
+class Bar:
+    day: date
+    count: int
+    x: float
+    y: float
+    height: float
+
+
+def frequency_bars(counts: list[tuple[date, int]], width: float = 300, height: float = 60) -> list[Bar]:
+    """Bar geometry of the visit-frequency SVG (one bar per day, scaled to the busiest day)."""
+    if not counts:
+        return []
+    peak = max(1, max(n for _, n in counts))
+    step = width / len(counts)
+    bars = []
+    for i, (day, n) in enumerate(counts):
+        h = (height - 2) * n / peak
+        bars.append(Bar(day, n, round(i * step + 1, 2), round(height - h, 2), round(h, 2)))
+    return bars

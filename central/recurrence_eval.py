@@ -12,7 +12,7 @@ through the central `Ingestor.handle(..., backfill=True)` (history enters throug
 fresh store, in time order.
 
 Scoring, for every day of the scenario, for each site (its own local day) and for all sites (head office's day),
-and for X in {1, 2, 3}: the loyal list (`store.loyal_customers` with `as_of`) against the truth computed from
+and for X in {1, 2, 3}: the loyal list (`queries.loyal_customers` with `as_of`) against the truth computed from
 the true visits with the same day rule. A listed visitor stands for the identity of most of its sightings; a
 visitor whose identity is not truly loyal that day, or a second visitor for the same identity, is a false
 positive. Micro-averaged over all lists:
@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -48,12 +48,18 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from revisit.shared.dataset import DatasetError, Record, by_identity, load_labels
+from revisit.shared.face import Quality
 
 log = logging.getLogger(__name__)
 SEED = 0
 SITE_ZONES = (
-    "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Europe/London", "America/Los_Angeles", "Australia/Sydney"
-)  # fmt: skip
+    "Europe/Berlin",
+    "America/New_York",
+    "Asia/Tokyo",
+    "Europe/London",
+    "America/Los_Angeles",
+    "Australia/Sydney",
+)
 HEAD_OFFICE_ZONE = SITE_ZONES[0]
 END_DAY = date(2026, 4, 10)  # 28 days back covers Europe's DST change (29 March 2026)
 FRAMES = 2  # frames per track
@@ -63,7 +69,7 @@ HOME_SHARE = 0.8
 MAX_OBS_GAP_MIN = 20  # below the service's visit gap (30 min)  # a regular's visits at the home site
 XS = (1, 2, 3)
 _EMPTY = np.zeros(0, np.float32)
-QUALITY_KEYS = ("detector", "size", "sharpness", "pose", "score", "face_px", "laplacian_var", "yaw_deg", "roll_deg")
+QUALITY_KEYS = tuple(f.name for f in fields(Quality))  # a cached face's quality, as an array
 
 
 def register_eval(sub: argparse._SubParsersAction) -> None:
@@ -263,8 +269,14 @@ class FaceCache:
         face = central_face(self.engine.detect(image), image.shape)
         h, w = image.shape[:2]
         box = face.box if face is not None else np.array([w * 0.3, h * 0.25, w * 0.7, h * 0.75], np.float32)
-        faces[-1] = FrameFace(face is not None, np.asarray(box, np.float32), 0.0, np.zeros((5, 2), np.float32),
-                              np.zeros(len(QUALITY_KEYS), np.float32), np.zeros(0, np.float32))  # fmt: skip
+        faces[-1] = FrameFace(
+            face is not None,
+            np.asarray(box, np.float32),
+            0.0,
+            np.zeros((5, 2), np.float32),
+            np.zeros(len(QUALITY_KEYS), np.float32),
+            np.zeros(0, np.float32),
+        )
         return faces[-1].box
 
     def _compute(self, photo: Record, variant: int) -> FrameFace:
@@ -275,8 +287,14 @@ class FaceCache:
         faces = self.engine.detect(frame)
         face = central_face(faces, frame.shape) if self.level == "none" else nearest_face(faces, pasted)
         if face is None:
-            return FrameFace(False, pasted, 0.0, np.zeros((5, 2), np.float32),
-                             np.zeros(len(QUALITY_KEYS), np.float32), np.zeros(0, np.float32))  # fmt: skip
+            return FrameFace(
+                False,
+                pasted,
+                0.0,
+                np.zeros((5, 2), np.float32),
+                np.zeros(len(QUALITY_KEYS), np.float32),
+                np.zeros(0, np.float32),
+            )
         self.engine.complete(frame, [face])
         q = np.array([getattr(face.quality, k) for k in QUALITY_KEYS], dtype=np.float32)
         return FrameFace(True, face.box, face.score, face.landmarks, q, np.asarray(face.embedding, np.float32))
@@ -290,9 +308,14 @@ class FaceCache:
             try:
                 data = np.load(path, allow_pickle=False)
                 for i, v in enumerate(data["variants"].tolist()):
-                    faces[int(v)] = FrameFace(bool(data["found"][i]), data["box"][i], float(data["score"][i]),
-                                              data["landmarks"][i], data["quality"][i],
-                                              data["embedding"][i] if data["found"][i] else _EMPTY)  # fmt: skip
+                    faces[int(v)] = FrameFace(
+                        bool(data["found"][i]),
+                        data["box"][i],
+                        float(data["score"][i]),
+                        data["landmarks"][i],
+                        data["quality"][i],
+                        data["embedding"][i] if data["found"][i] else _EMPTY,
+                    )
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("cache file %s unreadable (%s): computing again", path, exc)
                 faces = {}
@@ -308,23 +331,30 @@ class FaceCache:
                 emb[i] = faces[k].embedding
         path = self._file(photo)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, variants=np.array(keys), found=np.array([faces[k].found for k in keys]),
-                 box=np.stack([faces[k].box for k in keys]), score=np.array([faces[k].score for k in keys]),
-                 landmarks=np.stack([faces[k].landmarks for k in keys]),
-                 quality=np.stack([faces[k].quality for k in keys]), embedding=emb)  # fmt: skip
+        np.savez(
+            tmp,
+            variants=np.array(keys),
+            found=np.array([faces[k].found for k in keys]),
+            box=np.stack([faces[k].box for k in keys]),
+            score=np.array([faces[k].score for k in keys]),
+            landmarks=np.stack([faces[k].landmarks for k in keys]),
+            quality=np.stack([faces[k].quality for k in keys]),
+            embedding=emb,
+        )
         os.replace(tmp, path)
 
 
 # --- the edge: one track per planned observation -------------------------------------------------------------------
 
 
-def edge_observation(plan: PlannedObs, faces: list[FrameFace], cache: FaceCache, recognizer_id: str,
-                     config: Any, stats: Counter[str]) -> Any:  # fmt: skip
+def edge_observation(
+    plan: PlannedObs, faces: list[FrameFace], cache: FaceCache, recognizer_id: str, config: Any, stats: Counter[str]
+) -> Any:
     """The `Observation` the edge daemon would publish for this track (None: nothing embeddable)."""
     from revisit.edge.config import CameraConfig
     from revisit.edge.recognise import Recogniser
     from revisit.edge.track import BoxFilter, Track
-    from revisit.shared.face import Face, Quality
+    from revisit.shared.face import Face
 
     camera = CameraConfig(id=plan.camera, source="eval")
     rec = Recogniser(camera, config, plan.site, f"box-{plan.site}", recognizer_id)
@@ -384,7 +414,8 @@ def score(sc: Scenario, store: Any, owner: dict[str, str], window_days: int) -> 
     """Loyal lists vs truth; `owner`: observation id -> identity."""
     from sqlmodel import select
 
-    from revisit.central.store import Sighting, Visitor, loyal_customers
+    from revisit.central.queries import loyal_customers
+    from revisit.central.store import Sighting, Visitor
 
     with store.session() as s:
         rows = s.exec(select(Sighting.observation_id, Sighting.visitor_id)).all()
@@ -417,8 +448,15 @@ def score(sc: Scenario, store: Any, owner: dict[str, str], window_days: int) -> 
                             before = sum(window_start <= d < day for d in ds)
                             if before >= x:
                                 truth[identity] = before
-                    page = loyal_customers(s, min_visits=x, window_days=window_days, as_of=day,
-                                           timezone=sc.head_office_zone, site=scope, limit=100_000)  # fmt: skip
+                    page = loyal_customers(
+                        s,
+                        min_visits=x,
+                        window_days=window_days,
+                        as_of=day,
+                        timezone=sc.head_office_zone,
+                        site=scope,
+                        limit=100_000,
+                    )
                     listed: set[str] = set()
                     t = f = 0
                     for row in page.rows:
@@ -430,8 +468,14 @@ def score(sc: Scenario, store: Any, owner: dict[str, str], window_days: int) -> 
                                 errors.append(abs(row.visits_before - truth[identity]))
                         else:
                             f += 1
-                            log.debug("false positive: %s on %s at %s, X=%d (%s visits before)", identity, day,
-                                      scope or "all sites", x, row.visits_before)  # fmt: skip
+                            log.debug(
+                                "false positive: %s on %s at %s, X=%d (%s visits before)",
+                                identity,
+                                day,
+                                scope or "all sites",
+                                x,
+                                row.visits_before,
+                            )
                     miss = len(truth) - len(listed)
                     tp, fp, fn = tp + t, fp + f, fn + miss
                     key = scope or "all"
@@ -462,7 +506,7 @@ def score(sc: Scenario, store: Any, owner: dict[str, str], window_days: int) -> 
         "per_scope": {
             k: {"precision": round(v[0] / max(v[0] + v[1], 1), 4), "recall": round(v[0] / max(v[0] + v[2], 1), 4)}
             for k, v in per_scope.items()
-        },  # fmt: skip
+        },
     }
 
 
@@ -477,7 +521,7 @@ def default_cache() -> Path:
 def run_recurrence(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from revisit.central.cluster import Clusterer, ClusterSettings
+    from revisit.central.clustering import Assigner, ClusterSettings
     from revisit.central.config import ClusterConfig
     from revisit.central.ingest import Ingestor, known_recognizers
     from revisit.central.store import Site, Store
@@ -499,8 +543,12 @@ def run_recurrence(args: argparse.Namespace) -> int:
     threshold = args.threshold if args.threshold is not None else defaults.threshold
     floor = args.found_min_quality if args.found_min_quality is not None else defaults.found_min_quality
     low = args.low_quality_threshold if args.low_quality_threshold is not None else defaults.low_quality_threshold
-    settings = ClusterSettings(threshold=threshold, visit_gap=timedelta(minutes=defaults.visit_gap_min),
-                               found_min_quality=floor, low_quality_threshold=low)  # fmt: skip
+    settings = ClusterSettings(
+        threshold=threshold,
+        visit_gap=timedelta(minutes=defaults.visit_gap_min),
+        found_min_quality=floor,
+        low_quality_threshold=low,
+    )
     stats: Counter[str] = Counter()
     owner: dict[str, str] = {}
     start = time.perf_counter()
@@ -511,7 +559,7 @@ def run_recurrence(args: argparse.Namespace) -> int:
             for name, zone in sc.sites.items():
                 s.add(Site(name=name, timezone=zone))
         vectors = Vectors.memory()
-        ingestor = Ingestor(Clusterer(store, vectors, None, settings), store, known_recognizers())
+        ingestor = Ingestor(Assigner(store, vectors, None, settings), store, known_recognizers())
         for plan in tqdm(sc.observations, desc="recurrence", unit="obs", file=sys.stderr, mininterval=2.0):
             faces = cache.get(plan.photo, plan.variants)
             obs = edge_observation(plan, faces, cache, engine.recognizer_id, rec_config, stats)
@@ -553,8 +601,9 @@ def run_recurrence(args: argparse.Namespace) -> int:
         f"visit count MAE {result['visit_count_mae']:.3f}, visitors/identity {result['visitors_per_identity']:.3f}, "
         f"false merges {result['false_merge_rate']:.4f}, BCubed F1 {result['bcubed_f1']:.4f}, "
         f"unassigned {result['unassigned']}",
-        file=out, flush=True,
-    )  # fmt: skip
+        file=out,
+        flush=True,
+    )
     if args.json:
         print(json.dumps(result), flush=True)
     return 0

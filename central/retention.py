@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import col, select
 
-from revisit.central.cluster import Clusterer
+from revisit.central.clustering import Editor
 from revisit.central.store import AuditLog, Sighting, Visitor, utcnow
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ class RetentionReport:
 
 
 def run_retention(
-    clusterer: Clusterer,
+    clusterer: Editor,
     *,
     crops_days: float | None,
     sightings_days: float | None,
@@ -52,9 +52,13 @@ def run_retention(
         touched: set = set()
         while True:
             with clusterer.lock, store.begin() as s:
-                rows = list(s.exec(
-                    select(Sighting).where(Sighting.best_ts < cutoff, col(Sighting.crop_path).is_not(None)).limit(BATCH)
-                ))  # fmt: skip
+                rows = list(
+                    s.exec(
+                        select(Sighting)
+                        .where(Sighting.best_ts < cutoff, col(Sighting.crop_path).is_not(None))
+                        .limit(BATCH)
+                    )
+                )
                 for row in rows:
                     if crops is not None:
                         crops.delete(row.crop_path)
@@ -68,9 +72,10 @@ def run_retention(
                 ref = s.get(Sighting, visitor.reference_sighting_id) if visitor.reference_sighting_id else None
                 if ref is None or ref.crop_path is None:
                     best = s.exec(
-                        select(Sighting).where(Sighting.visitor_id == visitor.id, col(Sighting.crop_path).is_not(None))
+                        select(Sighting)
+                        .where(Sighting.visitor_id == visitor.id, col(Sighting.crop_path).is_not(None))
                         .order_by(col(Sighting.quality).desc())
-                    ).first()  # fmt: skip
+                    ).first()
                     visitor.reference_sighting_id = best.id if best else visitor.reference_sighting_id
                     visitor.reference_quality = best.quality if best else -1.0
                     report.visitors_updated += 1

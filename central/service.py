@@ -1,15 +1,15 @@
-"""The central service: wiring of broker, store, Qdrant, clusterer, MQTT ingest and the retention job.
+"""The central service: wiring of broker, store, vector index, clusterer, MQTT ingest and the periodic jobs.
 
 `CentralService(config).start()` brings everything up (the embedded broker first when no broker is
 configured); `stop()` takes it down in reverse. The web app is built on the accessors: `session()` for
 queries, `clusterer` for the manual edits, `crops` for the files, `counters` for metrics, `health()`.
-`open()` alone (no MQTT, no background job) is what the offline commands use.
+`open()` alone (no MQTT, no background job) is what the offline commands use. The periodic jobs (retention here,
+the kiosk's event expiry when the kiosk runs) share one `scheduler`, stopped with the service.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -18,10 +18,12 @@ from typing import Any
 from sqlmodel import Session, col, func, select
 
 from revisit.central.broker import EmbeddedBroker
-from revisit.central.cluster import Clusterer, ClusterSettings
+from revisit.central.clustering import Clusterer, ClusterSettings
 from revisit.central.config import CentralConfig
 from revisit.central.ingest import Counters, Ingestor, MqttIngest, known_recognizers
+from revisit.central.kiosk import models as kiosk_models
 from revisit.central.retention import RetentionReport, run_retention
+from revisit.central.scheduler import Scheduler
 from revisit.central.store import CropStore, Sighting, Store, Visitor, ensure_site
 from revisit.central.vectors import Vectors, open_vectors
 
@@ -38,8 +40,7 @@ class CentralService:
         self._store: Store | None = None
         self._vectors: Vectors | None = None
         self._clusterer: Clusterer | None = None
-        self._stop = threading.Event()
-        self._retention: threading.Thread | None = None
+        self.scheduler = Scheduler()
         self.needs_rebuild = False  # the vector index must be rebuilt from the database (set by open())
         self.index_clean = False  # the embedded index was closed cleanly: no repair needed at start
 
@@ -111,6 +112,7 @@ class CentralService:
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self._store = Store(cfg.database)
         self._store.create_all()
+        kiosk_models.create_tables(self._store)  # the kiosk's tables, on the same database
         self._vectors = self._open_vectors()
         settings = ClusterSettings(
             threshold=cfg.cluster.threshold,
@@ -151,8 +153,9 @@ class CentralService:
         engine = cfg.vector_engine
         if engine == "qdrant":
             log.info("vector index: Qdrant %s", cfg.qdrant.url or f"local mode at {cfg.qdrant_path}")
-            return open_vectors("qdrant", path=cfg.qdrant_path, url=cfg.qdrant.url, api_key=api_key,
-                                prefix=cfg.qdrant.prefix)  # fmt: skip
+            return open_vectors(
+                "qdrant", path=cfg.qdrant_path, url=cfg.qdrant.url, api_key=api_key, prefix=cfg.qdrant.prefix
+            )
         fresh = not (cfg.vectors_path / "manifest.json").exists()
         vectors = open_vectors("embedded", path=cfg.vectors_path, prefix=cfg.qdrant.prefix)
         old = old_local_storage(cfg.data_dir / "qdrant")
@@ -161,8 +164,9 @@ class CentralService:
                 "vector index: old Qdrant local-mode storage found at %s and no embedded index at %s: the embedded "
                 "index is rebuilt from the database at start (`revisit central migrate-vectors` does it offline); "
                 "the old directory is left as it was: delete it once the service runs",
-                old, cfg.vectors_path,
-            )  # fmt: skip
+                old,
+                cfg.vectors_path,
+            )
             self.needs_rebuild = True
         elif fresh:
             self.needs_rebuild = True  # a new (or deleted) index over a database that may hold sightings
@@ -170,8 +174,11 @@ class CentralService:
             log.warning("vector index %s: a rebuild was interrupted; rebuilding from the database", cfg.vectors_path)
             self.needs_rebuild = True
         elif not getattr(vectors, "was_clean", True):
-            log.warning("vector index %s was not closed cleanly: replayed %d journal records; checking it against "
-                        "the database", cfg.vectors_path, getattr(vectors, "replayed", 0))  # fmt: skip
+            log.warning(
+                "vector index %s was not closed cleanly: replayed %d journal records; checking it against the database",
+                cfg.vectors_path,
+                getattr(vectors, "replayed", 0),
+            )
         else:
             log.info("vector index: embedded (usearch) at %s", cfg.vectors_path)
             self.index_clean = True  # closed by a checkpoint: nothing to repair
@@ -180,13 +187,16 @@ class CentralService:
     def migrate_vectors(self) -> int:
         """Rebuild the vector index from the database's sightings and visitors (and the kiosk's faces)."""
         written = self.clusterer.reindex()
-        from revisit.central.events import Event, Events
+        from revisit.central.kiosk.events import Events
 
         events = Events.for_service(self)
-        with self.session() as s:
-            event_ids = list(s.exec(select(Event.id)))
-        for event_id in event_ids:
-            events.reindex(event_id)
+        try:
+            with self.session() as s:
+                event_ids = list(s.exec(select(kiosk_models.Event.id)))
+            for event_id in event_ids:
+                events.reindex(event_id)
+        finally:
+            events.close()
         self.vectors.checkpoint()
         self.needs_rebuild = False
         return written
@@ -219,20 +229,17 @@ class CentralService:
             app_acks=cfg.ingest.app_acks,
         )
         self.mqtt.start()
-        self._stop.clear()
-        self._retention = threading.Thread(target=self._retention_loop, name="retention", daemon=True)
-        self._retention.start()
+        self.scheduler.add("retention", cfg.retention.interval_min * 60, self.run_retention)
+        self.scheduler.start()
         log.info("central service started: database %s, broker %s:%d", _db_name(cfg.database), *self.broker_address)
         return self
 
     def stop(self) -> None:
-        self._stop.set()
         if self.mqtt is not None:
             self.mqtt.stop()
             self.mqtt = None
-        if self._retention is not None:
-            self._retention.join(timeout=30)
-            self._retention = None
+        self.scheduler.stop()
+        self.scheduler.remove("retention")
         if self.broker is not None:
             self.broker.stop()
             self.broker = None
@@ -268,30 +275,40 @@ class CentralService:
             last = s.exec(select(func.max(Sighting.created_at))).one()
             if last is None:
                 return 0
-            per_rec = list(s.exec(select(Sighting.recognizer_id, func.count()).where(embedded)
-                                  .group_by(Sighting.recognizer_id)))  # fmt: skip
-            dims = {rec: len(s.exec(select(Sighting.embedding).where(embedded, Sighting.recognizer_id == rec))
-                             .first() or b"") // 4 for rec, _ in per_rec}  # fmt: skip
-            protos = dict(s.exec(select(Visitor.recognizer_id, func.count()).where(col(Visitor.proto_sum).is_not(None))
-                                 .group_by(Visitor.recognizer_id)).all())  # fmt: skip
+            per_rec = list(
+                s.exec(select(Sighting.recognizer_id, func.count()).where(embedded).group_by(Sighting.recognizer_id))
+            )
+            dims = {
+                rec: len(
+                    s.exec(select(Sighting.embedding).where(embedded, Sighting.recognizer_id == rec)).first() or b""
+                )
+                // 4
+                for rec, _ in per_rec
+            }
+            protos = dict(
+                s.exec(
+                    select(Visitor.recognizer_id, func.count())
+                    .where(col(Visitor.proto_sum).is_not(None))
+                    .group_by(Visitor.recognizer_id)
+                ).all()
+            )
         written = self.clusterer.reindex(since=last - REINDEX_WINDOW)
         for rec, n in per_rec:
             self.vectors.ensure(rec, dims[rec])
             have, want = self.vectors.count(rec, "sightings"), self.vectors.count(rec)
             if have != n or want != protos.get(rec, 0):
-                log.warning("the vector index holds %d of %d sightings and %d of %d visitors of %s: rebuilding it "
-                            "from the database", have, n, want, protos.get(rec, 0), rec)  # fmt: skip
+                log.warning(
+                    "the vector index holds %d of %d sightings and %d of %d visitors of %s: rebuilding it "
+                    "from the database",
+                    have,
+                    n,
+                    want,
+                    protos.get(rec, 0),
+                    rec,
+                )
                 written = self.clusterer.reindex()
                 break
         return written
-
-    def _retention_loop(self) -> None:
-        period = self.config.retention.interval_min * 60
-        while not self._stop.wait(period):
-            try:
-                self.run_retention()
-            except Exception:
-                log.exception("retention run failed; trying again in %.0f s", period)
 
 
 def old_local_storage(path: Path) -> Path | None:

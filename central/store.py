@@ -1,4 +1,5 @@
-"""The central database (SQLModel on SQLite or PostgreSQL), the crop files, and the queries pages use.
+"""The central database (SQLModel on SQLite or PostgreSQL): the schema, the engine and sessions, the write helpers,
+the crop files and the day rule. What pages, the API, exports and analytics read is in `revisit.central.queries`.
 
 Tables: sites, devices, cameras (made on first sight from topics and messages), visitors, sightings (one per
 observation, unique by observation UUID), visits (a visitor's sightings at one site sessionised with a gap),
@@ -6,7 +7,7 @@ cannot-links and must-links between sightings (manual edits and same-frame track
 and an audit log. Keys are UUIDs; timestamps are timezone-aware UTC (SQLite stores them naive, in UTC).
 
 The database is the source of truth: each sighting keeps its embedding, so the Qdrant collections can be
-rebuilt from it (`Clusterer.reindex`).
+rebuilt from it (`Rebuilder.reindex`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections import defaultdict
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from datetime import timezone as _timezone
 from functools import lru_cache
@@ -34,13 +33,12 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     event,
-    func,
     inspect,
     text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, col, create_engine, select
+from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from revisit.shared.errors import RevisitError
 
@@ -432,34 +430,7 @@ class CropStore:
             return False
 
 
-# --- queries for pages and the API ------------------------------------------------------------------------
-
-
-@dataclass
-class LoyalRow:
-    visitor: Visitor
-    site: str
-    arrived_today: datetime  # start of the first visit of the day
-    visits_before: int  # visits (all sites: days with a visit) in the window before the day
-    visits_7d: int  # the same in the 7 days ending with the day, the day included
-    visits_window: int  # the same in the window, the day included
-    reference: Sighting | None
-    today: Sighting | None  # best-quality sighting of the day's visits
-    zone: str = "UTC"  # the zone of the site of that sighting: arrival times are shown in it
-
-
-@dataclass
-class LoyalPage:
-    rows: list[LoyalRow]
-    total: int
-    day: date
-    min_visits: int
-    window_days: int
-    zone: str = "UTC"  # the zone whose days count: the site's, or head office's for all sites
-    all_sites: bool = True  # then a person counts at most one visit per day of head office's zone
-
-
-LoyalSort = Literal["arrival", "-arrival", "visits", "-visits", "last_seen", "-last_seen"]
+# --- days and zones (the day rule) -------------------------------------------------------------------------
 
 
 @lru_cache(maxsize=256)
@@ -490,209 +461,3 @@ def day_bounds(now: datetime, timezone: str) -> tuple[datetime, datetime]:
     """[start, end) of the day of `now` in `timezone`, as UTC datetimes (23 or 25 hours on DST change days)."""
     day = local_day(now, timezone)
     return day_start(day, timezone), day_start(day + timedelta(days=1), timezone)
-
-
-def allowed_site_ids(session: Session, sites: Collection[str] | None) -> set[uuid.UUID] | None:
-    """Ids of the named sites (None: no restriction)."""
-    if sites is None:
-        return None
-    names = list(sites)
-    return set(session.exec(select(Site.id).where(col(Site.name).in_(names)))) if names else set()
-
-
-def loyal_customers(
-    session: Session,
-    *,
-    min_visits: int = 3,
-    window_days: int = 30,
-    as_of: date | None = None,
-    now: datetime | None = None,
-    timezone: str = "UTC",
-    site: str | None = None,
-    sites: Collection[str] | None = None,
-    sort: LoyalSort = "-arrival",
-    offset: int = 0,
-    limit: int = 50,
-) -> LoyalPage:
-    """Visitors seen on day `as_of` AND with at least `min_visits` visits in the `window_days` days before it.
-
-    The day rule: every visit belongs to the local day on which it starts, in its site's zone when one site is in
-    scope, in head office's zone (`timezone`) for all sites; "seen today" and "visits before" both use it, so a
-    visit past midnight counts once, for the day it began. With all sites in scope a person counts at most one
-    visit per day. `as_of` defaults to today in the scope's zone; `sites` restricts the scope to these site names
-    (a user's allowed sites). Unassigned low-quality sightings never count.
-    """
-    now = now or utcnow()
-    site_row = session.exec(select(Site).where(Site.name == site)).first() if site else None
-    zone = site_zone(site_row, timezone) if site_row else timezone
-    day = as_of or local_day(now, zone)
-    allowed = allowed_site_ids(session, sites)
-    empty = LoyalPage([], 0, day, min_visits, window_days, zone, site is None)
-    if (site and site_row is None) or (site_row and allowed is not None and site_row.id not in allowed):
-        return empty
-    first = day - timedelta(days=window_days)
-    week = day - timedelta(days=6)
-    stmt = (
-        select(Visit.id, Visit.visitor_id, Visit.start)
-        .join(Visitor, col(Visitor.id) == Visit.visitor_id)
-        .where(col(Visitor.unassigned).is_(False))
-        .where(Visitor.status == "customer")  # staff and excluded visitors are never loyal customers
-        .where(Visit.start >= day_start(first, zone) - timedelta(days=1))  # a day of margin: other sites' zones
-        .where(Visit.start < day_start(day + timedelta(days=1), zone) + timedelta(days=1))
-    )
-    if site_row is not None:
-        stmt = stmt.where(Visit.site_id == site_row.id)
-    elif allowed is not None:
-        stmt = stmt.where(col(Visit.site_id).in_(list(allowed)))
-    days: dict[uuid.UUID, list[date]] = defaultdict(list)
-    today: dict[uuid.UUID, list[tuple[datetime, uuid.UUID]]] = defaultdict(list)
-    for visit_id, visitor_id, start in session.exec(stmt):
-        d = local_day(start, zone)
-        if first <= d <= day:
-            days[visitor_id].append(d)
-        if d == day:
-            today[visitor_id].append((start, visit_id))
-
-    def count(ds: list[date], lo: date, hi: date) -> int:
-        picked = [d for d in ds if lo <= d < hi]
-        return len(picked) if site_row is not None else len(set(picked))
-
-    loyal = []
-    for visitor_id, visits in today.items():
-        before = count(days[visitor_id], first, day)
-        if before >= min_visits:
-            loyal.append((visitor_id, before, min(visits)[0]))
-    visitors = {}
-    if loyal:
-        ids = [v for v, _, _ in loyal]
-        for chunk in range(0, len(ids), 500):
-            part = ids[chunk : chunk + 500]
-            visitors |= {v.id: v for v in session.exec(select(Visitor).where(col(Visitor.id).in_(part)))}
-    keys = {
-        "arrival": lambda r: (r[2], str(r[0])), "-arrival": lambda r: (-r[2].timestamp(), str(r[0])),
-        "visits": lambda r: (r[1], str(r[0])), "-visits": lambda r: (-r[1], str(r[0])),
-        "last_seen": lambda r: (visitors[r[0]].last_seen, str(r[0])),
-        "-last_seen": lambda r: (-visitors[r[0]].last_seen.timestamp(), str(r[0])),
-    }  # fmt: skip
-    loyal.sort(key=keys[sort])
-    out = []
-    for visitor_id, before, arrival in loyal[offset : offset + limit]:
-        visitor = visitors[visitor_id]
-        today_best = session.exec(
-            select(Sighting)
-            .where(col(Sighting.visit_id).in_([v for _, v in today[visitor_id]]))
-            .order_by(col(Sighting.quality).desc())
-        ).first()
-        site_row_today = session.get(Site, today_best.site_id) if today_best else None
-        site_name = site_row_today.name if site_row_today else ""
-        ds = days[visitor_id]
-        out.append(
-            LoyalRow(
-                visitor=visitor,
-                site=site_name,
-                arrived_today=arrival,
-                visits_before=before,
-                visits_7d=count(ds, week, day + timedelta(days=1)),
-                visits_window=count(ds, first, day + timedelta(days=1)),
-                reference=_reference(session, visitor),
-                today=today_best,
-                zone=site_zone(site_row_today, timezone) if site_row_today else zone,
-            )
-        )
-    return LoyalPage(out, len(loyal), day, min_visits, window_days, zone, site is None)
-
-
-@dataclass
-class VisitorDetail:
-    visitor: Visitor
-    reference: Sighting | None
-    visits: list[Visit]
-    sightings: list[Sighting]  # newest first, one page
-    sighting_total: int
-    sites: dict[uuid.UUID, str] = field(default_factory=dict)
-    cameras: dict[uuid.UUID, str] = field(default_factory=dict)
-
-
-def visitor_detail(
-    session: Session,
-    visitor_id: uuid.UUID,
-    offset: int = 0,
-    limit: int = 100,
-    site_ids: set[uuid.UUID] | None = None,
-) -> VisitorDetail | None:
-    """A visitor with visits and a page of sightings; with `site_ids` only those at these sites (and None when
-    the visitor was never seen there)."""
-    visitor = session.get(Visitor, visitor_id)
-    if visitor is None:
-        return None
-    where_visit = [Visit.visitor_id == visitor_id]
-    where_sighting = [Sighting.visitor_id == visitor_id]
-    if site_ids is not None:
-        where_visit.append(col(Visit.site_id).in_(list(site_ids)))
-        where_sighting.append(col(Sighting.site_id).in_(list(site_ids)))
-    visits = list(session.exec(select(Visit).where(*where_visit).order_by(col(Visit.start).desc())))
-    if site_ids is not None and not visits:
-        return None
-    sightings = list(
-        session.exec(
-            select(Sighting).where(*where_sighting).order_by(col(Sighting.best_ts).desc(), Sighting.id)
-            .offset(offset).limit(limit)
-        )
-    )  # fmt: skip
-    total = session.exec(select(func.count()).select_from(Sighting).where(*where_sighting)).one()
-    sites = {s.id: s.name for s in session.exec(select(Site))}
-    camera_ids = {s.camera_id for s in sightings}
-    cameras = {c.id: c.name for c in session.exec(select(Camera).where(col(Camera.id).in_(camera_ids)))}
-    return VisitorDetail(visitor, _reference(session, visitor), visits, sightings, int(total), sites, cameras)
-
-
-def _reference(session: Session, visitor: Visitor) -> Sighting | None:
-    return session.get(Sighting, visitor.reference_sighting_id) if visitor.reference_sighting_id else None
-
-
-def visit_frequency(
-    session: Session, visitor_id: uuid.UUID, days: int = 30, now: datetime | None = None, timezone: str = "UTC"
-) -> list[tuple[date, int]]:
-    """Visits started on each of the last `days` local days (oldest first), for the frequency chart."""
-    now = now or utcnow()
-    zone = ZoneInfo(timezone)
-    last = now.astimezone(zone).date()
-    first = last - timedelta(days=days - 1)
-    counts = dict.fromkeys((first + timedelta(days=i) for i in range(days)), 0)
-    since, _ = day_bounds(datetime.combine(first, datetime.min.time(), zone), timezone)
-    for start in session.exec(select(Visit.start).where(Visit.visitor_id == visitor_id, Visit.start >= since)):
-        d = start.astimezone(zone).date()
-        if d in counts:
-            counts[d] += 1
-    return sorted(counts.items())
-
-
-def latest_sightings(
-    session: Session,
-    *,
-    since: datetime | None = None,
-    camera_id: uuid.UUID | None = None,
-    limit: int = 50,
-    site_ids: set[uuid.UUID] | None = None,
-) -> list[Sighting]:
-    """Newest sightings first (the live page); with `site_ids`, only at these sites."""
-    stmt = select(Sighting).order_by(col(Sighting.created_at).desc()).limit(limit)
-    if site_ids is not None:
-        stmt = stmt.where(col(Sighting.site_id).in_(list(site_ids)))
-    if since is not None:
-        stmt = stmt.where(Sighting.created_at > since)
-    if camera_id is not None:
-        stmt = stmt.where(Sighting.camera_id == camera_id)
-    return list(session.exec(stmt))
-
-
-def devices_overview(session: Session) -> list[tuple[Site, Device, list[Camera]]]:
-    out = []
-    for device, site in session.exec(select(Device, Site).join(Site).order_by(Site.name, Device.name)):
-        cameras = list(session.exec(select(Camera).where(Camera.device_id == device.id).order_by(Camera.name)))
-        out.append((site, device, cameras))
-    return out
-
-
-def audit_log(session: Session, limit: int = 100) -> list[AuditLog]:
-    return list(session.exec(select(AuditLog).order_by(col(AuditLog.at).desc()).limit(limit)))

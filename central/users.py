@@ -36,7 +36,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 
 from revisit.central.store import ApiToken, AuditLog, Store, User, WebSession, utcnow
-from revisit.shared.errors import RevisitError
+from revisit.shared.errors import NotFound, RevisitError
+from revisit.shared.schema import is_ident
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,16 @@ MIN_PASSWORD = 12
 TOKEN_PREFIX = "rvt_"
 TOUCH_EVERY = timedelta(seconds=60)  # a session's last use is written at most this often
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-_SITE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 _hasher = PasswordHasher()  # argon2id, the library's current recommended parameters
 
 
 class AccountError(RevisitError):
     """A user or token operation that cannot be done (unknown user, weak password, bad role)."""
+
+
+class UnknownUser(AccountError, NotFound):
+    """No user of that name."""
 
 
 def hash_password(password: str) -> str:
@@ -93,7 +97,7 @@ def check_scope(role: str, sites: Iterable[str]) -> list[str]:
     if role not in ROLES:
         raise AccountError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
     names = sorted({s.strip() for s in sites if s and s.strip()})
-    bad = [s for s in names if not _SITE.match(s)]
+    bad = [s for s in names if not is_ident(s)]
     if bad:
         raise AccountError(f"not a site id: {bad[0][:64]!r}")
     if role == "site_manager":
@@ -247,7 +251,7 @@ class Accounts:
     def _get(self, s: Any, username: str) -> User:
         user = s.exec(select(User).where(User.username == username)).first()
         if user is None:
-            raise AccountError(f"no user {username!r}")
+            raise UnknownUser(f"no user {username!r}")
         return user
 
     def _admins(self, s: Any) -> int:
@@ -317,8 +321,13 @@ class Accounts:
         token = ApiToken(name=name, token_hash=_digest(raw), hint=raw[:10], role=role, sites=kept, created_by=actor)
         with self.store.begin() as s:
             s.add(token)
-            s.add(AuditLog(actor=actor, action="token_add", details={"token": name, "id": str(token.id), "role": role,
-                                                                     "sites": kept}))  # fmt: skip
+            s.add(
+                AuditLog(
+                    actor=actor,
+                    action="token_add",
+                    details={"token": name, "id": str(token.id), "role": role, "sites": kept},
+                )
+            )
         return raw, token
 
     def revoke_token(self, token_id: uuid.UUID, *, actor: str = "") -> bool:

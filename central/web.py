@@ -3,7 +3,7 @@
     /login, /logout, /account       auth.py (argon2 passwords, server-side sessions, CSRF, login rate limit)
     /live, /loyal, /visitors, /sites, /crops/..., /live/camera/...      pages.py (login required)
     /api/v1/...                     api.py (the same data as JSON; session or API token; OpenAPI at /docs)
-    /events...                      kiosk.py (the event kiosk)
+    /events, /kiosk, ...            kiosk/routes.py, kiosk/order_routes.py (the event kiosk)
     /admin/users, /admin/audit      admin.py (users, API tokens, the audit log)
 
 Every route passes one guard (`auth.authorize`, a dependency of the whole app) that applies the route's rule in
@@ -38,11 +38,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from revisit.central import admin, api, auth, kiosk, kiosk_orders, pages, queries
+from revisit.central import admin, api, auth, pages, queries
 from revisit.central.auth import (
     Accounts,
+    FailureWindow,
     LoginRequired,
-    RateLimiter,
     bootstrap_accounts,
     load_secret,
     login_redirect,
@@ -50,6 +50,8 @@ from revisit.central.auth import (
     unruled_routes,
 )
 from revisit.central.bounds import BodyLimits
+from revisit.central.kiosk import order_routes as kiosk_orders
+from revisit.central.kiosk import routes as kiosk
 from revisit.central.service import CentralService
 from revisit.central.store import Device, Sighting, Visit, Visitor
 
@@ -57,8 +59,9 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 SESSION_COOKIE = "revisit_session"
-UPLOAD_PATHS = (r"^/events/[^/]+/photos$", r"^/api/v1/photos/upload$")  # multipart, limited by kiosk.check_upload_size
-LARGE_BODY_PATHS = {"/api/v1/search/face": 12 * 1024 * 1024}  # a base64 selfie (kiosk.MAX_SEARCH_BODY)
+# multipart, limited by kiosk.routes.check_upload_size
+UPLOAD_PATHS = (r"^/events/[^/]+/photos$", r"^/api/v1/photos/upload$")
+LARGE_BODY_PATHS = {"/api/v1/search/face": 12 * 1024 * 1024}  # a base64 selfie (kiosk.routes.MAX_SEARCH_BODY)
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self' 'unsafe-inline'; "
     "script-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
@@ -82,7 +85,7 @@ def create_app(service: CentralService, *, live_urls: Mapping[str, str] | None =
     idle, absolute = timedelta(minutes=web.session_idle_min), timedelta(hours=web.session_max_hours)
     app.state.accounts = accounts = Accounts(service.store, idle=idle, absolute=absolute)
     app.state.generated_password = bootstrap_accounts(cfg, accounts)
-    app.state.login_limiter = RateLimiter()
+    app.state.login_limiter = FailureWindow()
     app.state.live_urls = {str(k): str(v) for k, v in (live_urls or {}).items()}
     app.state.live_streams = asyncio.Semaphore(pages.MAX_LIVE_STREAMS)
 
@@ -96,9 +99,13 @@ def create_app(service: CentralService, *, live_urls: Mapping[str, str] | None =
     )
     app.state.body_refusals = refusals = Counter()
     app.add_middleware(
-        BodyLimits, max_bytes=web.max_json_bytes, max_depth=web.max_json_depth, exempt=UPLOAD_PATHS,
-        larger=LARGE_BODY_PATHS, refused=refusals,
-    )  # fmt: skip
+        BodyLimits,
+        max_bytes=web.max_json_bytes,
+        max_depth=web.max_json_depth,
+        exempt=UPLOAD_PATHS,
+        larger=LARGE_BODY_PATHS,
+        refused=refusals,
+    )
     app.add_middleware(SecurityHeaders, hsts=cfg.production)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(auth.router)
@@ -221,13 +228,18 @@ class CentralCollector(Collector):
         health = self.service.health()
         yield GaugeMetricFamily("revisit_central_mqtt_connected", "1 while subscribed", value=health["mqtt_connected"])
         ingest = health.get("ingest", {})
-        yield GaugeMetricFamily("revisit_central_ingest_backlog", "messages received, not yet stored",
-                                value=ingest.get("backlog", 0))  # fmt: skip
-        yield GaugeMetricFamily("revisit_central_ingest_oldest_unstored_seconds", "age of the oldest unstored message",
-                                value=ingest.get("oldest_unstored_s", 0.0))  # fmt: skip
+        yield GaugeMetricFamily(
+            "revisit_central_ingest_backlog", "messages received, not yet stored", value=ingest.get("backlog", 0)
+        )
+        yield GaugeMetricFamily(
+            "revisit_central_ingest_oldest_unstored_seconds",
+            "age of the oldest unstored message",
+            value=ingest.get("oldest_unstored_s", 0.0),
+        )
         yield GaugeMetricFamily("revisit_central_store_ok", "0 while storing fails", value=ingest.get("store_ok", True))
-        yield CounterMetricFamily("revisit_central_store_errors", "failed store attempts (retried)",
-                                  value=ingest.get("store_errors", 0))  # fmt: skip
+        yield CounterMetricFamily(
+            "revisit_central_store_errors", "failed store attempts (retried)", value=ingest.get("store_errors", 0)
+        )
         try:
             with self.service.session() as s:
                 tables = (("visitors", Visitor), ("sightings", Sighting), ("visits", Visit))

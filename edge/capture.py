@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from revisit.edge.config import CameraConfig, redact
+from revisit.shared.backoff import backoff
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,6 @@ def source_kind(source: str) -> SourceKind:
     if "://" in source:
         return "url"
     return "file"
-
-
-def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
-    ceiling = min(cap_s, base_s * 2.0 ** min(attempt, 60))
-    return (rng or random).uniform(0.0, ceiling)
 
 
 class Sampler:
@@ -379,7 +374,7 @@ class CameraReader:
         log.info("camera %s: reader stopped", name)
 
     def _fail(self, message: str, attempt: int) -> None:
-        delay = backoff_delay(attempt, self.backoff_base_s, self.reconnect_max_s, self._rng)
+        delay = backoff(attempt, self.backoff_base_s, self.reconnect_max_s, jitter=self._rng)
         self.stats.last_error = redact(message)
         log.warning(
             "camera %s: %s; retrying in %.1f s (attempt %d)", self.camera.id, redact(message), delay, attempt + 1

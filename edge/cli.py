@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,9 +53,7 @@ def check_config(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from revisit.edge import logfmt
     from revisit.edge.daemon import EdgeDaemon
 
-    logfmt.install(logging.getLogger().level or logging.INFO)
     config = load(args.config)
     return EdgeDaemon(config, args.models).run()

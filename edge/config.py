@@ -32,15 +32,15 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from revisit.shared.config import (  # noqa: F401  (Ident, TLSConfig: part of this module's interface)
+from revisit.shared.config import (  # noqa: F401  (TLSConfig: part of this module's interface)
     BrokerConnection,
     DetectorSettings,
     EngineConfig,
-    Ident,
     Strict,
     TLSConfig,
     load_toml,
 )
+from revisit.shared.schema import Ident
 
 # auto: GStreamer (hardware decoding where the box has it) when PyGObject and its elements exist, else FFmpeg.
 Decoder = Literal["auto", "ffmpeg", "gstreamer"]

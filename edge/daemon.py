@@ -28,13 +28,13 @@ from revisit import __version__
 from revisit.edge.capture import CameraReader, Frame
 from revisit.edge.config import CameraConfig, EdgeConfig, camera_decoder
 from revisit.edge.live import LiveServer
-from revisit.edge.logfmt import event
 from revisit.edge.metrics import EdgeCollector, make_registry, render
 from revisit.edge.notify import Notifier
 from revisit.edge.pipeline import CameraPipeline
 from revisit.edge.publish import Publisher
 from revisit.shared.engine import FaceEngine
 from revisit.shared.errors import ConfigError
+from revisit.shared.logfmt import event
 
 log = logging.getLogger(__name__)
 

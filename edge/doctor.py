@@ -517,15 +517,14 @@ def check_models(config: EdgeConfig, models: str | Path | None) -> list[Check]:
 
 def check_engines(config: EdgeConfig, resolved: list) -> Check:
     """A cached engine per model (name and hash match; the GPU and TensorRT version parts need the GPU itself)."""
-    import re
+    from revisit.shared.backends.tensorrt import engine_file_prefix
 
     backend = config.engine.backend
     cache = backend.engine_cache_dir()  # type: ignore[union-attr]
     fix = f"build them: revisit deploy build-engines --config <this file> (minutes on a Jetson); cache {cache}"
     missing = []
     for model in resolved:
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", model.spec.name)
-        if not list(cache.glob(f"{stem}-{model.spec.sha256[:16]}-*.engine")):
+        if not list(cache.glob(f"{engine_file_prefix(model.spec.name, model.spec.sha256)}*.engine")):
             missing.append(model.spec.name)
     if missing:
         return Check("engines", "fail", f"no TensorRT engine in {cache} for {', '.join(missing)}", fix)

@@ -23,13 +23,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from revisit.edge.config import LiveConfig
-from revisit.edge.logfmt import event
+from revisit.shared.logfmt import event
+from revisit.shared.schema import IDENT_CHARS
 
 log = logging.getLogger(__name__)
 
 BOUNDARY = "revisit-frame"
 MAX_STREAMS = 16  # concurrent MJPEG viewers; more get 503
-_CAMERA_PATH = re.compile(r"^/camera/(?P<id>[A-Za-z0-9_.\-]{1,64})\.(?P<ext>mjpg|jpg)$")
+_CAMERA_PATH = re.compile(rf"^/camera/(?P<id>{IDENT_CHARS})\.(?P<ext>mjpg|jpg)$")
 
 
 class LiveSource(Protocol):

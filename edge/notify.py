@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import Mapping
 
-from revisit.edge.logfmt import event
+from revisit.shared.logfmt import event
 
 log = logging.getLogger(__name__)
 

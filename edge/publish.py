@@ -40,8 +40,9 @@ from paho.mqtt.properties import Properties
 
 from revisit import __version__
 from revisit.edge.config import BrokerConfig, EdgeConfig
-from revisit.edge.logfmt import event
 from revisit.edge.spool import Spool
+from revisit.shared.backoff import backoff
+from revisit.shared.logfmt import event
 from revisit.shared.schema import (
     DeliveryAck,
     DeviceStatus,
@@ -233,17 +234,6 @@ class Publisher:
             "spool_oldest_s": round(self.spool.oldest_age_s(), 3) if sp.depth else 0.0,
         }
 
-    def wait_drained(self, timeout: float) -> bool:
-        """Wait until everything is handed over and PUBACKed ("broker": the spool is empty; "stored": only rows
-        waiting for central's confirmation are left); False on timeout."""
-        deadline = time.monotonic() + timeout
-        while self.spool.stats.depth > self.stats.unconfirmed or self.stats.inflight > 0:
-            if time.monotonic() >= deadline:
-                return False
-            self._wake.set()
-            time.sleep(0.02)
-        return True
-
     def wait_confirmed(self, timeout: float) -> bool:
         """Wait until the spool is empty: every observation delivered (confirmed stored, in "stored" mode)."""
         deadline = time.monotonic() + timeout
@@ -395,7 +385,7 @@ class Publisher:
             now_m = time.monotonic()
             for seq in seqs:
                 n = self._attempts.get(seq, 1)
-                timeout = min(self.broker.confirm_timeout_s * 2 ** (n - 1), self.broker.confirm_backoff_max_s)
+                timeout = backoff(n - 1, self.broker.confirm_timeout_s, self.broker.confirm_backoff_max_s)
                 self._unconfirmed[seq] = now_m + timeout
             self.stats.unconfirmed = len(self._unconfirmed)
             return

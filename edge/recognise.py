@@ -28,7 +28,7 @@ import numpy as np
 from revisit.edge.config import CameraConfig, RecogniseConfig
 from revisit.edge.track import Track
 from revisit.shared.face import Face
-from revisit.shared.schema import MAX_CROP_BYTES, Observation
+from revisit.shared.schema import MAX_CROP_BYTES, Observation, QualityFields
 
 log = logging.getLogger(__name__)
 
@@ -317,9 +317,8 @@ class Recogniser:
             embedding=Observation.pack_vector(vector),
             embedding_dim=int(vector.size),
             det_score=min(1.0, max(0.0, face.score)),
-            quality={k: getattr(q, k) for k in ("detector", "size", "sharpness", "pose", "score")},
+            quality=QualityFields.of(q),
             box=tuple(float(v) for v in face.box),
-            landmarks=tuple((float(x), float(y)) for x, y in face.landmarks),
             crop_jpeg=encode_jpeg(shot.padded if shot.padded is not None else face.crop, self.config.crop_jpeg_quality),
             frame_size=state.frame_size,
             frames_seen=max(1, state.frames_seen),

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from revisit.edge.logfmt import event
+from revisit.shared.logfmt import event
 
 log = logging.getLogger(__name__)
 

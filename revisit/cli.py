@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from revisit import __version__
+from revisit.shared import logfmt
 from revisit.shared.errors import RevisitError
 
 # What `pip install 'revisit[central]'` adds, by import name: a central command checks them before it starts.
@@ -83,7 +84,7 @@ EVAL_PARTS = (
         central=True,
     ),
     Part(
-        "revisit.central.kiosk_eval",
+        "revisit.central.kiosk.eval",
         {"search": "event kiosk: selfie search over one event of labelled photos"},
         central=True,
     ),
@@ -172,11 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:  # a placeholder: cannot happen for a command named in argv
         parser.error(f"{args.command}: not available")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logfmt.install(logging.DEBUG if args.verbose else logging.INFO)
     if not args.verbose:
         for noisy in ("amqtt", "transitions", "httpx"):  # per-packet / per-state chatter
             logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -22,7 +22,6 @@ import datetime as dt
 import ipaddress
 import json
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -33,10 +32,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from revisit.shared.errors import RevisitError
+from revisit.shared.schema import is_ident
 
 CA_KEY, CA_CERT, CRL_FILE, INDEX_FILE = "ca.key", "ca.pem", "crl.pem", "index.json"
 PASSPHRASE_ENV = "REVISIT_CA_PASSPHRASE"
-IDENT = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")  # site and device ids (edge/config.py `Ident`)
 CA_DAYS = 20 * 365
 LEAF_DAYS = 5 * 365  # an unattended box must not lose its identity soon; revoke instead of waiting
 # The broker refuses every client once the CRL's nextUpdate has passed, so the CRL is long-lived and
@@ -75,7 +74,7 @@ class Identity:
 
 def device_cn(site: str, device: str) -> str:
     for what, value in (("site", site), ("device", device)):
-        if not IDENT.match(value):
+        if not is_ident(value):
             raise PKIError(f"{what} id {value!r}: use 1-64 of letters, digits, '_', '.', '-'")
     return f"{site}/{device}"
 
@@ -359,10 +358,6 @@ def write_identity(identity: Identity, ca: CertificateAuthority, out: Path, stem
     write_atomic(cert, identity.cert_pem)
     write_atomic(ca_pem, ca.cert.public_bytes(serialization.Encoding.PEM))
     return [ca_pem, cert, key]
-
-
-def load_cert(path: Path) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(Path(path).read_bytes())
 
 
 def common_name(cert: x509.Certificate) -> str:

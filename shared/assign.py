@@ -8,12 +8,16 @@ prototypes in Qdrant), `revisit eval video` (identities in a clip) and `revisit 
 - A new embedding joins the most similar prototype (cosine) when the similarity is at least
   `threshold` and no cannot-link constraint forbids it (tracks seen in the same frame are different
   people; "not this person" feedback); otherwise it starts a new person.
+
+In memory the rule has one implementation, `PrototypeTable`: `OnlineClusterer` (`revisit eval video`) is one table
+fed one embedding at a time, and `recluster`'s offline pass (`central/clustering/rebuild.py`) one table per scope.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +58,14 @@ class Prototype:
     members: int = 0
 
     @classmethod
+    def from_bytes(cls, total: bytes, weight: float = 0.0, members: int = 0) -> Prototype:
+        """A prototype kept as bytes (`to_bytes`: the running sum, float64), e.g. in a visitor's row."""
+        return cls(np.frombuffer(total, dtype=np.float64).copy(), weight, members)
+
+    def to_bytes(self) -> bytes:
+        return np.asarray(self.total, dtype=np.float64).tobytes()
+
+    @classmethod
     def of(cls, vector: np.ndarray, quality: float = 1.0) -> Prototype:
         proto = cls(np.zeros_like(vector, dtype=np.float64))
         proto.add(vector, quality)
@@ -77,41 +89,89 @@ class Prototype:
         return (self.total / norm).astype(np.float32) if norm > 0 else self.total.astype(np.float32)
 
 
-@dataclass
-class OnlineClusterer:
-    """In-memory clustering with the assignment rule, one embedding at a time."""
+ANN_FROM = 50_000  # clusters in one table beyond which candidates come from an HNSW index
 
-    threshold: float = DEFAULT_THRESHOLD
-    prototypes: list[Prototype] = field(default_factory=list)
-    _matrix: np.ndarray | None = None
 
-    def add(self, vector: np.ndarray, quality: float = 1.0, cannot_link: Iterable[int] = ()) -> int:
-        vector = np.asarray(vector, dtype=np.float32)
-        if self.prototypes:
-            sims = self._stack() @ vector
-            cluster, _ = decide(enumerate(sims.tolist()), self.threshold, cannot_link)
-        else:
-            cluster = None
-        if cluster is None:
-            self.prototypes.append(Prototype.of(vector, quality))
-            cluster = len(self.prototypes) - 1
-        else:
-            self.prototypes[cluster].add(vector, quality)
-        self._refresh(cluster)
-        return cluster
+class PrototypeTable:
+    """The prototype sums of a set of clusters, searched with the rule: a matrix grown by doubling (amortised
+    appends, never a copy per cluster), their norms, and past `ANN_FROM` clusters an HNSW index of their directions
+    for candidates (cosines are always exact)."""
 
-    def _stack(self) -> np.ndarray:
-        assert self._matrix is not None
-        return self._matrix
-
-    def _refresh(self, cluster: int) -> None:
-        vec = self.prototypes[cluster].vector
-        if self._matrix is None:
-            self._matrix = vec[None, :].copy()
-        elif cluster == len(self._matrix):
-            self._matrix = np.vstack([self._matrix, vec[None, :]])
-        else:
-            self._matrix[cluster] = vec
+    def __init__(self, dim: int):
+        self.sums = np.zeros((64, dim), dtype=np.float32)
+        self.norms = np.zeros(64, dtype=np.float32)
+        self.clusters: list[int] = []  # row -> cluster id
+        self.ann: Any = None
 
     def __len__(self) -> int:
-        return len(self.prototypes)
+        return len(self.clusters)
+
+    def append(self, cluster: int, vec: np.ndarray, weight: float) -> int:
+        """A new cluster founded by `vec`; returns its row."""
+        row = len(self.clusters)
+        if row == len(self.sums):
+            self.sums = np.concatenate([self.sums, np.zeros_like(self.sums)])
+            self.norms = np.concatenate([self.norms, np.zeros_like(self.norms)])
+        self.clusters.append(cluster)
+        self.add(row, vec, weight)
+        return row
+
+    def add(self, row: int, vec: np.ndarray, weight: float) -> None:
+        self.sums[row] += weight * vec
+        self.norms[row] = float(np.linalg.norm(self.sums[row])) or 1.0
+        if self.ann is not None:
+            if self.ann.contains(row):
+                self.ann.remove(row)
+            self.ann.add(row, self.sums[row] / self.norms[row])
+        elif len(self.clusters) > ANN_FROM:
+            from usearch.index import Index
+
+            n = len(self.clusters)
+            self.ann = Index(
+                ndim=self.sums.shape[1],
+                metric="cos",
+                dtype="f16",
+                connectivity=16,
+                expansion_add=64,
+                expansion_search=128,
+            )
+            self.ann.add(np.arange(n, dtype=np.uint64), self.sums[:n] / self.norms[:n, None])
+
+    def best(self, vec: np.ndarray, forbidden: set[int], threshold: float) -> int | None:
+        """The row to join by `decide` (clusters in `forbidden` left out), or None."""
+        n = len(self.clusters)
+        if n == 0:
+            return None
+        if self.ann is None:
+            rows = np.arange(n)
+        else:
+            found = self.ann.search(vec, min(n, 16 + len(forbidden)))
+            rows = np.sort(found.keys.astype(np.int64))
+        sims = (self.sums[rows] @ vec) / self.norms[rows]
+        pos, _ = decide(
+            ((int(r), float(x)) for r, x in zip(rows, sims, strict=True) if self.clusters[int(r)] not in forbidden),
+            threshold,
+        )
+        return pos
+
+
+class OnlineClusterer:
+    """In-memory clustering with the assignment rule, one embedding at a time (one `PrototypeTable`)."""
+
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD):
+        self.threshold = threshold
+        self._table: PrototypeTable | None = None
+
+    def add(self, vector: np.ndarray, quality: float = 1.0, cannot_link: Iterable[int] = ()) -> int:
+        """The cluster `vector` joins (or founds); clusters in `cannot_link` are never joined."""
+        vector = np.asarray(vector, dtype=np.float32)
+        if self._table is None:
+            self._table = PrototypeTable(len(vector))
+        row = self._table.best(vector, set(cannot_link), self.threshold)
+        if row is None:
+            return self._table.append(len(self._table), vector, member_weight(quality))
+        self._table.add(row, vector, member_weight(quality))
+        return row
+
+    def __len__(self) -> int:
+        return 0 if self._table is None else len(self._table)

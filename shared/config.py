@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -21,10 +20,6 @@ else:  # Python 3.10
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-# Site, device, camera ids: they become MQTT topic levels, certificate names and file-safe labels.
-Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 
 
 class TLSConfig(Strict):

@@ -14,7 +14,6 @@ from revisit.shared.config import EngineConfig
 from revisit.shared.detect import Detector, create_detector
 from revisit.shared.embed import Embedder
 from revisit.shared.face import Face
-from revisit.shared.image import decode_image
 from revisit.shared.quality import assess
 
 
@@ -56,9 +55,6 @@ class FaceEngine:
 
     def analyze(self, image: np.ndarray, embed: bool = True) -> list[Face]:
         return self.complete(image, self.detect(image), embed)
-
-    def analyze_bytes(self, data: bytes, embed: bool = True) -> list[Face]:
-        return self.analyze(decode_image(data), embed)
 
 
 def central_face(faces: list[Face], image_shape: tuple[int, ...]) -> Face | None:

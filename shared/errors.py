@@ -19,3 +19,8 @@ class ImageError(RevisitError):
 
 class ConfigError(RevisitError):
     """Invalid configuration."""
+
+
+class NotFound(RevisitError):
+    """What a request names (a visitor, a sighting, a user) does not exist: 404 on the web. Raised where the lookup
+    fails, as a subclass of that module's own error (e.g. `UnknownUser(AccountError, NotFound)`)."""

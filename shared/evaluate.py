@@ -77,7 +77,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
         default="none",
         help="degrade every photo like CCTV (revisit.shared.degrade); TAR is also reported by face size",
     )
-    p.add_argument("--seed", type=int, default=SEED, help="seed of the degradations")  # fmt: skip
+    p.add_argument("--seed", type=int, default=SEED, help="seed of the degradations")
     p.set_defaults(func=run_verify)
     p = sub.add_parser("detect", help="detection rate on labelled photos and group photos")
     common(p)

@@ -1,4 +1,8 @@
-"""The one record that flows from the detector to the page: `Face`."""
+"""The face engine's record: `Face`, filled in stage by stage (detector → quality → alignment → embedder).
+
+The edge tracks and picks shots with it and sends a track's best as a `schema.Observation` (its embedding, box,
+crop and `Quality` as `QualityFields`); central stores that as a `Sighting`. The kiosk indexes photos with it.
+"""
 
 from __future__ import annotations
 

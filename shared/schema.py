@@ -19,13 +19,20 @@ Observation fields (all required unless marked optional):
   embedding       float32 little-endian bytes, `embedding_dim` values, unit L2 norm
   embedding_dim   number of values in `embedding`
   det_score       detector confidence of the best shot
-  quality         {"detector","size","sharpness","pose","score"} each in [0, 1]
+  quality         {"detector","size","sharpness","pose","score"} each in [0, 1] (`QualityFields.of` the
+                  engine's `face.Quality`)
   box             [x1, y1, x2, y2] of the best shot in frame pixels
-  landmarks       optional: 5 x [x, y] in frame pixels
+  landmarks       optional: 5 x [x, y] in frame pixels. Edges no longer send it; from older ones it is
+                  accepted and checked
   crop_jpeg       the best shot's padded face as JPEG bytes (at most MAX_CROP_BYTES)
   frame_size      [width, height] of the camera frame
-  frames_seen     frames in which the track was matched
+  frames_seen     frames in which the track was matched (required: version-1 centrals reject a message
+                  without it)
   co_tracks       ids of other tracks of the same camera seen in the same frames (different people)
+
+What central keeps (a `Sighting`): the ids, times, embedding, quality score, det_score, box, crop, frame_size
+and co_tracks. The quality components, landmarks and frames_seen are checked and not stored: the clusterer
+weighs by the score, and a track's span is first_ts..last_ts.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from pydantic import (
 )
 
 from revisit.shared.errors import RevisitError
+from revisit.shared.face import Quality
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "revisit/v1"
@@ -67,14 +75,17 @@ def _no_bool(value: Any) -> Any:
     return value
 
 
-Ident = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+# Site, device and camera ids: they become MQTT topic levels, certificate names and file-safe labels. The one
+# definition: configs, topics, certificates and user scopes all use these.
+IDENT_CHARS = r"[A-Za-z0-9_.\-]{1,64}"
+Ident = Annotated[str, Field(pattern=f"^{IDENT_CHARS}$")]
 Float = Annotated[float, BeforeValidator(_no_bool)]
 Unit = Annotated[Float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Finite = Annotated[Float, Field(allow_inf_nan=False)]
 # UTC seconds from 1970 to 2100: a broken clock's year 33658 is rejected here, not deep in the store. Times far
 # from the receive time are the ingest's business (counted as clock_skew and stamped with the receive time).
 Timestamp = Annotated[Float, Field(ge=0, le=4_102_444_800, allow_inf_nan=False)]
-_IDENT = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_IDENT = re.compile(IDENT_CHARS)
 
 
 class SchemaError(RevisitError):
@@ -101,24 +112,35 @@ def acks_topic(site: str, device: str) -> str:
 def parse_topic(topic: str) -> tuple[str, str, str]:
     """(site, device, kind) of a Revisit topic, or SchemaError."""
     parts = topic.split("/")
-    if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_ROOT or not all(_IDENT.match(p) for p in parts[2:4]):
+    if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_ROOT or not all(map(is_ident, parts[2:4])):
         raise SchemaError("bad_topic", f"not a Revisit topic: {topic[:200]!r}")
     return parts[2], parts[3], parts[4]
 
 
+def is_ident(value: str) -> bool:
+    """A valid site, device or camera id (`Ident`)."""
+    return _IDENT.fullmatch(value) is not None
+
+
 def _ident(value: str) -> str:
-    if not _IDENT.match(value):
+    if not is_ident(value):
         raise ValueError(f"invalid id {value!r}: use 1-64 of letters, digits, '_', '.', '-'")
     return value
 
 
 class QualityFields(BaseModel):
+    """The wire form of `face.Quality`: its components and score, without the raw measurements."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     detector: Unit
     size: Unit
     sharpness: Unit
     pose: Unit
     score: Unit
+
+    @classmethod
+    def of(cls, quality: Quality) -> QualityFields:
+        return cls(**{k: float(getattr(quality, k)) for k in cls.model_fields})
 
 
 class Observation(BaseModel):

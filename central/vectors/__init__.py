@@ -12,7 +12,7 @@ its own collections and they are never compared):
 - sightings: one point per sighting (payload `visitor`, `site`, `ts`), kept in step with the database;
 - event faces of the kiosk: one collection per (event, recognizer), searched by selfie.
 The database is the source of truth: it keeps every embedding, so all of this can be rebuilt
-(`Clusterer.reindex`, `revisit central migrate-vectors`).
+(`Rebuilder.reindex`, `revisit central migrate-vectors`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import re
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,15 +49,17 @@ class SightingPoint:
 
 def collection_base(prefix: str, recognizer_id: str) -> str:
     """A safe collection name for a recognizer id; a short hash keeps distinct ids distinct."""
-    safe = re.sub(r"[^a-z0-9_-]+", "_", recognizer_id.lower()).strip("_")[:60]
-    digest = hashlib.sha1(recognizer_id.encode()).hexdigest()[:8]
-    return f"{prefix}_{safe}_{digest}"
+    return f"{prefix}_{_slug(recognizer_id, 60)}"
 
 
 def event_collection(prefix: str, event_id: uuid.UUID, recognizer_id: str) -> str:
-    safe = re.sub(r"[^a-z0-9_-]+", "_", recognizer_id.lower()).strip("_")[:40]
-    digest = hashlib.sha1(recognizer_id.encode()).hexdigest()[:8]
-    return f"{event_prefix(prefix, event_id)}{safe}_{digest}"
+    return f"{event_prefix(prefix, event_id)}{_slug(recognizer_id, 40)}"
+
+
+def _slug(recognizer_id: str, width: int) -> str:
+    """The recognizer id in collection-name characters, at most `width` of them, and 8 hex of its hash."""
+    safe = re.sub(r"[^a-z0-9_-]+", "_", recognizer_id.lower()).strip("_")[:width]
+    return f"{safe}_{hashlib.sha1(recognizer_id.encode()).hexdigest()[:8]}"
 
 
 def event_prefix(prefix: str, event_id: uuid.UUID) -> str:
@@ -83,6 +85,11 @@ class Vectors(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def for_events(self) -> Vectors:
+        """The handle the kiosk's event faces use (`revisit.central.kiosk.vectors` says what is shared and why):
+        this index, unless the engine can give the kiosk a connection and lock of its own."""
+        return self
 
     def bulk(self) -> contextlib.AbstractContextManager[None]:
         """A block of many writes (a rebuild): engines may batch them and skip their journal."""
@@ -136,10 +143,6 @@ class Vectors(ABC):
     @abstractmethod
     def delete_sightings(self, recognizer_id: str, sighting_ids: Iterable[uuid.UUID]) -> None: ...
 
-    @abstractmethod
-    def sighting_ids(self, recognizer_id: str) -> Iterator[uuid.UUID]:
-        """Every sighting point id of a recognizer (consistency checks)."""
-
     # --- event faces (the kiosk) ---
 
     def event_name(self, event_id: uuid.UUID, recognizer_id: str) -> str:
@@ -163,9 +166,6 @@ class Vectors(ABC):
     @abstractmethod
     def event_collections(self, event_id: uuid.UUID) -> list[str]:
         """Names of the event's face collections (one per recognizer)."""
-
-    @abstractmethod
-    def drop_faces(self, event_id: uuid.UUID, recognizer_id: str) -> None: ...
 
     def drop_event(self, event_id: uuid.UUID) -> int:
         """Drop every face collection of the event; returns how many."""

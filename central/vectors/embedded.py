@@ -25,6 +25,9 @@ the last minutes from the database (`repair_index`), the source of truth. Bulk l
 reindex) skip the journal and mark the manifest: if they are interrupted, the next open starts empty and the
 service rebuilds from the database.
 
+Locks: `lock` guards the visitors' collections, the journal and checkpoints; `faces_lock` the event matrices, so
+a kiosk search (`search_faces`) and ingest never wait for each other (`revisit.central.kiosk.vectors`).
+
 Approximate search: HNSW with connectivity 32, expansion 128 at build and `EXPANSION_SEARCH` at query; when
 the best found is below the caller's `floor` (the assignment threshold: the observation would start a new
 visitor) it searches again with `EXPANSION_RETRY`, because a missed returning visitor becomes a duplicate.
@@ -289,7 +292,10 @@ class EmbeddedVectors(Vectors):
         self.prefix = prefix
         self.path = None if path is None or str(path) == ":memory:" else Path(path)
         self.journal_limit = journal_limit
-        self.lock = threading.RLock()
+        self.lock = threading.RLock()  # visitors' collections, the journal, checkpoints
+        # the event matrices: a selfie search takes only this, so it never makes ingest wait; a face write (or a
+        # checkpoint) takes `lock` first, then this
+        self.faces_lock = threading.RLock()
         self._protos: dict[str, _Protos] = {}
         self._sightings: dict[str, set[int]] = {}
         self._faces: dict[str, _Faces] = {}
@@ -426,11 +432,13 @@ class EmbeddedVectors(Vectors):
             self._sightings[op[1]].difference_update(int.from_bytes(i, "big") for i in op[2])
         elif kind == "fu":
             name, dim = op[1], int(op[2])
-            faces = self._faces.setdefault(name, _Faces(dim))
-            faces.upsert([(int.from_bytes(f, "big"), int.from_bytes(p, "big"), np.frombuffer(v, dtype=np.float32))
-                          for f, p, v in op[3]])  # fmt: skip
+            points = [(int.from_bytes(f, "big"), int.from_bytes(p, "big"), np.frombuffer(v, dtype=np.float32))
+                      for f, p, v in op[3]]  # fmt: skip
+            with self.faces_lock:
+                self._faces.setdefault(name, _Faces(dim)).upsert(points)
         elif kind == "fdrop":
-            self._faces.pop(op[1], None)
+            with self.faces_lock:
+                self._faces.pop(op[1], None)
         else:
             raise VectorStoreError(f"unknown journal record {kind!r}")
 
@@ -449,7 +457,8 @@ class EmbeddedVectors(Vectors):
                             suffix=".npy")  # fmt: skip
                 elif kind == "e" and name in self._faces:
                     (self.path / "events").mkdir(exist_ok=True)
-                    self._faces[name].save(self.path / "events" / f"{name}.npz")
+                    with self.faces_lock:
+                        self._faces[name].save(self.path / "events" / f"{name}.npz")
             self._write_manifest(clean=False)
             self._remove_unlisted()
             if self._journal is not None:
@@ -495,12 +504,8 @@ class EmbeddedVectors(Vectors):
                 self._lockfile.close()
             self._protos.clear()
             self._sightings.clear()
-            self._faces.clear()
-
-    def disk_bytes(self) -> int:
-        if self.path is None:
-            return 0
-        return sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file())
+            with self.faces_lock:
+                self._faces.clear()
 
     # --- collections ---
 
@@ -563,11 +568,6 @@ class EmbeddedVectors(Vectors):
         if ids and recognizer_id in self._sightings:
             self._write(["sd", recognizer_id, ids], f"r:{recognizer_id}")
 
-    def sighting_ids(self, recognizer_id: str) -> Iterator[uuid.UUID]:
-        with self.lock:
-            ids = list(self._sightings.get(recognizer_id, ()))
-        return (uuid.UUID(int=i) for i in ids)
-
     # --- event faces ---
 
     def upsert_faces(
@@ -577,7 +577,7 @@ class EmbeddedVectors(Vectors):
             return
         name = self.event_name(event_id, recognizer_id)
         dim = len(points[0][2])
-        with self.lock:
+        with self.faces_lock:
             if name in self._faces and self._faces[name].dim != dim:
                 raise VectorStoreError(f"event collection {name} holds {self._faces[name].dim}-d vectors, not {dim}-d")
         records = [[f.bytes, p.bytes, np.asarray(v, dtype=np.float32).tobytes()] for f, p, v in points]
@@ -586,22 +586,19 @@ class EmbeddedVectors(Vectors):
     def search_faces(
         self, event_id: uuid.UUID, recognizer_id: str, vector: np.ndarray, min_cosine: float, limit: int
     ) -> list[tuple[uuid.UUID, uuid.UUID, float]]:
-        with self.lock:
+        with self.faces_lock:
             faces = self._faces.get(self.event_name(event_id, recognizer_id))
             return [] if faces is None or limit <= 0 else faces.search(vector, min_cosine, limit)
 
     def count_faces(self, event_id: uuid.UUID, recognizer_id: str) -> int:
-        with self.lock:
+        with self.faces_lock:
             faces = self._faces.get(self.event_name(event_id, recognizer_id))
             return 0 if faces is None else len(faces.faces)
 
     def event_collections(self, event_id: uuid.UUID) -> list[str]:
         start = event_prefix(self.prefix, event_id)
-        with self.lock:
+        with self.faces_lock:
             return sorted(n for n in self._faces if n.startswith(start))
-
-    def drop_faces(self, event_id: uuid.UUID, recognizer_id: str) -> None:
-        self._drop_named(self.event_name(event_id, recognizer_id))
 
     def _drop_named(self, name: str) -> None:
         if name in self._faces:

@@ -18,7 +18,7 @@ import logging
 import threading
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ class QdrantVectors(Vectors):
     ):
         self.prefix = prefix
         self.local = url is None
+        self._server = (url, api_key)
         self.lock = threading.RLock()  # local mode allows one client: everything that shares it takes this
         self._dims: dict[str, int] = {}
         try:
@@ -69,6 +70,14 @@ class QdrantVectors(Vectors):
     def close(self) -> None:
         with self.lock:
             self.client.close()
+
+    def for_events(self) -> QdrantVectors:
+        """A server: a second client, with its own connections and lock, for the kiosk. Local mode: this one (one
+        client per path, and it is not thread-safe)."""
+        if self.local:
+            return self
+        url, api_key = self._server
+        return QdrantVectors(url=url, api_key=api_key, prefix=self.prefix)
 
     # --- collections ---
 
@@ -170,20 +179,6 @@ class QdrantVectors(Vectors):
     def delete_sightings(self, recognizer_id: str, sighting_ids: Iterable[uuid.UUID]) -> None:
         self._delete(self._names(recognizer_id)[1], sighting_ids)
 
-    def sighting_ids(self, recognizer_id: str) -> Iterator[uuid.UUID]:
-        """Every sighting point id of a recognizer (consistency checks)."""
-        _, sightings = self._names(recognizer_id)
-        offset: Any = None
-        while True:
-            with self.lock:
-                if not self.client.collection_exists(sightings):
-                    return
-                points, offset = self.client.scroll(sightings, limit=1024, offset=offset, with_payload=False)
-            for p in points:
-                yield uuid.UUID(str(p.id))
-            if offset is None:
-                return
-
     # --- event faces ---
 
     def upsert_faces(
@@ -226,9 +221,6 @@ class QdrantVectors(Vectors):
         start = event_prefix(self.prefix, event_id)
         with self.lock:
             return sorted(c.name for c in self.client.get_collections().collections if c.name.startswith(start))
-
-    def drop_faces(self, event_id: uuid.UUID, recognizer_id: str) -> None:
-        self._drop_named(self.event_name(event_id, recognizer_id))
 
     def _drop_named(self, name: str) -> None:
         with self.lock:

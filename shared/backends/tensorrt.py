@@ -96,6 +96,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "gpu"
 
 
+def engine_file_prefix(model_name: str, sha256: str) -> str:
+    """What every engine of one model file starts with: `<model>-<sha256[:16]>-` (doctor looks for these)."""
+    return f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', model_name)}-{sha256[:16]}-"
+
+
 def engine_file_name(
     model_name: str,
     sha256: str,
@@ -107,7 +112,7 @@ def engine_file_name(
 ) -> str:
     """`<model>-<sha256[:16]>-<gpu>-sm<XY>-trt<version>-<fp16|fp32>-<profile hash>.engine`."""
     return (
-        f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', model_name)}-{sha256[:16]}-{_slug(gpu_name)}"
+        f"{engine_file_prefix(model_name, sha256)}{_slug(gpu_name)}"
         f"-sm{capability[0]}{capability[1]}-trt{re.sub(r'[^A-Za-z0-9.]+', '-', trt_version)}"
         f"-{'fp16' if fp16 else 'fp32'}-{profile.digest()}.engine"
     )
@@ -601,5 +606,6 @@ __all__ = [
     "TensorRTSession",
     "build_engine",
     "engine_file_name",
+    "engine_file_prefix",
     "profile_for",
 ]

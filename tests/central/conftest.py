@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from revisit.central.cluster import Clusterer, ClusterSettings
+from revisit.central.clustering import Clusterer, ClusterSettings
 from revisit.central.store import CropStore, Store
 from revisit.central.vectors import Vectors
 from revisit.shared.schema import Observation, QualityFields
@@ -50,12 +50,25 @@ def make_obs(
     vec = unit(vector)
     q = quality
     return Observation(
-        observation_id=str(uuid.uuid4()), site=site, device=device, camera=camera, track_id=track,
-        first_ts=ts, last_ts=ts + duration, best_ts=ts + duration / 2, recognizer_id=recognizer,
-        embedding=Observation.pack_vector(vec), embedding_dim=len(vec), det_score=0.9,
-        quality=QualityFields(detector=q, size=q, sharpness=q, pose=q, score=q), box=(10.0, 10.0, 50.0, 50.0),
-        crop_jpeg=crop or jpeg(), frame_size=(640, 480), frames_seen=3, co_tracks=co,
-    )  # fmt: skip
+        observation_id=str(uuid.uuid4()),
+        site=site,
+        device=device,
+        camera=camera,
+        track_id=track,
+        first_ts=ts,
+        last_ts=ts + duration,
+        best_ts=ts + duration / 2,
+        recognizer_id=recognizer,
+        embedding=Observation.pack_vector(vec),
+        embedding_dim=len(vec),
+        det_score=0.9,
+        quality=QualityFields(detector=q, size=q, sharpness=q, pose=q, score=q),
+        box=(10.0, 10.0, 50.0, 50.0),
+        crop_jpeg=crop or jpeg(),
+        frame_size=(640, 480),
+        frames_seen=3,
+        co_tracks=co,
+    )
 
 
 def people(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
@@ -78,8 +91,9 @@ def _pg_admin():
     last: Exception | None = None
     for user in ("postgres", "root"):
         try:
-            return psycopg.connect(host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", autocommit=True,
-                                   connect_timeout=3), user  # fmt: skip
+            return psycopg.connect(
+                host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", autocommit=True, connect_timeout=3
+            ), user
         except Exception as exc:  # try the next user
             last = exc
     raise RuntimeError(str(last))
@@ -150,8 +164,9 @@ def mosquitto(tmp_path) -> Iterator[Mosquitto]:
 def publisher(port: int, client_id: str | None = None):
     import paho.mqtt.client as mqtt
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"pub-{uuid.uuid4().hex[:6]}",
-                         protocol=mqtt.MQTTv311)  # fmt: skip
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"pub-{uuid.uuid4().hex[:6]}", protocol=mqtt.MQTTv311
+    )
     client.username_pw_set("test")
     client.max_inflight_messages_set(100)
     client.max_queued_messages_set(0)

@@ -105,11 +105,20 @@ TABLE: dict[str, str] = {
 }
 ROLES = {"A": "admin", "H": "head_office", "S": "site_manager", "E": "event_staff"}
 FILL = {
-    "{visitor_id}": str(uuid.uuid4()), "{sighting_id}": str(uuid.uuid4()), "{camera_id}": str(uuid.uuid4()),
-    "{event_id}": str(uuid.uuid4()), "{photo_id}": str(uuid.uuid4()), "{token_id}": str(uuid.uuid4()),
-    "{path:path}": "ab/" + "a" * 32 + ".jpg", "{code}": "ZZZZ2345", "{token}": "x" * 64, "{kind}": "thumb",
-    "{username}": "nobody", "{site_id}": str(uuid.uuid4()), "{order_id}": str(uuid.uuid4()),
-}  # fmt: skip
+    "{visitor_id}": str(uuid.uuid4()),
+    "{sighting_id}": str(uuid.uuid4()),
+    "{camera_id}": str(uuid.uuid4()),
+    "{event_id}": str(uuid.uuid4()),
+    "{photo_id}": str(uuid.uuid4()),
+    "{token_id}": str(uuid.uuid4()),
+    "{path:path}": "ab/" + "a" * 32 + ".jpg",
+    "{code}": "ZZZZ2345",
+    "{token}": "x" * 64,
+    "{kind}": "thumb",
+    "{username}": "nobody",
+    "{site_id}": str(uuid.uuid4()),
+    "{order_id}": str(uuid.uuid4()),
+}
 
 
 def concrete(path: str) -> str:
@@ -229,8 +238,9 @@ def test_api_tokens(app):
 def test_admin_makes_and_revokes_a_token_on_the_users_page(app):
     client = _client(app, "A")
     token = client.headers["X-CSRF-Token"]
-    r = client.post("/admin/tokens", data={"name": "till-sync", "role": "site_manager", "sites": "s1, s2",
-                                           "csrf_token": token})  # fmt: skip
+    r = client.post(
+        "/admin/tokens", data={"name": "till-sync", "role": "site_manager", "sites": "s1, s2", "csrf_token": token}
+    )
     assert r.status_code == 201 and r.headers["cache-control"] == "no-store"
     raw = r.text.split('aria-label="the new token"')[0].rsplit('value="', 1)[1].split('"')[0]
     assert raw.startswith("rvt_")
@@ -252,8 +262,13 @@ def test_admin_makes_and_revokes_a_token_on_the_users_page(app):
 def test_admin_manages_users_and_reads_the_audit_log(app):
     client = _client(app, "A")
     token = client.headers["X-CSRF-Token"]
-    form = {"username": "manager-2", "password": "a long enough password", "role": "site_manager", "sites": "s2",
-            "csrf_token": token}  # fmt: skip
+    form = {
+        "username": "manager-2",
+        "password": "a long enough password",
+        "role": "site_manager",
+        "sites": "s2",
+        "csrf_token": token,
+    }
     assert client.post("/admin/users", data=form, follow_redirects=False).status_code == 303
     assert app.state.accounts.user("manager-2").sites == ["s2"]
     r = client.post("/admin/users", data=form | {"username": "manager-3", "sites": ""})  # a manager needs a site
@@ -285,6 +300,7 @@ def test_admin_manages_users_and_reads_the_audit_log(app):
 def test_the_last_admin_stays(tmp_path):
     from revisit.central.store import Store
     from revisit.central.users import AccountError, Accounts
+    from revisit.shared.errors import NotFound
 
     store = Store(f"sqlite:///{tmp_path / 'a.db'}")
     store.create_all()
@@ -298,6 +314,9 @@ def test_the_last_admin_stays(tmp_path):
         accounts.add_user("x1", "a long enough password", "superuser")
     with pytest.raises(AccountError, match="exists already"):
         accounts.add_user("root", "a long enough password", "admin")
+    for change in (lambda: accounts.remove_user("nobody"), lambda: accounts.set_role("nobody", "admin")):
+        with pytest.raises(NotFound, match="no user 'nobody'"):  # a 404 on the web, by its type
+            change()
     store.dispose()
 
 
@@ -355,7 +374,8 @@ def test_the_menu_shows_what_the_role_may_use(app, who, shown, hidden):
 def test_event_staff_land_on_events_after_login(app):
     client = TestClient(app)
     token = csrf_from(client.get("/login").text)
-    r = client.post("/login", data={"username": "user-E", "password": PASSWORD, "csrf_token": token},
-                    follow_redirects=False)  # fmt: skip
+    r = client.post(
+        "/login", data={"username": "user-E", "password": PASSWORD, "csrf_token": token}, follow_redirects=False
+    )
     assert r.headers["location"] == "/events"
     assert client.get("/", follow_redirects=False).headers["location"] == "/events"

@@ -16,7 +16,7 @@ import pytest
 from sqlmodel import select
 
 from revisit.central import queries
-from revisit.central.store import AuditLog, Store, Visit, Visitor, day_bounds, loyal_customers, utcnow
+from revisit.central.store import AuditLog, Store, Visit, Visitor, day_bounds, utcnow
 from tests.central.webapp import day_time, feed, login, photo_faces, seeded_app
 
 pytestmark = [pytest.mark.models, pytest.mark.facedata]
@@ -296,8 +296,8 @@ def test_loyal_query_leaves_staff_out(month):
     _, service, data, _ = month
     loyal_id = next(iter(data.visitors.values()))
     with service.session() as s:
-        assert loyal_id in {r.visitor.id for r in loyal_customers(s, min_visits=2).rows}
+        assert loyal_id in {r.visitor.id for r in queries.loyal_customers(s, min_visits=2).rows}
     service.clusterer.set_status([loyal_id], "excluded", actor="test")
     with service.session() as s:
-        assert loyal_id not in {r.visitor.id for r in loyal_customers(s, min_visits=2).rows}
+        assert loyal_id not in {r.visitor.id for r in queries.loyal_customers(s, min_visits=2).rows}
     service.clusterer.set_status([loyal_id], "customer", actor="test")

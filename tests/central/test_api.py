@@ -121,6 +121,8 @@ def test_edits(fresh):
     r = client.post(f"/api/v1/visitors/{loyal}/split", json={"sighting_ids": [str(theirs)]})
     assert r.status_code == 409  # not this visitor's sighting
     assert client.post(f"/api/v1/visitors/{loyal}/split", json={"sighting_ids": []}).status_code == 422
+    r = client.post(f"/api/v1/visitors/{loyal}/split", json={"sighting_ids": [str(mine[0]), str(uuid.uuid4())]})
+    assert r.status_code == 404 and r.json()["detail"].startswith("no sighting")
     r = client.post(f"/api/v1/visitors/{loyal}/split", json={"sighting_ids": [str(mine[0])]})
     assert r.status_code == 200 and r.json()["sighting_count"] == 1 and r.json()["id"] != str(loyal)
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from revisit.central.auth import (
     AuthConfigError,
-    RateLimiter,
+    FailureWindow,
     bootstrap_accounts,
     hash_password,
     passwd_command,
@@ -287,7 +287,7 @@ def test_security_headers(client):
 
 
 def test_rate_limiter_window():
-    limiter = RateLimiter(attempts=3, window_s=60)
+    limiter = FailureWindow(attempts=3, window_s=60)
     for t in (0, 1, 2):
         assert limiter.retry_after("a", now=t) == 0
         limiter.fail("a", now=t)
@@ -299,7 +299,7 @@ def test_rate_limiter_window():
 
 
 def test_rate_limiter_memory_is_bounded():
-    limiter = RateLimiter(attempts=1, window_s=60, max_keys=100)
+    limiter = FailureWindow(attempts=1, window_s=60, max_keys=100)
     for i in range(1000):
         limiter.fail(f"client-{i}", now=0)
     assert len(limiter._fails) == 100 and limiter.retry_after("client-999", now=1) > 0

@@ -32,10 +32,15 @@ def nested(depth: int, leaf: str = "1") -> str:
 @pytest.mark.parametrize(
     "text, depth",
     [
-        ("1", 0), ("{}", 1), ('{"a": [1, {"b": []}]}', 4), ('["[[[[", "]]"]', 1), (r'["\"[[[["]', 1),
-        (nested(40), 40), ('{"a": "' + "{" * 100 + '"}', 1),
+        ("1", 0),
+        ("{}", 1),
+        ('{"a": [1, {"b": []}]}', 4),
+        ('["[[[[", "]]"]', 1),
+        (r'["\"[[[["]', 1),
+        (nested(40), 40),
+        ('{"a": "' + "{" * 100 + '"}', 1),
     ],
-)  # fmt: skip
+)
 def test_json_depth(text, depth):
     assert json_depth(text.encode()) == depth
 
@@ -66,8 +71,11 @@ def test_bodies_over_the_limit_are_413(client):
     big = json.dumps({"label": "x" * (1024 * 1024)})
     r = client.patch(f"/api/v1/visitors/{uuid.uuid4()}", content=big, headers={"Content-Type": "application/json"})
     assert r.status_code == 413
-    r = client.post("/visitors/merge", content="visitor_ids=" + "a" * (2 * 1024 * 1024),
-                    headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    r = client.post(
+        "/visitors/merge",
+        content="visitor_ids=" + "a" * (2 * 1024 * 1024),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert r.status_code == 413
     r = client.post("/login", content=b"x" * (2 * 1024 * 1024), headers={"Content-Type": "multipart/form-data; b=x"})
     assert r.status_code == 413  # no spooling of a big multipart body by the CSRF check
@@ -108,9 +116,12 @@ def test_out_of_range_queries_are_422(client, path):
 
 @pytest.mark.parametrize(
     "path",
-    ["/api/v1/visitors?offset=10000000", "/api/v1/sightings?since=2026-01-01T00:00:00%2B14:00",
-     "/api/v1/visits?since=1970-01-02T00:00:00Z"],
-)  # fmt: skip
+    [
+        "/api/v1/visitors?offset=10000000",
+        "/api/v1/sightings?since=2026-01-01T00:00:00%2B14:00",
+        "/api/v1/visits?since=1970-01-02T00:00:00Z",
+    ],
+)
 def test_in_range_queries_work(client, path):
     assert client.get(path).status_code == 200
 
@@ -121,7 +132,7 @@ def test_in_range_queries_work(client, path):
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory, engine):
     """The whole app with the kiosk on the real engine, an event, and an admin API token (no CSRF needed)."""
-    from tests.central.kiosk_support import kiosk_app
+    from tests.central.kiosk.support import kiosk_app
 
     generous = {"search_per_client_min": 100_000, "lookup_per_client_min": 100_000, "burst": 1000}
     with kiosk_app(tmp_path_factory.mktemp("fuzz"), engine, **generous) as ka:

@@ -12,8 +12,9 @@ from tests.central.conftest import publisher, wait_for
 
 
 def _subscriber(port: int, got: list[bytes]) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="central-test", clean_session=False,
-                         protocol=mqtt.MQTTv311)  # fmt: skip
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id="central-test", clean_session=False, protocol=mqtt.MQTTv311
+    )
     client.on_message = lambda _c, _u, msg: got.append(msg.payload)
     client.connect("127.0.0.1", port)
     client.loop_start()
@@ -27,8 +28,12 @@ def test_free_port_and_persistent_session():
         sub = _subscriber(broker.port, got)
         sub.subscribe("revisit/v1/+/+/faces", qos=1)
         pub = publisher(broker.port)
-        wait_for(lambda: pub.publish("revisit/v1/s/d/faces", b"first", qos=1).wait_for_publish(5) or got,
-                 timeout=10, interval=0.2, what="the subscription")  # fmt: skip
+        wait_for(
+            lambda: pub.publish("revisit/v1/s/d/faces", b"first", qos=1).wait_for_publish(5) or got,
+            timeout=10,
+            interval=0.2,
+            what="the subscription",
+        )
         sub.disconnect()
         sub.loop_stop()
         time.sleep(0.5)  # amqtt marks the session disconnected asynchronously; until then it would send to it

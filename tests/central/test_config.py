@@ -92,3 +92,19 @@ def test_secret_key_from_the_environment(monkeypatch):
     monkeypatch.setenv("REVISIT_ADMIN_PASSWORD", "a long passphrase")
     config = validate(CentralConfig, {"production": True})
     assert config.secret_key.get_secret_value() == STRONG
+
+
+def test_reading_the_configuration_registers_no_kiosk_table(tmp_path):
+    """The `[kiosk]` settings come from `kiosk/config.py`; the tables are registered by the service (explicitly)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom sqlmodel import SQLModel\nimport revisit.central.config\n"
+        "assert 'revisit.central.kiosk.models' not in sys.modules, 'kiosk models imported'\n"
+        "assert 'event' not in SQLModel.metadata.tables, 'kiosk tables registered'\n"
+        "import revisit.central.service\n"
+        "assert {'event', 'event_photo', 'event_guest_order'} <= set(SQLModel.metadata.tables)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -13,8 +13,8 @@ from sqlalchemy import inspect, text
 from sqlmodel import select
 
 from revisit.central.config import CentralConfig
-from revisit.central.queries import sites_overview
-from revisit.central.store import Site, Store, StoreError, Visitor, day_bounds, ensure_site, local_day, loyal_customers
+from revisit.central.queries import loyal_customers, sites_overview
+from revisit.central.store import Site, Store, StoreError, Visitor, day_bounds, ensure_site, local_day
 from tests.central.conftest import make_obs, near, people
 
 UTC = _timezone.utc  # datetime.UTC is Python 3.11+
@@ -108,8 +108,9 @@ def test_two_time_zones_and_one_visit_per_head_office_day(db_url, make_clusterer
         assert all_7.rows[0].arrived_today == datetime(2026, 5, 7, 3, 0, tzinfo=BERLIN)  # the NY visit came first
         assert all_7.rows[0].site in {"nyc", "berlin"}
         # a user's allowed sites restrict the scope
-        only_berlin = loyal_customers(s, min_visits=1, as_of=date(2026, 5, 7), timezone="Europe/Berlin",
-                                      sites=["berlin"])  # fmt: skip
+        only_berlin = loyal_customers(
+            s, min_visits=1, as_of=date(2026, 5, 7), timezone="Europe/Berlin", sites=["berlin"]
+        )
         assert only_berlin.total == 0
         assert loyal_customers(s, min_visits=1, as_of=date(2026, 5, 7), site="nyc", sites=["berlin"]).total == 0
 
@@ -160,8 +161,9 @@ def test_unknown_zones_are_clear_errors():
         CentralConfig.model_validate({"sites": {"store-1": {"timezone": "UTC", "bad": 1}}})
     with pytest.raises(StoreError, match="unknown time zone"):
         local_day(datetime(2026, 1, 1, tzinfo=UTC), "Nowhere/Else")
-    cfg = CentralConfig.model_validate({"loyal": {"timezone": "Europe/Berlin"},
-                                        "sites": {"nyc": {"timezone": "America/New_York"}}})  # fmt: skip
+    cfg = CentralConfig.model_validate(
+        {"loyal": {"timezone": "Europe/Berlin"}, "sites": {"nyc": {"timezone": "America/New_York"}}}
+    )
     assert cfg.sites["nyc"].timezone == "America/New_York"
 
 
@@ -172,8 +174,12 @@ def test_an_old_database_gains_the_new_columns_without_losing_rows(tmp_path):
     with store.engine.begin() as conn:  # the schema before site zones and unassigned sightings
         conn.execute(text("ALTER TABLE site DROP COLUMN timezone"))
         conn.execute(text("ALTER TABLE visitor DROP COLUMN unassigned"))
-        conn.execute(text("INSERT INTO site (id, name, created_at) VALUES ('0123456789abcdef0123456789abcdef', "
-                          "'old-site', '2026-01-01 00:00:00')"))  # fmt: skip
+        conn.execute(
+            text(
+                "INSERT INTO site (id, name, created_at) VALUES ('0123456789abcdef0123456789abcdef', "
+                "'old-site', '2026-01-01 00:00:00')"
+            )
+        )
     store.dispose()
     store = Store(url)
     store.create_all()

@@ -40,8 +40,15 @@ def observations(n: int, seed: int = 0, ts: float | None = None) -> list:
 
 
 def edge(port: int, state: Path, **broker) -> Publisher:
-    config = BrokerConfig(host="127.0.0.1", port=port, reconnect_max_s=1, heartbeat_s=1, confirm_timeout_s=2,
-                          confirm_backoff_max_s=4, **broker)  # fmt: skip
+    config = BrokerConfig(
+        host="127.0.0.1",
+        port=port,
+        reconnect_max_s=1,
+        heartbeat_s=1,
+        confirm_timeout_s=2,
+        confirm_backoff_max_s=4,
+        **broker,
+    )
     pub = Publisher(config, "s1", "d1", Spool(state / "spool.sqlite", 200_000_000))
     pub.start()
     return pub
@@ -54,20 +61,29 @@ class Central:
         self.data = tmp / "central"
         self.web_port = free_port()
         self.config = tmp / "central.toml"
-        broker = (f'[broker]\nhost = "127.0.0.1"\nport = {broker_port}\nkeepalive_s = 5\n' if broker_port
-                  else f"[embedded_broker]\nport = {embedded_port}\n")  # fmt: skip
+        broker = (
+            f'[broker]\nhost = "127.0.0.1"\nport = {broker_port}\nkeepalive_s = 5\n'
+            if broker_port
+            else f"[embedded_broker]\nport = {embedded_port}\n"
+        )
         extra = "".join(f"{k} = {v}\n" for k, v in ingest.items())
-        self.config.write_text(f'data_dir = "{self.data}"\n{broker}[web]\nport = {self.web_port}\n'
-                               f'[ingest]\n{extra}[ingest.recognizers]\n"{REC}" = {DIM}\n')  # fmt: skip
+        self.config.write_text(
+            f'data_dir = "{self.data}"\n{broker}[web]\nport = {self.web_port}\n'
+            f'[ingest]\n{extra}[ingest.recognizers]\n"{REC}" = {DIM}\n'
+        )
         self.log = tmp / "central.log"
         self.proc: subprocess.Popen | None = None
         self.store = Store(f"sqlite:///{self.data / 'revisit.db'}")
 
     def start(self) -> Central:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "revisit.cli", "central", "run", "--config",
-                                      str(self.config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                     cwd=REPO)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "revisit.cli", "central", "run", "--config", str(self.config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+        )
         proc, log = self.proc, self.log
 
         def copy() -> None:
@@ -148,8 +164,12 @@ def test_kill9_central_mid_burst_loses_and_duplicates_nothing(tmp_path, broker_k
             mosq.stop()
             mosq.start()
         central.start()
-        wait_for(lambda: pub.spool.stats.depth == 0, timeout=180, interval=0.2,
-                 what=f"every observation confirmed (at kill {at_kill} stored); {central.log}")  # fmt: skip
+        wait_for(
+            lambda: pub.spool.stats.depth == 0,
+            timeout=180,
+            interval=0.2,
+            what=f"every observation confirmed (at kill {at_kill} stored); {central.log}",
+        )
         ids = central.stored_ids()
         assert len(ids) == len(set(ids)) == 500  # the column is unique too
         assert set(ids) == {o.observation_id for o in sent}
@@ -201,8 +221,12 @@ def test_store_outage_keeps_the_session_and_loses_nothing(tmp_path, broker_kind)
         during = observations(300, seed=2)
         for obs in during:
             pub.publish(obs)
-        status, health = wait_for(lambda: (lambda h: h if h[0] == 503 else None)(central.health()), timeout=60,
-                                  interval=0.3, what="/healthz 503 while storing fails")  # fmt: skip
+        status, health = wait_for(
+            lambda: (lambda h: h if h[0] == 503 else None)(central.health()),
+            timeout=60,
+            interval=0.3,
+            what="/healthz 503 while storing fails",
+        )
         assert health["ingest"]["store_ok"] is False and health["ingest"]["store_errors"] > 0
         assert health["ingest"]["backlog"] > 0 and health["ingest"]["oldest_unstored_s"] > 0
         time.sleep(12)  # > 1.5 x keepalive: a blocked network thread would have been dropped by the broker
@@ -227,8 +251,11 @@ def test_store_outage_keeps_the_session_and_loses_nothing(tmp_path, broker_kind)
 
 
 def _service(tmp: Path, port: int, **kw) -> CentralService:
-    data = {"data_dir": str(tmp), "broker": {"host": "127.0.0.1", "port": port},
-            "ingest": {"recognizers": {REC: DIM}} | kw.pop("ingest", {})} | kw  # fmt: skip
+    data = {
+        "data_dir": str(tmp),
+        "broker": {"host": "127.0.0.1", "port": port},
+        "ingest": {"recognizers": {REC: DIM}} | kw.pop("ingest", {}),
+    } | kw
     return CentralService(CentralConfig.model_validate(data))
 
 
@@ -270,9 +297,14 @@ def test_two_instances_on_one_broker_never_fight(tmp_path, mosquitto, postgres_u
                 pub.publish(obs)
             assert pub.wait_confirmed(120)
             # each worker sees every message (resends after the 2 s confirm timeout count again)
-            wait_for(lambda: a.counters.get("stored") + a.counters.get("duplicate") >= 100
-                     and b.counters.get("stored") + b.counters.get("duplicate") >= 100, timeout=60,
-                     what="both workers done")  # fmt: skip
+            wait_for(
+                lambda: (
+                    a.counters.get("stored") + a.counters.get("duplicate") >= 100
+                    and b.counters.get("stored") + b.counters.get("duplicate") >= 100
+                ),
+                timeout=60,
+                what="both workers done",
+            )
         finally:
             pub.stop(drain_s=0)
         assert a.mqtt.disconnects == 0 and b.mqtt.disconnects == 0
@@ -320,8 +352,17 @@ class PrivatePostgres:
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
-        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-o", opts,
-                          "-l", str(self.dir / "log"), "-w", "start")  # fmt: skip
+        self._as_postgres(
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.dir / "data"),
+            "-o",
+            opts,
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "start",
+        )
 
     def stop(self) -> None:
         self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
@@ -341,8 +382,12 @@ def test_postgresql_outage_keeps_the_session_and_loses_nothing(tmp_path, mosquit
     pg = PrivatePostgres()
     pg.start()
     try:
-        service = _service(tmp_path / "c", mosquitto.port, database_url=pg.url, broker={
-            "host": "127.0.0.1", "port": mosquitto.port, "keepalive_s": 5})  # fmt: skip
+        service = _service(
+            tmp_path / "c",
+            mosquitto.port,
+            database_url=pg.url,
+            broker={"host": "127.0.0.1", "port": mosquitto.port, "keepalive_s": 5},
+        )
         with service:
             assert service.mqtt.subscribed.wait(10)
             pub = edge(mosquitto.port, tmp_path / "edge")

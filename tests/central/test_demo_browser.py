@@ -91,8 +91,11 @@ def test_the_demo_in_chromium(browser_page, demo_server, engine, tmp_path):  # n
     # in bulk from the visitors grid: two more marked as staff, then made customers again
     page.goto(f"{base}/visitors?sort=-visits")
     tiles = page.locator(".tile[data-visitor]")
-    chosen = [tiles.nth(i).get_attribute("data-visitor") for i in range(3) if tiles.nth(i).get_attribute(
-        "data-visitor") != target][:2]  # fmt: skip
+    chosen = [
+        tiles.nth(i).get_attribute("data-visitor")
+        for i in range(3)
+        if tiles.nth(i).get_attribute("data-visitor") != target
+    ][:2]
     for vid in chosen:
         page.check(f'.tile[data-visitor="{vid}"] input[type=checkbox]')
     page.click("#mark-staff")
@@ -126,8 +129,10 @@ def test_the_demo_in_chromium(browser_page, demo_server, engine, tmp_path):  # n
     for v in visits:
         per_day.setdefault(v.start.date().isoformat(), set()).add(v.visitor_id)
     table = page.locator("#daily tbody tr")
-    shown = {table.nth(i).get_attribute("data-day"): table.nth(i).locator("td").nth(1).text_content()
-             for i in range(table.count())}  # fmt: skip
+    shown = {
+        table.nth(i).get_attribute("data-day"): table.nth(i).locator("td").nth(1).text_content()
+        for i in range(table.count())
+    }
     assert {d: int(n) for d, n in shown.items() if n != "0"} == {d: len(w) for d, w in per_day.items()}
 
     # the analytics CSV and the visits CSV match the page
@@ -142,7 +147,7 @@ def test_the_demo_in_chromium(browser_page, demo_server, engine, tmp_path):  # n
     assert len(customers) == len(visits) and any(r[3] == "staff" for r in visit_rows[1:])
 
     # the demo event is live (its code opens it on the kiosk) and its photos' faces are indexed
-    from revisit.central.events import Events
+    from revisit.central.kiosk.events import Events
 
     events = Events.for_service(service)
     event = events.by_code(seed.event_code)
@@ -152,7 +157,7 @@ def test_the_demo_in_chromium(browser_page, demo_server, engine, tmp_path):  # n
 
     # a restart on a later day adds today's visit of each regular, once
     from revisit.central.demo_data import top_up_today
-    from revisit.central.store import loyal_customers
+    from revisit.central.queries import loyal_customers
 
     later = utcnow() + timedelta(days=1)
     facedata = Path(seed.sample_selfies[0]).parents[2]

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import msgpack
@@ -19,7 +20,7 @@ from sqlmodel import func, select
 from revisit.central.config import CentralConfig
 from revisit.central.ingest import Ingestor
 from revisit.central.service import CentralService
-from revisit.central.store import Device, Sighting, Store, Visit, Visitor
+from revisit.central.store import Device, Sighting, Site, Store, Visit, Visitor
 from revisit.shared.dataset import by_identity, load_labels
 from revisit.shared.schema import MAX_CROP_BYTES, DeviceStatus, encode, faces_topic, status_topic
 from tests.central.conftest import DIM, REC, make_obs, near, people, publisher, wait_for
@@ -66,8 +67,14 @@ def photo_observations(request):
             crop = image[y1:y2, x1:x2]
             import cv2
 
-            obs = make_obs(face.embedding, ts, track=10 * k + j, quality=face.quality.score,
-                           recognizer=engine.recognizer_id, crop=bytes(cv2.imencode(".jpg", crop)[1]))  # fmt: skip
+            obs = make_obs(
+                face.embedding,
+                ts,
+                track=10 * k + j,
+                quality=face.quality.score,
+                recognizer=engine.recognizer_id,
+                crop=bytes(cv2.imencode(".jpg", crop)[1]),
+            )
             out.append((name, obs))
     del models_dir
     return out
@@ -80,25 +87,36 @@ def _run_photo_flow(service: CentralService, port: int, photo_observations) -> N
             pub.publish(faces_topic(obs.site, obs.device), encode(obs), qos=1).wait_for_publish(10)
         first = photo_observations[0][1]
         pub.publish(faces_topic(first.site, first.device), encode(first), qos=1).wait_for_publish(10)  # redelivery
-        status = DeviceStatus(site="s1", device="d1", state="online", ts=1_800_000_000.0, version="1.2",
-                              stats={"fps": 4.5})  # fmt: skip
+        status = DeviceStatus(
+            site="s1", device="d1", state="online", ts=1_800_000_000.0, version="1.2", stats={"fps": 4.5}
+        )
         pub.publish(status_topic("s1", "d1"), encode(status), qos=1, retain=True).wait_for_publish(10)
     finally:
         pub.loop_stop()
         pub.disconnect()
     n = len(photo_observations)
-    wait_for(lambda: service.counters.get("stored") == n and service.counters.get("duplicate") == 1
-             and service.counters.get("status") >= 1, what="all photos stored")  # fmt: skip
+    wait_for(
+        lambda: (
+            service.counters.get("stored") == n
+            and service.counters.get("duplicate") == 1
+            and service.counters.get("status") >= 1
+        ),
+        what="all photos stored",
+    )
     store = service.store
     assert count(store, Sighting) == n
     with store.session() as s:
         visitors = list(s.exec(select(Visitor)))
         assert len(visitors) == 3 and all(v.sighting_count == 3 and v.visit_count == 3 for v in visitors)
         by_visitor: dict = {}
-        for (name, obs), sighting in zip(photo_observations, [
-            s.exec(select(Sighting).where(Sighting.observation_id == uuid.UUID(o.observation_id))).one()
-            for _, o in photo_observations
-        ], strict=True):  # fmt: skip
+        for (name, obs), sighting in zip(
+            photo_observations,
+            [
+                s.exec(select(Sighting).where(Sighting.observation_id == uuid.UUID(o.observation_id))).one()
+                for _, o in photo_observations
+            ],
+            strict=True,
+        ):
             by_visitor.setdefault(sighting.visitor_id, set()).add(name)
             assert service.crops.path(sighting.crop_path).read_bytes() == obs.crop_jpeg
         assert all(len(names) == 1 for names in by_visitor.values())
@@ -167,14 +185,35 @@ def test_malformed_payloads_are_counted_and_never_crash(tmp_path, make_clusterer
     ingestor = Ingestor(c, c.store, {REC: DIM}, retry_delays=())
     rng = np.random.default_rng(0)
     reasons = set()
+    per_topic: Counter[str] = Counter()
     for i in range(240):
         topic, payload = _malformed(rng, i)
         outcome = ingestor.handle(topic, payload)
         assert outcome.kind == "rejected" and outcome.ack, (i, outcome)
         reasons.add(outcome.reason)
-    assert reasons >= {"not_msgpack", "not_a_map", "invalid", "bad_embedding", "bad_dimension", "too_large",
-                       "bad_crop", "unknown_recognizer", "topic_mismatch", "bad_topic", "bad_version"}  # fmt: skip
+        per_topic[topic] += 1
+    assert reasons >= {
+        "not_msgpack",
+        "not_a_map",
+        "invalid",
+        "bad_embedding",
+        "bad_dimension",
+        "too_large",
+        "bad_crop",
+        "unknown_recognizer",
+        "topic_mismatch",
+        "bad_topic",
+        "bad_version",
+    }
     assert sum(ingestor.counters.rejected().values()) == 240 and count(c.store, Sighting) == 0
+    # Each device (of the topic it came on) counts what was rejected from it; a topic naming none counts nowhere.
+    expected = {
+        ("s1", "d1"): per_topic[faces_topic("s1", "d1")] + per_topic[status_topic("s1", "d1")],
+        ("other-site", "d1"): per_topic[faces_topic("other-site", "d1")],
+    }
+    with c.store.session() as s:
+        got = {(site.name, dev.name): dev.rejected for dev, site in s.exec(select(Device, Site).join(Site))}
+    assert got == expected and 0 < sum(expected.values()) < 240
     assert ingestor.handle(faces_topic("s1", "d1"), encode(make_obs(people(1)[0]))).kind == "stored"
 
 
@@ -204,8 +243,13 @@ def test_ten_thousand_malformed_payloads_through_mosquitto(tmp_path, mosquitto):
 
 def _start_central(config_path: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "revisit.cli", "central", "run", "--config", str(config_path)],
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, cwd=REPO)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "revisit.cli", "central", "run", "--config", str(config_path)],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=REPO,
+    )
 
 
 @pytest.mark.slow
@@ -234,8 +278,9 @@ def test_sigkill_mid_ingest_loses_nothing(tmp_path, mosquitto):
         wait_for(subscribed, timeout=60, interval=0.3, what=f"central to subscribe; log: {log}")
         faces = people(40, seed=5)
         total = 240
-        observations = [make_obs(near(faces[i % 40], seed=i), ts=1_800_000_000.0 + 97 * i, track=i)
-                        for i in range(total)]  # fmt: skip
+        observations = [
+            make_obs(near(faces[i % 40], seed=i), ts=1_800_000_000.0 + 97 * i, track=i) for i in range(total)
+        ]
         for obs in observations:
             info = pub.publish(faces_topic("s1", "d1"), encode(obs), qos=1)
         info.wait_for_publish(30)
@@ -245,8 +290,9 @@ def test_sigkill_mid_ingest_loses_nothing(tmp_path, mosquitto):
         stored_at_kill = count(store, Sighting)
         assert stored_at_kill < total, "too fast to kill mid-ingest"
         # more arrive while it is down: the broker queues them for the persistent session
-        extra = [make_obs(near(faces[i % 40], seed=1000 + i), ts=1_900_000_000.0 + 97 * i, track=1000 + i)
-                 for i in range(30)]  # fmt: skip
+        extra = [
+            make_obs(near(faces[i % 40], seed=1000 + i), ts=1_900_000_000.0 + 97 * i, track=1000 + i) for i in range(30)
+        ]
         for obs in extra:
             info = pub.publish(faces_topic("s1", "d1"), encode(obs), qos=1)
         info.wait_for_publish(30)
@@ -336,7 +382,8 @@ def test_clock_skew_is_counted_and_stamped_and_backfill_is_not(make_clusterer):
         rows = {str(r.observation_id): r for r in s.exec(select(Sighting))}
         stamped = rows[old.observation_id]
         assert abs(stamped.last_ts.timestamp() - now) < 30 and stamped.last_ts - stamped.first_ts <= (
-            __import__("datetime").timedelta(seconds=4))  # fmt: skip
+            __import__("datetime").timedelta(seconds=4)
+        )
         assert flags[str(stamped.id)].kind == "clock_skew" and flags[str(stamped.id)].device_ts == old.best_ts
         assert str(rows[fine.observation_id].id) not in flags
     back = make_obs(near(person, seed=4), ts=1_000_000_000.0)
@@ -358,8 +405,12 @@ def test_ingest_batch_assigns_like_one_by_one(make_clusterer):
     assert [a.created for a in singles] == [a.created for a in together[:25] + together[26:]]
     assert together[25].duplicate and together[25].visitor_id == together[3].visitor_id
     assert count(batch.store, Visitor) == count(one.store, Visitor) == 5
-    groups = lambda results: sorted(sorted(i for i, a in enumerate(results) if a.visitor_id == v)  # noqa: E731
-                                    for v in {a.visitor_id for a in results})  # fmt: skip
+
+    def groups(results):
+        return sorted(
+            sorted(i for i, a in enumerate(results) if a.visitor_id == v) for v in {a.visitor_id for a in results}
+        )
+
     assert groups(singles) == groups(together[:25] + together[26:])
     assert batch.vectors.count(REC, "sightings") == 40 and batch.vectors.count(REC) == 5
 

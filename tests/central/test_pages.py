@@ -10,7 +10,8 @@ from datetime import timezone as _timezone
 import pytest
 from sqlmodel import select
 
-from revisit.central import pages
+from revisit.central import pages, queries
+from revisit.central.clustering.base import sighting_vector
 from revisit.central.store import AuditLog, Sighting, Site, Visitor
 from tests.central.webapp import login, seeded_app
 
@@ -102,6 +103,17 @@ def test_loyal_sorting_and_paging(seeded, monkeypatch):
     assert "Page 1 of 2" in first and "page=2" in first and "Page 2 of 2" in second
     assert client.get("/loyal?min_visits=0").status_code == 422
     assert client.get("/loyal?sort=nonsense").status_code == 422
+
+
+@pytest.mark.parametrize(("path", "table"), [("/loyal", queries.LOYAL_SORTS), ("/visitors", queries.VISITOR_SORTS)])
+def test_sort_menus_offer_every_order_of_the_read_model(seeded, path, table):
+    client, _, _ = seeded
+    menu = _section(client.get(path).text, '<select name="sort">', "</select>")
+    assert re.findall(r'<option value="([^"]+)"[^>]*>([^<]+)</option>', menu) == [
+        (key, option.label) for key, option in table.items()
+    ]
+    for key in table:
+        assert client.get(f"{path}?sort={key}").status_code == 200
 
 
 # --- visitors ----------------------------------------------------------------------------------------------
@@ -232,9 +244,7 @@ def test_erase_needs_confirmation_and_removes_everything(fresh):
 
 
 def _unit(row: Sighting):
-    import numpy as np
-
-    return np.frombuffer(row.embedding, dtype="<f4")
+    return sighting_vector(row.embedding)
 
 
 # --- live, sites, crops --------------------------------------------------------------------------------------

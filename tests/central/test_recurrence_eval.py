@@ -43,8 +43,11 @@ def test_scenario_rules():
     visits = Counter(v.identity for v in sc.visits)
     assert all(visits[name] == min(n, 28) for name, n in counts.items())  # one photo per visit
     for identity in visits:  # regulars come on distinct days (of their visits' own zones)
-        days = [datetime.fromtimestamp(v.start_ts, ZoneInfo(sc.sites[v.site])).date()
-                for v in sc.visits if v.identity == identity]  # fmt: skip
+        days = [
+            datetime.fromtimestamp(v.start_ts, ZoneInfo(sc.sites[v.site])).date()
+            for v in sc.visits
+            if v.identity == identity
+        ]
         assert len(days) == len(set(days))
     photos_per_visit = defaultdict(set)
     by_visit = defaultdict(list)
@@ -89,8 +92,18 @@ def test_eval_recurrence_does_not_regress(capsys, models_dir, facedata, tmp_path
     argv += ["--models", str(models_dir), "--cache", str(tmp_path / "cache")]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    for key in ("degrade", "identities", "regulars", "visits", "observations_planned", "threshold",
-                "found_min_quality", "low_quality_threshold", "mean_shots", "loyal_lists"):  # fmt: skip
+    for key in (
+        "degrade",
+        "identities",
+        "regulars",
+        "visits",
+        "observations_planned",
+        "threshold",
+        "found_min_quality",
+        "low_quality_threshold",
+        "mean_shots",
+        "loyal_lists",
+    ):
         assert result[key] == baseline[key], key
     assert abs(result["observations"] - baseline["observations"]) <= 2
     assert result["loyal_precision"] >= baseline["loyal_precision"] - TOLERANCE

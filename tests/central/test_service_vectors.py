@@ -45,7 +45,7 @@ def assert_index_matches_database(service: CentralService) -> None:
     assert service.vectors.count(REC, "sightings") == sightings
     assert service.vectors.count(REC) == len(visitors)
     for vid, proto_sum in visitors:
-        direction = Prototype(np.frombuffer(proto_sum, dtype=np.float64)).vector
+        direction = Prototype.from_bytes(proto_sum).vector
         best, score = service.vectors.search_prototypes(REC, direction, 1)[0]
         assert best == vid and score > 0.99
 
@@ -74,8 +74,14 @@ CHILD = textwrap.dedent(
 def test_kill_9_during_ingest_loses_nothing_committed(tmp_path):
     data = tmp_path / "central"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            cwd=REPO, env=env, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(data)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        env=env,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         done = 0
@@ -110,9 +116,12 @@ def _old_data_dir(data: Path) -> list:
     old = CentralService(config(data, vectors={"engine": "qdrant"})).open()
     faces = people(12, seed=3)
     try:
-        results = [old.clusterer.ingest(make_obs(near(faces[i % 12], i), ts=1_800_000_000.0 + 60 * i, track=i,
-                                                 site=f"s{i % 2}"))
-                   for i in range(36)]  # fmt: skip
+        results = [
+            old.clusterer.ingest(
+                make_obs(near(faces[i % 12], i), ts=1_800_000_000.0 + 60 * i, track=i, site=f"s{i % 2}")
+            )
+            for i in range(36)
+        ]
     finally:
         old.stop()
     assert (data / "qdrant" / "collection").is_dir() and not (data / "vectors").exists()

@@ -209,6 +209,7 @@ def test_the_login_form_still_needs_its_csrf_token_after_a_replayed_dead_session
     r = replay.post("/login", data={"username": USER, "password": PASSWORD, "csrf_token": token})
     assert r.status_code == 403  # the dead session's CSRF token went with it
     fresh = csrf_from(replay.get("/login").text)
-    r = replay.post("/login", data={"username": USER, "password": PASSWORD, "csrf_token": fresh},
-                    follow_redirects=False)  # fmt: skip
+    r = replay.post(
+        "/login", data={"username": USER, "password": PASSWORD, "csrf_token": fresh}, follow_redirects=False
+    )
     assert r.status_code == 303

@@ -1,4 +1,4 @@
-"""The store on SQLite and PostgreSQL: tables, time zones, uniqueness, crops, and the queries pages use."""
+"""The store on SQLite and PostgreSQL: tables, time zones, uniqueness, crops (its queries: test_queries.py)."""
 
 from __future__ import annotations
 
@@ -14,19 +14,13 @@ from revisit.central.store import (
     CropStore,
     Device,
     Sighting,
-    Site,
     Store,
     StoreError,
     Visitor,
     day_bounds,
-    devices_overview,
     ensure_camera,
     ensure_device,
     ensure_site,
-    latest_sightings,
-    loyal_customers,
-    visit_frequency,
-    visitor_detail,
 )
 from tests.central.conftest import make_obs, near, people
 
@@ -70,8 +64,9 @@ def test_indexes_added_to_an_existing_database(db_url):
     assert "ix_sighting_camera_last" in {i["name"] for i in inspect(store.engine).get_indexes("sighting")}
     store.create_all()  # idempotent
     if db_url.startswith("sqlite"):
-        stmt = select(Sighting).where(Sighting.camera_id == uuid.uuid4(), Sighting.first_ts <= NOW,
-                                      Sighting.last_ts >= NOW)  # fmt: skip
+        stmt = select(Sighting).where(
+            Sighting.camera_id == uuid.uuid4(), Sighting.first_ts <= NOW, Sighting.last_ts >= NOW
+        )
         sql = str(stmt.compile(store.engine, compile_kwargs={"literal_binds": False}))
         with store.engine.connect() as conn:
             plan = " ".join(str(r) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, ("x", "y", "z")))
@@ -95,8 +90,10 @@ def test_clusterer_workflow_on_this_database(db_url, make_clusterer):
     c = make_clusterer(db_url)
     p = people(2)
     a = [c.ingest(make_obs(near(p[0], seed=i), ts=1_800_000_000 + 86400 * i)) for i in range(3)]
-    b = [c.ingest(make_obs(near(p[1], seed=9 + i), ts=1_800_000_000 + 86400 * i + 99, co=(1,), track=2))
-         for i in range(2)]  # fmt: skip
+    b = [
+        c.ingest(make_obs(near(p[1], seed=9 + i), ts=1_800_000_000 + 86400 * i + 99, co=(1,), track=2))
+        for i in range(2)
+    ]
     assert len({x.visitor_id for x in a}) == 1 and len({x.visitor_id for x in b}) == 1
     merged = c.merge(a[0].visitor_id, b[0].visitor_id)
     assert merged.sighting_count == 5 and merged.visit_count == 3
@@ -127,66 +124,25 @@ def test_bad_database_url_is_a_clear_error():
 @pytest.mark.parametrize(
     ("now", "zone", "start", "end"),
     [
-        (datetime(2026, 3, 20, 15, 0, tzinfo=UTC), "UTC", datetime(2026, 3, 20, tzinfo=UTC),
-         datetime(2026, 3, 21, tzinfo=UTC)),
-        (datetime(2026, 3, 20, 23, 30, tzinfo=UTC), "Europe/Berlin", datetime(2026, 3, 20, 23, tzinfo=UTC),
-         datetime(2026, 3, 21, 23, tzinfo=UTC)),  # already the 21st in Berlin
-        (datetime(2026, 3, 29, 12, 0, tzinfo=UTC), "Europe/Berlin", datetime(2026, 3, 28, 23, tzinfo=UTC),
-         datetime(2026, 3, 29, 22, tzinfo=UTC)),  # a 23-hour day (summer time starts)
+        (
+            datetime(2026, 3, 20, 15, 0, tzinfo=UTC),
+            "UTC",
+            datetime(2026, 3, 20, tzinfo=UTC),
+            datetime(2026, 3, 21, tzinfo=UTC),
+        ),
+        (
+            datetime(2026, 3, 20, 23, 30, tzinfo=UTC),
+            "Europe/Berlin",
+            datetime(2026, 3, 20, 23, tzinfo=UTC),
+            datetime(2026, 3, 21, 23, tzinfo=UTC),
+        ),  # already the 21st in Berlin
+        (
+            datetime(2026, 3, 29, 12, 0, tzinfo=UTC),
+            "Europe/Berlin",
+            datetime(2026, 3, 28, 23, tzinfo=UTC),
+            datetime(2026, 3, 29, 22, tzinfo=UTC),
+        ),  # a 23-hour day (summer time starts)
     ],
-)  # fmt: skip
+)
 def test_day_bounds(now, zone, start, end):
     assert day_bounds(now, zone) == (start, end)
-
-
-def _visit(c, face, when: datetime, seed: int, site: str = "s1"):
-    return c.ingest(make_obs(near(face, seed=seed), ts=when.timestamp(), site=site, quality=0.5 + seed % 5 / 10))
-
-
-def test_loyal_customers_and_visitor_queries(db_url, make_clusterer):
-    c = make_clusterer(db_url)
-    regular, newcomer, lapsed, weekly = people(4)
-    day = timedelta(days=1)
-    for i, d in enumerate((1, 2, 4, 8)):  # 4 visits before today, and today twice (one visit)
-        _visit(c, regular, NOW - d * day, seed=i)
-    first = _visit(c, regular, NOW - timedelta(hours=3), seed=10, site="s2")
-    _visit(c, regular, NOW - timedelta(hours=2, minutes=50), seed=11, site="s2")
-    _visit(c, newcomer, NOW - timedelta(hours=1), seed=20)  # first time today
-    for i, d in enumerate((40, 45, 50)):  # visits outside the 30-day window, and today
-        _visit(c, lapsed, NOW - d * day, seed=30 + i)
-    _visit(c, lapsed, NOW - timedelta(hours=4), seed=39)
-    for i, d in enumerate((1, 3, 6)):  # three visits before today, not today
-        _visit(c, weekly, NOW - d * day, seed=40 + i)
-
-    with c.store.session() as s:
-        page = loyal_customers(s, min_visits=3, window_days=30, now=NOW)
-        assert page.total == 1 and len(page.rows) == 1
-        row = page.rows[0]
-        assert row.visitor.id == first.visitor_id and row.visits_before == 4 and row.visits_7d == 4
-        assert row.visits_window == 5 and row.site == "s2" and row.arrived_today == NOW - timedelta(hours=3)
-        assert row.reference is not None and row.today is not None and row.today.visitor_id == first.visitor_id
-        assert loyal_customers(s, min_visits=5, window_days=30, now=NOW).total == 0
-        assert loyal_customers(s, min_visits=3, window_days=30, now=NOW, site="s1").total == 0  # today at s2
-        assert loyal_customers(s, min_visits=3, window_days=60, now=NOW).total == 2
-        assert loyal_customers(s, min_visits=1, window_days=60, now=NOW, sort="arrival").rows[0].visitor.id != (
-            first.visitor_id
-        )  # the lapsed one arrived earlier today
-        assert loyal_customers(s, min_visits=1, window_days=60, now=NOW, offset=1, limit=1).total == 2
-        assert loyal_customers(s, min_visits=1, now=NOW, site="nowhere").total == 0
-
-        detail = visitor_detail(s, first.visitor_id, limit=2)
-        assert detail.visitor.visit_count == 5 and detail.sighting_total == 6 and len(detail.sightings) == 2
-        assert detail.sightings[0].best_ts > detail.sightings[1].best_ts
-        assert set(detail.sites.values()) == {"s1", "s2"} and set(detail.cameras.values()) == {"c1"}
-        assert detail.reference.quality == max(x.quality for x in s.exec(
-            select(Sighting).where(Sighting.visitor_id == first.visitor_id)))  # fmt: skip
-        assert visitor_detail(s, uuid.uuid4()) is None
-
-        freq = visit_frequency(s, first.visitor_id, days=7, now=NOW)
-        assert len(freq) == 7 and freq[-1] == (NOW.date(), 1) and sum(n for _, n in freq) == 4
-
-        assert len(latest_sightings(s, limit=3)) == 3
-        overview = devices_overview(s)
-        assert [(site.name, dev.name, [cam.name for cam in cams]) for site, dev, cams in overview] == [
-            ("s1", "d1", ["c1"]), ("s2", "d1", ["c1"])]  # fmt: skip
-        assert {x.name for x in s.exec(select(Site))} == {"s1", "s2"}

@@ -16,7 +16,7 @@ from revisit.edge.spool import Spool
 from revisit.shared.schema import DeviceStatus, decode, faces_topic, status_topic
 from tests.deploy.broker import Client, SecureBroker
 from tests.deploy.conftest import PKI
-from tests.edge.conftest_transport import fake_observation
+from tests.edge.conftest_transport import fake_observation, wait_drained
 
 QUIET_S = 1.5  # how long "nothing arrives" is watched, after a control message that did arrive
 
@@ -45,7 +45,7 @@ def test_enrolled_device_publishes_through_the_edge_publisher_and_central_receiv
         sent = [fake_observation(i, site="s1", device="d1") for i in range(5)]
         for obs in sent:
             pub.publish(obs)
-        assert pub.wait_drained(10), f"not acknowledged: {secure_broker.log.read_text()[-1500:]}"
+        assert wait_drained(pub, 10), f"not acknowledged: {secure_broker.log.read_text()[-1500:]}"
         assert sub.wait_for(lambda msgs: len(msgs) >= 5, 10)
         assert {m.topic for m in sub.messages} == {faces_topic("s1", "d1")}
         got = [decode(m.payload) for m in sub.messages]

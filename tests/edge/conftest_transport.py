@@ -14,12 +14,24 @@ import cv2
 import numpy as np
 import pytest
 
+from revisit.edge.publish import Publisher
 from revisit.shared.schema import Observation
 from tests.mosquitto import MOSQUITTO, Mosquitto, Subscriber
 
-__all__ = ["fake_observation", "mosquitto", "mqtt_subscriber"]
+__all__ = ["fake_observation", "mosquitto", "mqtt_subscriber", "wait_drained"]
 
 _CROP = cv2.imencode(".jpg", np.full((64, 64, 3), 128, np.uint8))[1].tobytes()
+
+
+def wait_drained(pub: Publisher, timeout: float) -> bool:
+    """Wait until everything is handed over and PUBACKed ("broker": the spool is empty; "stored": only rows
+    waiting for central's confirmation are left); False on timeout. (`Publisher.wait_confirmed` waits for all.)"""
+    deadline = time.monotonic() + timeout
+    while pub.spool.stats.depth > pub.stats.unconfirmed or pub.stats.inflight > 0:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def fake_observation(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 
@@ -17,7 +16,6 @@ from revisit.edge.capture import (
     LatestFrame,
     Sampler,
     StreamClock,
-    backoff_delay,
     ensure_ffmpeg_tcp,
     iter_file_frames,
     source_kind,
@@ -57,25 +55,6 @@ def test_sampler_takes_the_first_frame_of_each_slot():
     assert taken == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
     with pytest.raises(ValueError):
         Sampler(0)
-
-
-BACKOFF = [
-    # attempt, base, cap, ceiling of the delay
-    (0, 0.5, 60, 0.5),
-    (1, 0.5, 60, 1.0),
-    (4, 0.5, 60, 8.0),
-    (7, 0.5, 60, 60.0),
-    (500, 0.5, 60, 60.0),
-    (3, 1.0, 5, 5.0),
-]
-
-
-@pytest.mark.parametrize("attempt,base,cap,ceiling", BACKOFF)
-def test_backoff_is_full_jitter_under_a_cap(attempt, base, cap, ceiling):
-    rng = random.Random(attempt)
-    delays = [backoff_delay(attempt, base, cap, rng) for _ in range(400)]
-    assert min(delays) >= 0 and max(delays) <= ceiling
-    assert max(delays) > 0.8 * ceiling and min(delays) < 0.2 * ceiling  # spread over the whole range
 
 
 def test_stream_clock_falls_back_when_positions_do_not_move():

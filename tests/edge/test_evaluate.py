@@ -9,9 +9,21 @@ import pytest
 from revisit.cli import main
 
 KEYS = {
-    "frames_read", "frames_analyzed", "motion_skipped", "detector_calls", "faces_detected", "tracks", "embed_calls",
-    "embeddings_per_track", "identities", "cpu_s", "wall_s", "video", "naive", "fps",
-}  # fmt: skip
+    "frames_read",
+    "frames_analyzed",
+    "motion_skipped",
+    "detector_calls",
+    "faces_detected",
+    "tracks",
+    "embed_calls",
+    "embeddings_per_track",
+    "identities",
+    "cpu_s",
+    "wall_s",
+    "video",
+    "naive",
+    "fps",
+}
 
 
 def eval_json(capsys, *argv: str) -> dict:

@@ -17,7 +17,7 @@ from revisit.edge.config import BrokerConfig
 from revisit.edge.publish import Publisher
 from revisit.edge.spool import Spool
 from revisit.shared.schema import DeviceStatus, decode, faces_topic, status_topic
-from tests.edge.conftest_transport import fake_observation
+from tests.edge.conftest_transport import fake_observation, wait_drained
 from tests.mosquitto import Subscriber, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ def test_publish_delivers_valid_observations(mosquitto, mqtt_subscriber, tmp_pat
     got = [decode(p) for p in sub.payloads("/faces")]
     assert [o.observation_id for o in got] == [o.observation_id for o in sent]  # in order
     assert got[0].vector().shape == (512,)
-    assert pub.wait_drained(5) and pub.spool.stats.depth == 0
+    assert wait_drained(pub, 5) and pub.spool.stats.depth == 0
     assert pub.stats.acked == 30
     assert pub.client_id == f"revisit-edge-{SITE}-{DEVICE}"
     # The retained status says online (with stats); a clean stop replaces it with offline.
@@ -95,7 +95,7 @@ def _outage(mosquitto, mqtt_subscriber, tmp_path, outage_s: float) -> None:
     assert sub.wait_for(lambda msgs: unique_ids(sub) >= set(sent), outage_s + 30), (
         f"missing {len(set(sent) - unique_ids(sub))} of {len(sent)}"
     )
-    assert pub.wait_drained(10)
+    assert wait_drained(pub, 10)
     assert pub.stats.disconnects >= 1 and pub.stats.connects >= 2
     pub.stop()
 
@@ -158,7 +158,7 @@ def test_kill9_with_spool_replays_after_restart(mosquitto, mqtt_subscriber, tmp_
     pub.start()
     assert sub.wait_for(lambda msgs: len(unique_ids(sub)) >= 25, 20)
     assert [decode(p).track_id for p in sub.payloads()] == list(range(25))  # replayed in order
-    assert pub.wait_drained(5)
+    assert wait_drained(pub, 5)
     pub.stop()
 
 
@@ -283,7 +283,7 @@ def test_mutual_tls_and_password(pki, tmp_path):
         pub = make_publisher(broker.port, tmp_path / "ok", tls=tls, username="box", password="pw-box")
         pub.start()
         pub.publish(fake_observation(1))
-        assert pub.wait_drained(10) and pub.stats.acked == 1
+        assert wait_drained(pub, 10) and pub.stats.acked == 1
         pub.stop()
         # Wrong password: refused, counted, and the observation stays spooled.
         bad = make_publisher(broker.port, tmp_path / "bad", tls=tls, username="box", password="wrong")
@@ -303,7 +303,7 @@ def test_mqtt5_session(mosquitto, mqtt_subscriber, tmp_path):
     for i in range(3):
         pub.publish(fake_observation(i))
     assert sub.wait_for(lambda msgs: len(msgs) >= 3, 10)
-    assert pub.wait_drained(5) and pub.stats.acked == 3
+    assert wait_drained(pub, 5) and pub.stats.acked == 3
     pub.stop()
 
 
@@ -329,15 +329,16 @@ def test_stored_delivery_keeps_until_confirmed_and_resends(mosquitto, mqtt_subsc
     from revisit.shared.schema import DeliveryAck, encode
 
     sub = mqtt_subscriber(faces_topic(SITE, DEVICE))
-    pub = make_publisher(mosquitto.port, tmp_path, delivery="stored", confirm_timeout_s=1, confirm_backoff_max_s=2,
-                         unconfirmed_warn_s=1)  # fmt: skip
+    pub = make_publisher(
+        mosquitto.port, tmp_path, delivery="stored", confirm_timeout_s=1, confirm_backoff_max_s=2, unconfirmed_warn_s=1
+    )
     caplog.set_level(logging.WARNING, logger="revisit.edge.publish")
     try:
         pub.start()
         sent = [fake_observation(i) for i in range(6)]
         for obs in sent:
             pub.publish(obs)
-        assert pub.wait_drained(10)  # everything PUBACKed ...
+        assert wait_drained(pub, 10)  # everything PUBACKed ...
         assert pub.spool.stats.depth == 6 and pub.stats.unconfirmed == 6  # ... and nothing deleted
         assert sub.wait_for(lambda msgs: len(msgs) >= 12, 15), "no resend of unconfirmed observations"
         assert pub.stats.resent >= 6 and pub.counters()["spool_oldest_s"] > 0

@@ -114,7 +114,7 @@ def test_one_track_one_embedding_one_observation():
     assert (obs.track_id, obs.camera, obs.site, obs.device) == (7, "door", "site", "box")
     assert obs.first_ts == 10.0 and obs.last_ts == pytest.approx(10.8) and obs.frames_seen == 5
     assert obs.best_ts == pytest.approx(10.2)  # the embedded shot (0.4 was tentative, 0.5 the first confirmed)
-    assert obs.quality.score == pytest.approx(0.5)
+    assert obs.quality.score == pytest.approx(0.5) and obs.landmarks is None  # central does not use them
     assert obs.embedding_dim == 8 and obs.recognizer_id == "test@1"
     assert cv2.imdecode(np.frombuffer(obs.crop_jpeg, np.uint8), cv2.IMREAD_COLOR) is not None
     assert h.rec.stats.as_dict() == {

@@ -48,3 +48,22 @@ def test_bad_config_is_reported(tmp_path):
         [sys.executable, "-m", "revisit.cli", "faces", "--config", str(config), "x.jpg"], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "bogus: unknown key" in proc.stderr
+
+
+def test_the_cli_logs_logfmt(tmp_path):
+    """A central command's log lines (here a rejected message) are logfmt, like the edge daemon's."""
+    import subprocess
+    import sys
+
+    from tests.shared.test_logfmt import parse
+
+    config = tmp_path / "central.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n[ingest.recognizers]\n"w600k_mbf@test" = 512\n')
+    bad = tmp_path / "bad.msgpack"
+    bad.write_bytes(b"\xc1 not msgpack")
+    command = [sys.executable, "-m", "revisit.cli", "central", "backfill", "--config", str(config), str(bad)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stderr
+    lines = [parse(line) for line in run.stderr.splitlines() if line.strip()]
+    assert lines and all({"ts", "level", "logger"} <= set(f) and ("msg" in f or "event" in f) for f in lines)
+    assert any(f["logger"].startswith("revisit.central") and "bad.msgpack" in f.get("msg", "") for f in lines)

@@ -65,17 +65,40 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 def test_limit_takes_first_identities_with_pairs_and_as_many_singletons(tmp_path):
     rows = [
-        ("Dan", 2), ("Ann", 3), ("Eve", 1), ("Bob", 1), ("Cy", 2), ("Fay", 1), ("Gus", 2),
-    ]  # fmt: skip
+        ("Dan", 2),
+        ("Ann", 3),
+        ("Eve", 1),
+        ("Bob", 1),
+        ("Cy", 2),
+        ("Fay", 1),
+        ("Gus", 2),
+    ]
     lines = [f"p/{name}/{k}.jpg,{name},x,photo," for name, n in rows for k in range(n)]
     records = load_labels(write(tmp_path, HEADER + "\n".join(lines) + "\n"))
     assert [r.identity for r in limit_photos(records, None)] == [
-        "Ann", "Ann", "Ann", "Bob", "Cy", "Cy", "Dan", "Dan", "Eve", "Fay", "Gus", "Gus",
-    ]  # fmt: skip
+        "Ann",
+        "Ann",
+        "Ann",
+        "Bob",
+        "Cy",
+        "Cy",
+        "Dan",
+        "Dan",
+        "Eve",
+        "Fay",
+        "Gus",
+        "Gus",
+    ]
     # 2 identities with 2+ photos (Ann, Cy) and the first 2 with one photo (Bob, Eve), sorted by name
     assert [r.relpath for r in limit_photos(records, 2)] == [
-        "p/Ann/0.jpg", "p/Ann/1.jpg", "p/Ann/2.jpg", "p/Bob/0.jpg", "p/Cy/0.jpg", "p/Cy/1.jpg", "p/Eve/0.jpg",
-    ]  # fmt: skip
+        "p/Ann/0.jpg",
+        "p/Ann/1.jpg",
+        "p/Ann/2.jpg",
+        "p/Bob/0.jpg",
+        "p/Cy/0.jpg",
+        "p/Cy/1.jpg",
+        "p/Eve/0.jpg",
+    ]
 
 
 def test_make_pairs_is_deterministic_and_balanced():

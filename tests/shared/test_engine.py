@@ -11,7 +11,7 @@ from revisit.models.manifest import CustomModel
 from revisit.models.store import sha256_file
 from revisit.shared.config import EngineConfig
 from revisit.shared.engine import FaceEngine, central_face
-from revisit.shared.errors import BackendError, ImageError, ModelError
+from revisit.shared.errors import BackendError, ModelError
 from revisit.shared.image import read_image
 
 
@@ -70,11 +70,6 @@ def test_opencv_backend_gives_same_embeddings(models_dir, engine, facedata):
     a = central_face(engine.analyze(image), image.shape)
     b = central_face(other.analyze(image), image.shape)
     assert float(a.embedding @ b.embedding) > 0.999
-
-
-def test_analyze_bytes_rejects_non_image(engine):
-    with pytest.raises(ImageError):
-        engine.analyze_bytes(b"not an image")
 
 
 def test_image_without_face_gives_empty_list(engine):

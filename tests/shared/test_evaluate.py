@@ -15,13 +15,33 @@ from revisit.shared.evaluate import cosine, pair_scores
 
 BASELINE = Path(__file__).with_name("eval_baseline.json")
 VERIFY_KEYS = {
-    "photos", "detect_failures", "pairs", "tar_at_far_1e-3", "tar_at_far_1e-2", "auc", "best_accuracy",
-    "best_threshold", "ms_per_photo", "ms_per_photo_p50", "detector", "recognizer_id", "backend",
-}  # fmt: skip
+    "photos",
+    "detect_failures",
+    "pairs",
+    "tar_at_far_1e-3",
+    "tar_at_far_1e-2",
+    "auc",
+    "best_accuracy",
+    "best_threshold",
+    "ms_per_photo",
+    "ms_per_photo_p50",
+    "detector",
+    "recognizer_id",
+    "backend",
+}
 DETECT_KEYS = {
-    "photos", "photo_found_one_or_more", "photo_detect_rate", "groups", "group_people", "group_faces_found",
-    "group_recall_estimate", "ms_per_image", "ms_per_image_p50", "detector", "backend",
-}  # fmt: skip
+    "photos",
+    "photo_found_one_or_more",
+    "photo_detect_rate",
+    "groups",
+    "group_people",
+    "group_faces_found",
+    "group_recall_estimate",
+    "ms_per_image",
+    "ms_per_image_p50",
+    "detector",
+    "backend",
+}
 # How far below the committed baseline a figure may fall (onnxruntime versions differ in the last bits).
 TAR_TOLERANCE = 0.005
 AUC_TOLERANCE = 0.002

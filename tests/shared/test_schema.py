@@ -3,18 +3,22 @@ import uuid
 import msgpack
 import numpy as np
 import pytest
+from pydantic import TypeAdapter, ValidationError
 
 from revisit.shared.schema import (
     MAX_ACK_IDS,
     MAX_CROP_BYTES,
     DeliveryAck,
     DeviceStatus,
+    Ident,
     Observation,
+    QualityFields,
     SchemaError,
     acks_topic,
     decode,
     encode,
     faces_topic,
+    is_ident,
     parse_topic,
     status_topic,
 )
@@ -59,6 +63,18 @@ def test_round_trip():
     np.testing.assert_array_equal(back.vector(), _vector())
 
 
+def test_landmarks_are_optional_and_quality_comes_from_the_engine_record():
+    """Older edges send landmarks (accepted); newer ones leave them out. `QualityFields.of` drops the raw
+    measurements of `face.Quality`."""
+    from revisit.shared.face import Quality
+
+    without = observation_dict()
+    del without["landmarks"]
+    assert decode(msgpack.packb(without, use_bin_type=True)).landmarks is None
+    q = Quality(detector=0.9, size=1.0, sharpness=0.6, pose=0.8, score=0.8, face_px=64.0, yaw_deg=5.0)
+    assert QualityFields.of(q).model_dump() == observation_dict()["quality"]
+
+
 def test_status_round_trip():
     status = DeviceStatus(site="s", device="d", state="online", ts=5.0, stats={"frames_read": 10})
     assert decode(encode(status), DeviceStatus) == status
@@ -83,6 +99,8 @@ def test_status_round_trip():
         ({"quality": {"detector": 2}}, "invalid", "quality"),
         ({"extra_field": 1}, "invalid", "extra_field"),
         ({"co_tracks": (7,)}, "invalid", "own co-track"),
+        ({"landmarks": ((1, 2),) * 4}, "invalid", "5 points"),  # still checked when an older edge sends them
+        ({"frames_seen": 0}, "invalid", "frames_seen"),
     ],
 )
 def test_invalid_messages_have_reasons(overrides, reason, text):
@@ -114,6 +132,35 @@ def test_topics():
         faces_topic("a/b", "d")
     with pytest.raises(SchemaError):
         parse_topic("revisit/v1/+/d/faces")
+    with pytest.raises(SchemaError):
+        parse_topic("revisit/v1/s1\n/d/faces")
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("s1", True),
+        ("_x", True),
+        ("a.b-c_9", True),
+        ("x" * 64, True),
+        ("x" * 65, False),
+        ("", False),
+        ("s1\n", False),
+        ("a/b", False),
+        ("a b", False),
+        ("+", False),
+        ("é", False),
+    ],
+)
+def test_ident_is_one_rule(value, ok):
+    """Configs (pydantic `Ident`) and `is_ident` (topics, certificates, user scopes) agree."""
+    assert is_ident(value) is ok
+    try:
+        TypeAdapter(Ident).validate_python(value)
+        config_ok = True
+    except ValidationError:
+        config_ok = False
+    assert config_ok is ok
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from revisit.shared.backends.tensorrt import (
     TensorRTConfig,
     TensorRTSession,
     engine_file_name,
+    engine_file_prefix,
     profile_for,
 )
 from revisit.shared.errors import BackendError
@@ -86,6 +87,7 @@ def test_profiles_cover_the_models_dynamic_dims():
 def test_engine_file_name_says_what_the_engine_is():
     profile = profile_for("arcface", TensorRTConfig())
     name = engine_file_name("w600k_mbf", SHA, "NVIDIA Orin (nvgpu)", (8, 7), "8.6.2.3", True, profile)
+    assert name.startswith(engine_file_prefix("w600k_mbf", SHA))  # what doctor looks for
     assert name.startswith("w600k_mbf-5e03a553209a03fd-nvidia-orin-nvgpu-sm87-trt8.6.2.3-fp16-")
     assert name.endswith(".engine") and "/" not in name
     assert name.removesuffix(".engine").rsplit("-", 1)[1] == profile.digest()

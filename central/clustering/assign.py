@@ -1,0 +1,279 @@
+"""The online assignment path: which visitor is this observation?
+
+One rule everywhere (`revisit.shared.assign`): the nearest visitor prototype (cosine) in the vector index is joined
+when it is at least the threshold and no cannot-link forbids it, else a new anonymous visitor starts. The search is
+limited to the observation's site when the scope is "site", and always to the observation's recognizer (each
+recognizer has its own collections). A face below `found_min_quality` joins only a clear match and otherwise waits
+unassigned, founding nothing.
+
+Cannot-links: tracks of the same camera seen in the same frames (the observation's `co_tracks`, and earlier
+sightings that listed this track) are different people. Each sighting extends (or bridges) its visitor's visit at
+its site. Ordering: the database commits first, then the vector index is updated (`Rebuilder.reindex` mends it).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import numpy as np
+from sqlalchemy import update
+from sqlmodel import Session, col, func, select
+
+from revisit.central.clustering.base import ClusterBase, save_prototype, visitor_prototype
+from revisit.central.store import (
+    CannotLink,
+    Sighting,
+    SightingFlag,
+    Site,
+    Visit,
+    Visitor,
+    ensure_camera,
+    ensure_device,
+    ensure_site,
+    from_epoch,
+    pair,
+    utcnow,
+)
+from revisit.central.vectors import SightingPoint
+from revisit.shared.assign import decide
+from revisit.shared.schema import Observation
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    sighting_id: uuid.UUID
+    visitor_id: uuid.UUID
+    visit_id: uuid.UUID | None
+    created: bool  # a new visitor was started
+    duplicate: bool  # the observation was already stored: nothing changed
+    score: float  # cosine to the best allowed prototype (-1 when there was none)
+    unassigned: bool = False  # a low-quality face that matched nobody: held apart, founding nothing
+
+
+@dataclass(frozen=True)
+class SightingNote:
+    """Stored beside a sighting (`SightingFlag`): `clock_skew` (times stamped at receipt) or `backfill`."""
+
+    kind: Literal["clock_skew", "backfill"]
+    device_ts: float  # the edge's best_ts
+    received_at: datetime
+
+
+# Prototypes changed by a batch not yet upserted: recognizer -> visitor id -> (unit vector, site name).
+Overlay = dict[str, dict[uuid.UUID, tuple[np.ndarray, str]]]
+
+
+def choose(
+    candidates: Sequence[tuple[uuid.UUID, float]], threshold: float, forbidden: Iterable[uuid.UUID] = ()
+) -> tuple[uuid.UUID | None, float]:
+    """`decide` on (visitor id, cosine) candidates: the visitor to join, or None and the best allowed score."""
+    index = {vid: i for i, (vid, _) in enumerate(candidates)}
+    banned = [index[v] for v in forbidden if v in index]
+    best, score = decide(((i, s) for i, (_, s) in enumerate(candidates)), threshold, banned)
+    return (None if best is None else candidates[best][0]), score
+
+
+class Assigner(ClusterBase):
+    """Stores observations as sightings of known or new visitors (`ingest`, `ingest_batch`)."""
+
+    def ingest(self, obs: Observation, save_crop: bool = True) -> Assignment:
+        """Store one observation as a sighting of a known or new visitor. Idempotent by observation id."""
+        return self.ingest_batch([obs], save_crop=save_crop)[0]
+
+    def ingest_batch(
+        self, observations: Sequence[Observation], notes: Sequence[SightingNote | None] | None = None,
+        save_crop: bool = True,
+    ) -> list[Assignment]:  # fmt: skip
+        """`ingest` for several observations in order, in one database transaction and one vector upsert per
+        recognizer. Each is assigned exactly as `ingest` would one after the other: the prototypes the batch
+        changed are kept aside (`Overlay`) and searched together with the index. On an error nothing is committed
+        (the crops saved are deleted) and the exception is raised. `notes`: flags stored beside the sightings."""
+        if not observations:
+            return []
+        notes = list(notes) if notes is not None else [None] * len(observations)
+        with self.lock:
+            for obs in observations:
+                self.vectors.ensure(obs.recognizer_id, obs.embedding_dim)
+            overlay: Overlay = defaultdict(dict)
+            points: dict[str, dict[uuid.UUID, SightingPoint]] = defaultdict(dict)
+            saved: list[str] = []
+            results: list[Assignment] = []
+            try:
+                with self.store.begin() as s:
+                    for obs, note in zip(observations, notes, strict=True):
+                        results.append(self._ingest_in(s, obs, note, overlay, points, saved, save_crop))
+            except BaseException:
+                if self.crops is not None:
+                    for path in saved:
+                        self.crops.delete(path)
+                raise
+            for rec, pts in points.items():
+                self.vectors.upsert_sightings(rec, list(pts.values()))
+            for rec, protos in overlay.items():
+                self.vectors.upsert_prototypes(rec, [(vid, vec, site) for vid, (vec, site) in protos.items()])
+            return results
+
+    def _ingest_in(
+        self,
+        s: Session,
+        obs: Observation,
+        note: SightingNote | None,
+        overlay: Overlay,
+        points: dict[str, dict[uuid.UUID, SightingPoint]],
+        saved: list[str],
+        save_crop: bool,
+    ) -> Assignment:
+        """One observation of a batch inside its session; the vector writes are collected, not made."""
+        vec = obs.vector().astype(np.float32)
+        rec = obs.recognizer_id
+        found = s.exec(select(Sighting).where(Sighting.observation_id == uuid.UUID(obs.observation_id))).first()
+        if found is not None:  # a resend: its points are upserted again (mends an index left behind)
+            site_row, owner = s.get(Site, found.site_id), s.get(Visitor, found.visitor_id)
+            if site_row is not None and owner is not None:
+                points[rec][found.id] = SightingPoint(found.id, vec, owner.id, site_row.name, obs.best_ts)
+                if owner.id not in overlay[rec] and not owner.unassigned:
+                    overlay[rec][owner.id] = (visitor_prototype(owner, obs.embedding_dim).vector, site_row.name)
+            return Assignment(found.id, found.visitor_id, found.visit_id, False, True, 1.0)
+        site = ensure_site(s, obs.site)
+        device = ensure_device(s, site, obs.device)
+        camera = ensure_camera(s, site, device, obs.camera)
+        first, last, best = from_epoch(obs.first_ts), from_epoch(obs.last_ts), from_epoch(obs.best_ts)
+        device.last_seen = camera.last_seen = utcnow()
+        device.observations += 1
+        co = self._co_track_sightings(s, obs, camera.id, first, last)
+        visitor, created, score = self._pick(s, obs, vec, site, {c.visitor_id for c in co}, overlay)
+        held = visitor.unassigned
+        crop_path: str | None = None
+        if save_crop and self.crops is not None:
+            crop_path = self.crops.save(obs.crop_jpeg)
+            saved.append(crop_path)
+        sighting = Sighting(
+            observation_id=uuid.UUID(obs.observation_id), visitor_id=visitor.id, site_id=site.id,
+            device_id=device.id, camera_id=camera.id, track_id=obs.track_id, first_ts=first,
+            last_ts=last, best_ts=best, quality=obs.quality.score, det_score=obs.det_score,
+            box=list(obs.box), frame_size=list(obs.frame_size), co_tracks=list(obs.co_tracks),
+            crop_path=crop_path, recognizer_id=obs.recognizer_id, embedding=obs.embedding,
+        )  # fmt: skip
+        s.add(sighting)
+        s.flush()
+        if note is not None:
+            s.add(SightingFlag(sighting_id=sighting.id, kind=note.kind, device_ts=note.device_ts,
+                               received_at=note.received_at))  # fmt: skip
+        for other in co:
+            a, b = pair(sighting.id, other.id)
+            s.add(CannotLink(a_id=a, b_id=b, reason="co_track"))
+        proto = visitor_prototype(visitor, obs.embedding_dim)
+        proto.add(vec, obs.quality.score)
+        save_prototype(visitor, proto)
+        visitor.sighting_count += 1
+        visitor.first_seen = min(visitor.first_seen, first)
+        visitor.last_seen = max(visitor.last_seen, last)
+        if crop_path and sighting.quality > visitor.reference_quality:
+            visitor.reference_sighting_id, visitor.reference_quality = sighting.id, sighting.quality
+        visit = self._add_to_visit(s, visitor.id, site.id, sighting)
+        s.flush()
+        visitor.visit_count = self._count_visits(s, visitor.id)
+        points[rec][sighting.id] = SightingPoint(sighting.id, vec, visitor.id, site.name, obs.best_ts)
+        if not held:  # a held sighting has no prototype: nothing can join it
+            overlay[rec][visitor.id] = (proto.vector, site.name)
+        return Assignment(sighting.id, visitor.id, visit.id, created, False, score, held)
+
+    def _pick(
+        self,
+        s: Session,
+        obs: Observation,
+        vec: np.ndarray,
+        site: Site,
+        forbidden: set[uuid.UUID],
+        overlay: Overlay | None = None,
+    ) -> tuple[Visitor, bool, float]:
+        """The visitor to join (locked for update) or a new one; stale index entries are dropped. `overlay`: the
+        prototypes a batch changed so far, which take the place of the index's (not yet upserted) ones."""
+        scope_site = site.name if self.settings.scope == "site" else None
+        limit = self.settings.candidates + len(forbidden)
+        pending = (overlay or {}).get(obs.recognizer_id, {})
+        candidates = self.vectors.search_prototypes(
+            obs.recognizer_id, vec, limit + len(pending), scope_site, floor=self.settings.threshold
+        )
+        if pending:
+            scores = {vid: score for vid, score in candidates if vid not in pending}
+            for vid, (proto, proto_site) in pending.items():
+                if scope_site is None or proto_site == scope_site:
+                    scores[vid] = float(np.dot(proto, vec))
+            candidates = sorted(scores.items(), key=lambda kv: -kv[1])[:limit]
+        while True:
+            chosen, score = choose(candidates, self.settings.join_threshold(obs.quality.score), forbidden)
+            if chosen is None:
+                break
+            visitor = s.get(Visitor, chosen, with_for_update=True)
+            if visitor is not None and visitor.recognizer_id == obs.recognizer_id:
+                return visitor, False, score
+            log.warning("prototype of missing visitor %s in the index: removed", chosen)
+            self.vectors.delete_prototypes(obs.recognizer_id, [chosen])
+            forbidden = forbidden | {chosen}
+        first = from_epoch(obs.first_ts)
+        visitor = Visitor(
+            recognizer_id=obs.recognizer_id, site_id=site.id, first_seen=first, last_seen=from_epoch(obs.last_ts),
+            unassigned=obs.quality.score < self.settings.found_min_quality,
+        )  # fmt: skip
+        s.add(visitor)
+        s.flush()  # no ORM relationships: insert the visitor before its sighting
+        return visitor, True, score
+
+    def _co_track_sightings(
+        self, s: Session, obs: Observation, camera_id: uuid.UUID, first: datetime, last: datetime
+    ) -> list[Sighting]:
+        """Stored sightings of this camera's other tracks in the same frames: different people."""
+        overlapping = s.exec(
+            select(Sighting)
+            .where(Sighting.camera_id == camera_id, Sighting.first_ts <= last)
+            .where(Sighting.last_ts >= first)
+        ).all()
+        return [
+            x for x in overlapping
+            if x.track_id != obs.track_id and (x.track_id in obs.co_tracks or obs.track_id in (x.co_tracks or []))
+        ]  # fmt: skip
+
+    def _add_to_visit(self, s: Session, visitor_id: uuid.UUID, site_id: uuid.UUID, sighting: Sighting) -> Visit:
+        """Extend the visit this sighting falls in (merging visits it bridges), or start one."""
+        gap = self.settings.visit_gap
+        near = list(
+            s.exec(
+                select(Visit)
+                .where(Visit.visitor_id == visitor_id, Visit.site_id == site_id)
+                .where(Visit.start <= sighting.last_ts + gap, Visit.end >= sighting.first_ts - gap)
+                .order_by(Visit.start)
+            )
+        )
+        if not near:
+            visit = Visit(visitor_id=visitor_id, site_id=site_id, start=sighting.first_ts, end=sighting.last_ts)
+            s.add(visit)
+        else:
+            visit = near[0]
+            for other in near[1:]:
+                s.exec(update(Sighting).where(col(Sighting.visit_id) == other.id).values(visit_id=visit.id))
+                visit.start, visit.end = min(visit.start, other.start), max(visit.end, other.end)
+                visit.sighting_count += other.sighting_count
+                s.delete(other)
+            visit.start, visit.end = min(visit.start, sighting.first_ts), max(visit.end, sighting.last_ts)
+        visit.sighting_count += 1
+        s.flush()
+        sighting.visit_id = visit.id
+        return visit
+
+    def unassigned_count(self) -> int:
+        """Low-quality sightings waiting unassigned (each held by an `unassigned` visitor row)."""
+        with self.store.session() as s:
+            return int(s.exec(select(func.count()).select_from(Visitor).where(col(Visitor.unassigned).is_(True))).one())
+
+    @staticmethod
+    def _count_visits(s: Session, visitor_id: uuid.UUID) -> int:
+        return int(s.exec(select(func.count()).select_from(Visit).where(Visit.visitor_id == visitor_id)).one())
