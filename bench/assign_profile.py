@@ -62,9 +62,14 @@ def main() -> None:
                 bench.load_sightings(svc.store, ids, protos, a.sightings)
         finally:
             svc.stop()
-        load = {"visitors": a.n, "sightings_cameras": a.sightings, "load_s": round(time.perf_counter() - t0, 1),
-                "load_cpu_s": round(time.process_time() - c0, 1), "visitor_rows_s": round(rows_s, 1),
-                "index_s": round(index_s, 1)}  # fmt: skip
+        load = {
+            "visitors": a.n,
+            "sightings_cameras": a.sightings,
+            "load_s": round(time.perf_counter() - t0, 1),
+            "load_cpu_s": round(time.process_time() - c0, 1),
+            "visitor_rows_s": round(rows_s, 1),
+            "index_s": round(index_s, 1),
+        }
         (pristine / "load.json").write_text(json.dumps(load))
         print(json.dumps(load), flush=True)
         np.save(pristine / "ids.npy", np.frombuffer(b"".join(u.bytes for u in ids), dtype=np.uint8).reshape(-1, 16))

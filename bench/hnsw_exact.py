@@ -62,8 +62,13 @@ def main() -> None:
     real = bench.load_real(a.real)
     rng = np.random.default_rng(a.n)
     protos = getattr(bench, a.generator)(a.n, rng, real)
-    out: dict = {"visitors": a.n, "generator": a.generator, "connectivity": emb.CONNECTIVITY,
-                 "expansion_add": emb.EXPANSION_ADD, "expansion_search": emb.EXPANSION_SEARCH}  # fmt: skip
+    out: dict = {
+        "visitors": a.n,
+        "generator": a.generator,
+        "connectivity": emb.CONNECTIVITY,
+        "expansion_add": emb.EXPANSION_ADD,
+        "expansion_search": emb.EXPANSION_SEARCH,
+    }
     if a.store is not None:
         folder = next((a.store / "vectors" / "rec").iterdir())
         ids = np.load(a.store / "ids.npy")
@@ -76,8 +81,14 @@ def main() -> None:
         if a.index is not None and a.index.exists():
             index = Index.restore(str(a.index))
         else:
-            index = Index(ndim=bench.DIM, metric="cos", dtype="f16", connectivity=emb.CONNECTIVITY,
-                          expansion_add=emb.EXPANSION_ADD, expansion_search=emb.EXPANSION_SEARCH)  # fmt: skip
+            index = Index(
+                ndim=bench.DIM,
+                metric="cos",
+                dtype="f16",
+                connectivity=emb.CONNECTIVITY,
+                expansion_add=emb.EXPANSION_ADD,
+                expansion_search=emb.EXPANSION_SEARCH,
+            )
             t, c = time.perf_counter(), time.process_time()
             for s in range(0, a.n, 50_000):
                 index.add(keys[s : s + 50_000], protos[s : s + 50_000], threads=a.threads)
@@ -88,8 +99,9 @@ def main() -> None:
     pick = qrng.integers(a.n, size=a.queries)
     generate = getattr(bench, a.generator)
     # even: another shot of a known visitor; odd: a new person (the engine's second look is for these)
-    queries = np.stack([bench.returning(protos[i], qrng) if j % 2 == 0 else generate(1, qrng, real)[0]
-                        for j, i in enumerate(pick)]).astype(np.float32)  # fmt: skip
+    queries = np.stack(
+        [bench.returning(protos[i], qrng) if j % 2 == 0 else generate(1, qrng, real)[0] for j, i in enumerate(pick)]
+    ).astype(np.float32)
     pick[1::2] = -1
     ex_rows, ex_sims = brute(protos, queries, 64)
     floor = DEFAULT_THRESHOLD
@@ -125,20 +137,41 @@ def main() -> None:
             own += mine == int(pick[j]) and not new
         n = np.array([(len(queries) + 1) // 2, len(queries) // 2])
         cpu_ms = (time.process_time() - cpu) * 1000 / len(queries)
-        return {"k": k, "ef": ef, "retry": retry, "rerank": rerank, "gap": gap, "near": near,
-                "top1": (top1 / n).round(4).tolist(), "top1_or_tie": (tie / n).round(4).tolist(),
-                "decision_changed": (changed / n).round(4).tolist(), "joined_own": own / n[0],
-                "second_looks": looks / len(queries), "cpu_ms": cpu_ms}  # fmt: skip
+        return {
+            "k": k,
+            "ef": ef,
+            "retry": retry,
+            "rerank": rerank,
+            "gap": gap,
+            "near": near,
+            "top1": (top1 / n).round(4).tolist(),
+            "top1_or_tie": (tie / n).round(4).tolist(),
+            "decision_changed": (changed / n).round(4).tolist(),
+            "joined_own": own / n[0],
+            "second_looks": looks / len(queries),
+            "cpu_ms": cpu_ms,
+        }
 
     out["exact_joined_own"] = float(np.mean(ex_rows[0::2, 0] == pick[0::2]))
     out["new_with_a_prototype_above_threshold"] = float(np.mean(ex_sims[1::2, 0] >= floor))
     shipped = (emb.EXPANSION_SEARCH, emb.EXPANSION_RETRY)
-    variants = [(8, *shipped, False, 0.0), (8, emb.EXPANSION_SEARCH, 0, False, 0.0),  # as shipped; no second look
-                (8, *shipped, True, 0.0), (32, *shipped, True, 0.0),  # exact re-rank of 8 / 32 candidates
-                (8, *shipped, False, 0.05), (8, *shipped, False, 0.1),  # second look also for a close runner-up
-                (8, 64, 0, False, 0.0), (8, 128, 0, False, 0.0), (8, 128, 512, False, 0.0), (8, 512, 0, False, 0.0),
-                (8, 1024, 0, False, 0.0), (8, *shipped, False, 0.0, 0.1), (8, 128, 512, False, 0.0, 0.1),
-                (8, 128, 512, False, 0.0, 0.05), (8, 128, 1024, False, 0.0, 0.1)]  # fmt: skip
+    variants = [
+        (8, *shipped, False, 0.0),
+        (8, emb.EXPANSION_SEARCH, 0, False, 0.0),  # as shipped; no second look
+        (8, *shipped, True, 0.0),
+        (32, *shipped, True, 0.0),  # exact re-rank of 8 / 32 candidates
+        (8, *shipped, False, 0.05),
+        (8, *shipped, False, 0.1),  # second look also for a close runner-up
+        (8, 64, 0, False, 0.0),
+        (8, 128, 0, False, 0.0),
+        (8, 128, 512, False, 0.0),
+        (8, 512, 0, False, 0.0),
+        (8, 1024, 0, False, 0.0),
+        (8, *shipped, False, 0.0, 0.1),
+        (8, 128, 512, False, 0.0, 0.1),
+        (8, 128, 512, False, 0.0, 0.05),
+        (8, 128, 1024, False, 0.0, 0.1),
+    ]
     if a.variants:
         variants = [variants[int(v)] for v in a.variants.split(",")]
     out["variants"] = []
