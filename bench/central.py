@@ -8,8 +8,10 @@
     .venv/bin/python bench/central.py --mqtt                          # also end to end through a broker
 
 `--real FILE.npz` takes real embeddings (`revisit eval cluster --data DIR --cache FILE.npz` writes them from the
-dev photos); each synthetic visitor is a mix of three real faces plus noise, so the set keeps the real
-embeddings' neighbourhood structure. Without it visitors are random unit vectors.
+dev photos); `--generator calibrated` (default) makes visitors whose pairwise cosines follow the real impostors'
+(bench/realism.py), `real_like` mixes three real faces plus noise (crowded: near-twins at 1M). Without `--real`
+visitors are random unit vectors. `--mqtt --mqtt-only --store DIR` measures end to end on a copy of a store
+bulk-loaded by bench/assign_profile.py (its --generator must match).
 
 Per size N, in this process: N visitors are bulk-loaded through the service (database rows 5,000 per INSERT,
 prototypes in one bulk index load: loading 1M through the whole assignment path would take hours), and the
