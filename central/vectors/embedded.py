@@ -1,7 +1,8 @@
 """The `embedded` engine: usearch HNSW indexes in this process, files under one directory, a journal.
 
 Why usearch (README "Central benchmark" and deploy/SCALING.md have the figures): its index is incremental
-(an observation's prototype update is one remove + add, ~1-3 ms at 1M, no rebuild step), stores f16 (1 KB per
+(an observation's prototype update is one add, ~1-2 ms at 1M, plus a batched removal: see `_Protos`; no rebuild
+step), stores f16 (1 KB per
 512-d vector), restores a saved index in about a second, and releases the GIL while it searches or adds, so
 the web and ingest threads keep running. Qdrant Edge was measured too: its HNSW build (`optimize()`) holds the
 GIL for minutes and brute force at 1M takes ~74 ms, over the 50 ms budget of one assignment.
