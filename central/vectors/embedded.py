@@ -2,10 +2,10 @@
 
 Why usearch (README "Central benchmark" and deploy/SCALING.md have the figures): its index is incremental
 (an observation's prototype update is one add, ~1-2 ms at 1M, plus a batched removal: see `_Protos`; no rebuild
-step), stores f16 (1 KB per
-512-d vector), restores a saved index in about a second, and releases the GIL while it searches or adds, so
-the web and ingest threads keep running. Qdrant Edge was measured too: its HNSW build (`optimize()`) holds the
-GIL for minutes and brute force at 1M takes ~74 ms, over the 50 ms budget of one assignment.
+step), stores f16 (1 KB per 512-d vector), restores a saved 1M index in ~3 s, and releases the GIL while it
+searches or adds, so the web and ingest threads keep running. Qdrant Edge was measured too: its HNSW build
+(`optimize()`) holds the GIL for minutes and brute force at 1M takes ~74 ms, over the 50 ms budget of one
+assignment.
 
 What it keeps, per recognizer (never compared across recognizers):
 - prototypes: one HNSW index per site (usearch has no payload filter; a site-scoped search asks one index,
