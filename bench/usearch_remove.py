@@ -6,8 +6,7 @@ Loads a saved graph and prints CPU ms of: plain searches; the first and second s
 the same after removing five keys in one call; an add after a removal. This is why the embedded engine adds a
 changed prototype under a fresh key and removes the replaced entries 64 at a time (central/vectors/embedded.py).
 Measured: ~35 ms for the first call after a removal at 1M, ~10 ms at 300k, ~4 ms at 100k, whatever the number
-removed; plain
-searches 1-6 ms. A script that prints lines, not a test.
+removed; plain searches 1-6 ms. A script that prints lines, not a test.
 """
 
 from __future__ import annotations
