@@ -74,8 +74,9 @@ def main() -> None:
         print(json.dumps(load), flush=True)
         np.save(pristine / "ids.npy", np.frombuffer(b"".join(u.bytes for u in ids), dtype=np.uint8).reshape(-1, 16))
         picks = rng.integers(a.n, size=a.obs + 20)
-        queries = [bench.returning(protos[i], rng) if k % 2 == 0 else generate(1, rng, real)[0]
-                   for k, i in enumerate(picks)]  # fmt: skip
+        queries = [
+            bench.returning(protos[i], rng) if k % 2 == 0 else generate(1, rng, real)[0] for k, i in enumerate(picks)
+        ]
         np.save(pristine / "queries.npy", np.stack(queries).astype(np.float32))
     work = a.base / f"work{a.n}"
     shutil.rmtree(work, ignore_errors=True)
@@ -103,9 +104,15 @@ def main() -> None:
     cpu = (time.process_time() - cpu0) * 1000 / len(times)
     svc.stop()
     shutil.rmtree(work, ignore_errors=True)
-    out = {"visitors": a.n, "sightings_cameras": a.sightings, "index": not a.drop_index, "observations": len(times),
-           "cpu_ms_per_obs": round(cpu, 2), "p50_ms": round(bench.pct(times, 50), 1),
-           "p95_ms": round(bench.pct(times, 95), 1)}  # fmt: skip
+    out = {
+        "visitors": a.n,
+        "sightings_cameras": a.sightings,
+        "index": not a.drop_index,
+        "observations": len(times),
+        "cpu_ms_per_obs": round(cpu, 2),
+        "p50_ms": round(bench.pct(times, 50), 1),
+        "p95_ms": round(bench.pct(times, 95), 1),
+    }
     print(json.dumps(out), flush=True)
     if prof:
         pstats.Stats(prof).sort_stats("cumulative").print_stats(40)

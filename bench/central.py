@@ -55,10 +55,24 @@ def observation(vec: np.ndarray, i: int, crop: bytes) -> Observation:
     ts = 1_800_000_000.0 + 60.0 * i
     q = QualityFields(detector=0.9, size=0.8, sharpness=0.8, pose=0.9, score=0.8)
     return Observation(
-        observation_id=str(uuid.uuid4()), site="bench", device="d1", camera="c1", track_id=i, first_ts=ts,
-        last_ts=ts + 3, best_ts=ts + 1, recognizer_id=REC, embedding=Observation.pack_vector(vec), embedding_dim=DIM,
-        det_score=0.9, quality=q, box=(0.0, 0.0, 80.0, 80.0), crop_jpeg=crop, frame_size=(640, 480), frames_seen=5,
-    )  # fmt: skip
+        observation_id=str(uuid.uuid4()),
+        site="bench",
+        device="d1",
+        camera="c1",
+        track_id=i,
+        first_ts=ts,
+        last_ts=ts + 3,
+        best_ts=ts + 1,
+        recognizer_id=REC,
+        embedding=Observation.pack_vector(vec),
+        embedding_dim=DIM,
+        det_score=0.9,
+        quality=q,
+        box=(0.0, 0.0, 80.0, 80.0),
+        crop_jpeg=crop,
+        frame_size=(640, 480),
+        frames_seen=5,
+    )
 
 
 def tiny_jpeg() -> bytes:
@@ -132,11 +146,22 @@ def load_visitors(store: Store, vectors: Vectors, protos: np.ndarray, sites: int
     for k in range(0, len(protos), 5000):  # a transaction per chunk: the write-ahead log stays small
         with store.begin() as s:
             rows = [
-                dict(id=ids[j], recognizer_id=REC, first_seen=now, last_seen=now, visit_count=1, sighting_count=1,
-                     reference_quality=-1.0, label="", notes="", proto_sum=protos[j].astype(np.float64).tobytes(),
-                     proto_weight=1.0, created_at=now)
+                dict(
+                    id=ids[j],
+                    recognizer_id=REC,
+                    first_seen=now,
+                    last_seen=now,
+                    visit_count=1,
+                    sighting_count=1,
+                    reference_quality=-1.0,
+                    label="",
+                    notes="",
+                    proto_sum=protos[j].astype(np.float64).tobytes(),
+                    proto_weight=1.0,
+                    created_at=now,
+                )
                 for j in range(k, min(k + 5000, len(protos)))
-            ]  # fmt: skip
+            ]
             s.execute(Visitor.__table__.insert(), rows)  # type: ignore[attr-defined]
     checkpoint_wal(store)
     vectors.ensure(REC, DIM)
@@ -166,11 +191,30 @@ def load_sightings(store: Store, ids: list, protos: np.ndarray, cameras: int) ->
             rows = []
             for j in range(k, min(k + 5000, len(ids))):
                 t = datetime.fromtimestamp(start + j * step, timezone.utc)
-                rows.append(dict(id=uuid.uuid4(), observation_id=uuid.uuid4(), visitor_id=ids[j], visit_id=None,
-                                 site_id=site_id, device_id=device_id, camera_id=cams[j % cameras], track_id=j,
-                                 first_ts=t, last_ts=t, best_ts=t, quality=0.8, det_score=0.9, box=[0, 0, 80, 80],
-                                 frame_size=[640, 480], co_tracks=[], crop_path=None, recognizer_id=REC,
-                                 embedding=protos[j].astype("<f4").tobytes(), created_at=t))  # fmt: skip
+                rows.append(
+                    dict(
+                        id=uuid.uuid4(),
+                        observation_id=uuid.uuid4(),
+                        visitor_id=ids[j],
+                        visit_id=None,
+                        site_id=site_id,
+                        device_id=device_id,
+                        camera_id=cams[j % cameras],
+                        track_id=j,
+                        first_ts=t,
+                        last_ts=t,
+                        best_ts=t,
+                        quality=0.8,
+                        det_score=0.9,
+                        box=[0, 0, 80, 80],
+                        frame_size=[640, 480],
+                        co_tracks=[],
+                        crop_path=None,
+                        recognizer_id=REC,
+                        embedding=protos[j].astype("<f4").tobytes(),
+                        created_at=t,
+                    )
+                )
             s.execute(Sighting.__table__.insert(), rows)  # type: ignore[attr-defined]
     checkpoint_wal(store)
 
@@ -235,12 +279,20 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
             load_sightings(service.store, ids, protos, args.sightings)
     finally:
         service.stop()
-    out: dict = {"visitors": n, "load_s": time.perf_counter() - start, "index_load_s": index_s,
-                 "vectors": args.generator if real is not None else "random"}  # fmt: skip
+    out: dict = {
+        "visitors": n,
+        "load_s": time.perf_counter() - start,
+        "index_load_s": index_s,
+        "vectors": args.generator if real is not None else "random",
+    }
     # queries: returning visitors (for exactness and assignment) and new people
     picks = rng.integers(n, size=max(args.observations, args.exact_queries))
-    queries = np.stack([returning(protos[i], rng) if k % 2 == 0 else generate(1, rng, real)[0].astype(np.float32)
-                        for k, i in enumerate(picks)]).astype(np.float32)  # fmt: skip
+    queries = np.stack(
+        [
+            returning(protos[i], rng) if k % 2 == 0 else generate(1, rng, real)[0].astype(np.float32)
+            for k, i in enumerate(picks)
+        ]
+    ).astype(np.float32)
     best, best_score = exact_top1(protos, queries)
     np.savez(
         workdir / f"queries{n}.npz",
@@ -372,8 +424,10 @@ def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path, batch_size: int 
         pub.connect("127.0.0.1", port)
         pub.loop_start()
         crop = tiny_jpeg()
-        payloads = [encode(observation(unit(protos[rng.integers(n)] + 0.03 * rng.normal(size=DIM)), i, crop))
-                    for i in range(args.mqtt_messages)]  # fmt: skip
+        payloads = [
+            encode(observation(unit(protos[rng.integers(n)] + 0.03 * rng.normal(size=DIM)), i, crop))
+            for i in range(args.mqtt_messages)
+        ]
         del protos
         start, cpu0 = time.perf_counter(), time.process_time()
         for p in payloads:
@@ -391,9 +445,16 @@ def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path, batch_size: int 
         if broker_proc:
             broker_proc.terminate()
             broker_proc.wait(10)
-    return {"broker": broker, "visitors": n, "messages": len(payloads), "stored": stored,
-            "publish_per_s": len(payloads) / published, "end_to_end_per_s": stored / wall, "batch_size": batch_size,
-            "cpu_s": cpu}  # fmt: skip
+    return {
+        "broker": broker,
+        "visitors": n,
+        "messages": len(payloads),
+        "stored": stored,
+        "publish_per_s": len(payloads) / published,
+        "end_to_end_per_s": stored / wall,
+        "batch_size": batch_size,
+        "cpu_s": cpu,
+    }
 
 
 def main() -> int:
@@ -439,8 +500,11 @@ def main() -> int:
     db = "PostgreSQL" if args.database_url else "SQLite"
     if not args.json:
         print(f"{engine}; {db}; {DIM}-d; {os.cpu_count()} CPUs", flush=True)
-        print(f"{'visitors':>9} {'load s':>7} {'reopen s':>8} {'search p50':>10} {'p95':>5} {'assign p50':>10} "
-              f"{'p95 ms':>7} {'obs/s':>6} {'exact':>6} {'RSS MB':>7} {'disk MB':>8}  note", flush=True)  # fmt: skip
+        print(
+            f"{'visitors':>9} {'load s':>7} {'reopen s':>8} {'search p50':>10} {'p95':>5} {'assign p50':>10} "
+            f"{'p95 ms':>7} {'obs/s':>6} {'exact':>6} {'RSS MB':>7} {'disk MB':>8}  note",
+            flush=True,
+        )
     with tempfile.TemporaryDirectory(prefix="revisit-bench-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -450,16 +514,21 @@ def main() -> int:
             r.update(engine=engine, database=db, cpus=os.cpu_count())
             if args.mqtt and k == 0:  # end to end per ingest batch size (1: one message per transaction)
                 e2e = {b: bench_mqtt(n, args, workdir, batch_size=b) for b in map(int, args.batch_sizes.split(","))}
-                r["e2e_by_batch"] = {b: {"obs_per_s": x["end_to_end_per_s"], "cpu_s": x["cpu_s"],
-                                         "stored": x["stored"]} for b, x in e2e.items()}  # fmt: skip
+                r["e2e_by_batch"] = {
+                    b: {"obs_per_s": x["end_to_end_per_s"], "cpu_s": x["cpu_s"], "stored": x["stored"]}
+                    for b, x in e2e.items()
+                }
                 r["e2e_obs_per_s"] = list(e2e.values())[-1]["end_to_end_per_s"]
             if args.json or args.mqtt_only:
                 print(json.dumps(r), flush=True)
             else:
-                print(f"{n:>9} {r['load_s']:>7.1f} {r['reopen_s']:>8.2f} {r['search_p50_ms']:>10.2f} "
-                      f"{r['search_p95_ms']:>5.1f} {r['assign_p50_ms']:>10.1f} {r['assign_p95_ms']:>7.1f} "
-                      f"{r['obs_per_s']:>6.1f} {r['exact_top1']:>6.3f} {r['rss_mb']:>7.0f} {r['disk_mb']:>8.0f}  "
-                      f"{r.get('note', '')}", flush=True)  # fmt: skip
+                print(
+                    f"{n:>9} {r['load_s']:>7.1f} {r['reopen_s']:>8.2f} {r['search_p50_ms']:>10.2f} "
+                    f"{r['search_p95_ms']:>5.1f} {r['assign_p50_ms']:>10.1f} {r['assign_p95_ms']:>7.1f} "
+                    f"{r['obs_per_s']:>6.1f} {r['exact_top1']:>6.3f} {r['rss_mb']:>7.0f} {r['disk_mb']:>8.0f}  "
+                    f"{r.get('note', '')}",
+                    flush=True,
+                )
             shutil.rmtree(workdir / f"data{n}", ignore_errors=True)
     return 0
 

@@ -99,8 +99,14 @@ class _Protos:
         self.next_key = 1  # fresh index keys: below 2**62, so never a visitor key (uuid4 low bits are >= 2**63)
 
     def _new_index(self) -> Index:
-        return Index(ndim=self.dim, metric="cos", dtype="f16", connectivity=CONNECTIVITY,
-                     expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)  # fmt: skip
+        return Index(
+            ndim=self.dim,
+            metric="cos",
+            dtype="f16",
+            connectivity=CONNECTIVITY,
+            expansion_add=EXPANSION_ADD,
+            expansion_search=EXPANSION_SEARCH,
+        )
 
     def _part(self, site: str) -> int:
         n = self.part_of.get(site)
@@ -256,8 +262,10 @@ class _Faces:
         return [(uuid.UUID(int=self.faces[r]), uuid.UUID(int=self.photos[r]), float(sims[r])) for r in rows]
 
     def save(self, file: Path) -> None:
-        ids = np.array([[f >> 64, f & LOW, p >> 64, p & LOW] for f, p in zip(self.faces, self.photos, strict=True)],
-                       dtype=np.uint64).reshape(-1, 4)  # fmt: skip
+        ids = np.array(
+            [[f >> 64, f & LOW, p >> 64, p & LOW] for f, p in zip(self.faces, self.photos, strict=True)],
+            dtype=np.uint64,
+        ).reshape(-1, 4)
         _atomic(file, lambda tmp: np.savez(tmp, ids=ids, matrix=self.matrix), suffix=".npz")
 
     @classmethod
@@ -354,11 +362,15 @@ class EmbeddedVectors(Vectors):
     def _write_manifest(self, clean: bool, rebuilding: bool = False) -> None:
         assert self.path is not None
         manifest = {
-            "format": FORMAT, "engine": "usearch", "clean": clean, "rebuilding": rebuilding,
-            "recognizers": {rec: {"dim": p.dim, "dir": collection_base(self.prefix, rec)}
-                            for rec, p in self._protos.items()},
+            "format": FORMAT,
+            "engine": "usearch",
+            "clean": clean,
+            "rebuilding": rebuilding,
+            "recognizers": {
+                rec: {"dim": p.dim, "dir": collection_base(self.prefix, rec)} for rec, p in self._protos.items()
+            },
             "events": sorted(self._faces),
-        }  # fmt: skip
+        }
         _atomic(self.path / "manifest.json", lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
 
     def _replay(self) -> int:
@@ -433,8 +445,10 @@ class EmbeddedVectors(Vectors):
             self._sightings[op[1]].difference_update(int.from_bytes(i, "big") for i in op[2])
         elif kind == "fu":
             name, dim = op[1], int(op[2])
-            points = [(int.from_bytes(f, "big"), int.from_bytes(p, "big"), np.frombuffer(v, dtype=np.float32))
-                      for f, p, v in op[3]]  # fmt: skip
+            points = [
+                (int.from_bytes(f, "big"), int.from_bytes(p, "big"), np.frombuffer(v, dtype=np.float32))
+                for f, p, v in op[3]
+            ]
             with self.faces_lock:
                 self._faces.setdefault(name, _Faces(dim)).upsert(points)
         elif kind == "fdrop":
@@ -454,8 +468,9 @@ class EmbeddedVectors(Vectors):
                     folder = self.path / "rec" / collection_base(self.prefix, name)
                     self._protos[name].save(folder)
                     ids = np.array([[i >> 64, i & LOW] for i in self._sightings[name]], dtype=np.uint64)
-                    _atomic(folder / "sightings.npy", lambda tmp, ids=ids: np.save(tmp, ids.reshape(-1, 2)),
-                            suffix=".npy")  # fmt: skip
+                    _atomic(
+                        folder / "sightings.npy", lambda tmp, ids=ids: np.save(tmp, ids.reshape(-1, 2)), suffix=".npy"
+                    )
                 elif kind == "e" and name in self._faces:
                     (self.path / "events").mkdir(exist_ok=True)
                     with self.faces_lock:
