@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -277,3 +279,13 @@ def test_index_files_from_before_index_keys_still_open(tmp_path):
         assert np.load(folder / "keys.npy").shape[1] == 4  # saved in the new layout
     finally:
         third.close()
+
+
+def test_the_embedded_engine_and_onnxruntime_load_in_either_order():
+    """usearch 2.26.2+ made a later `import onnxruntime` segfault (the kiosk loads its face engine after the
+    vector index); pyproject pins below it. A crash here means a dependency upgrade brought it back."""
+    for first, second in (("usearch.index", "onnxruntime"), ("onnxruntime", "usearch.index")):
+        run = subprocess.run(
+            [sys.executable, "-c", f"import {first}; import {second}"], capture_output=True, timeout=120
+        )
+        assert run.returncode == 0, f"import {first} then {second}: exit {run.returncode} {run.stderr[-500:]!r}"
