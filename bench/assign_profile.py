@@ -3,6 +3,7 @@
     .venv/bin/python bench/assign_profile.py 100000 --real dev.npz --sightings 4            # with the index
     .venv/bin/python bench/assign_profile.py 100000 --real dev.npz --sightings 4 --drop-index  # as before it
     .venv/bin/python bench/assign_profile.py 100000 --real dev.npz --profile                # where the time goes
+    .venv/bin/python bench/assign_profile.py 100000 --real dev.npz --sightings 4 --batch 64  # as ingest batches
 
 Loads N visitors once into BASE/dataN the way bench/central.py does (and `--sightings CAMERAS`: one stored
 sighting per visitor over that many cameras, into BASE/dataNsC), then times `Assigner.ingest` of `--obs`
@@ -39,6 +40,7 @@ def main() -> None:
     p.add_argument("--sightings", type=int, default=0, metavar="CAMERAS")
     p.add_argument("--drop-index", action="store_true")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--batch", type=int, default=1, help="observations per `ingest_batch` call (production: 64)")
     a = p.parse_args()
     from revisit.central.config import CentralConfig
     from revisit.central.service import CentralService
@@ -95,10 +97,12 @@ def main() -> None:
     cpu0 = time.process_time()
     if prof:
         prof.enable()
-    for i, vec in enumerate(queries[20:]):
+    timed = queries[20:]
+    for start in range(0, len(timed), a.batch):
+        chunk = [bench.observation(vec, start + k, crop) for k, vec in enumerate(timed[start : start + a.batch])]
         t = time.perf_counter()
-        svc.clusterer.ingest(bench.observation(vec, i, crop))
-        times.append(time.perf_counter() - t)
+        svc.clusterer.ingest_batch(chunk)
+        times.extend([(time.perf_counter() - t) / len(chunk)] * len(chunk))
     if prof:
         prof.disable()
     cpu = (time.process_time() - cpu0) * 1000 / len(times)
@@ -109,6 +113,7 @@ def main() -> None:
         "sightings_cameras": a.sightings,
         "index": not a.drop_index,
         "observations": len(times),
+        "batch": a.batch,
         "cpu_ms_per_obs": round(cpu, 2),
         "p50_ms": round(bench.pct(times, 50), 1),
         "p95_ms": round(bench.pct(times, 95), 1),

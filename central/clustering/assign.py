@@ -27,7 +27,9 @@ from sqlmodel import Session, col, func, select
 
 from revisit.central.clustering.base import ClusterBase, save_prototype, visitor_prototype
 from revisit.central.store import (
+    Camera,
     CannotLink,
+    Device,
     Sighting,
     SightingFlag,
     Site,
@@ -71,6 +73,15 @@ class SightingNote:
 Overlay = dict[str, dict[uuid.UUID, tuple[np.ndarray, str]]]
 
 
+@dataclass
+class _BatchRows:
+    """Rows a batch looks up once and reuses (all live in the batch's session): the stored sightings of its
+    observation ids (one query, then each sighting the batch adds) and its (site, device, camera) rows."""
+
+    sightings: dict[uuid.UUID, Sighting]
+    places: dict[tuple[str, str, str], tuple[Site, Device, Camera]]
+
+
 def choose(
     candidates: Sequence[tuple[uuid.UUID, float]], threshold: float, forbidden: Iterable[uuid.UUID] = ()
 ) -> tuple[uuid.UUID | None, float]:
@@ -110,8 +121,9 @@ class Assigner(ClusterBase):
             results: list[Assignment] = []
             try:
                 with self.store.begin() as s:
+                    rows = _BatchRows(self._stored_sightings(s, observations), {})
                     for obs, note in zip(observations, notes, strict=True):
-                        results.append(self._ingest_in(s, obs, note, overlay, points, saved, save_crop))
+                        results.append(self._ingest_in(s, obs, note, overlay, points, saved, save_crop, rows))
             except BaseException:
                 if self.crops is not None:
                     for path in saved:
@@ -132,11 +144,12 @@ class Assigner(ClusterBase):
         points: dict[str, dict[uuid.UUID, SightingPoint]],
         saved: list[str],
         save_crop: bool,
+        rows: _BatchRows,
     ) -> Assignment:
         """One observation of a batch inside its session; the vector writes are collected, not made."""
         vec = obs.vector().astype(np.float32)
         rec = obs.recognizer_id
-        found = s.exec(select(Sighting).where(Sighting.observation_id == uuid.UUID(obs.observation_id))).first()
+        found = rows.sightings.get(uuid.UUID(obs.observation_id))
         if found is not None:  # a resend: its points are upserted again (mends an index left behind)
             site_row, owner = s.get(Site, found.site_id), s.get(Visitor, found.visitor_id)
             if site_row is not None and owner is not None:
@@ -144,9 +157,16 @@ class Assigner(ClusterBase):
                 if owner.id not in overlay[rec] and not owner.unassigned:
                     overlay[rec][owner.id] = (visitor_prototype(owner, obs.embedding_dim).vector, site_row.name)
             return Assignment(found.id, found.visitor_id, found.visit_id, False, True, 1.0)
-        site = ensure_site(s, obs.site)
-        device = ensure_device(s, site, obs.device)
-        camera = ensure_camera(s, site, device, obs.camera)
+        place = rows.places.get((obs.site, obs.device, obs.camera))
+        if place is None:
+            site = ensure_site(s, obs.site)
+            device = ensure_device(s, site, obs.device)
+            place = rows.places[(obs.site, obs.device, obs.camera)] = (
+                site,
+                device,
+                ensure_camera(s, site, device, obs.camera),
+            )
+        site, device, camera = place
         first, last, best = from_epoch(obs.first_ts), from_epoch(obs.last_ts), from_epoch(obs.best_ts)
         device.last_seen = camera.last_seen = utcnow()
         device.observations += 1
@@ -178,6 +198,7 @@ class Assigner(ClusterBase):
         )
         s.add(sighting)
         s.flush()
+        rows.sightings[sighting.observation_id] = sighting
         if note is not None:
             s.add(
                 SightingFlag(
@@ -202,6 +223,16 @@ class Assigner(ClusterBase):
         if not held:  # a held sighting has no prototype: nothing can join it
             overlay[rec][visitor.id] = (proto.vector, site.name)
         return Assignment(sighting.id, visitor.id, visit.id, created, False, score, held)
+
+    @staticmethod
+    def _stored_sightings(s: Session, observations: Sequence[Observation]) -> dict[uuid.UUID, Sighting]:
+        """The already stored sightings of these observations (resends), by observation id."""
+        ids = list({uuid.UUID(o.observation_id) for o in observations})
+        found: dict[uuid.UUID, Sighting] = {}
+        for start in range(0, len(ids), 500):
+            query = select(Sighting).where(col(Sighting.observation_id).in_(ids[start : start + 500]))
+            found.update((x.observation_id, x) for x in s.exec(query))
+        return found
 
     def _pick(
         self,
