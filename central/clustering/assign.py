@@ -17,7 +17,7 @@ import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -80,6 +80,15 @@ class _BatchRows:
 
     sightings: dict[uuid.UUID, Sighting]
     places: dict[tuple[str, str, str], tuple[Site, Device, Camera]]
+    seen: defaultdict[tuple[str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+
+    def stamp(self) -> None:
+        """Count the batch's observations on their devices and mark them and their cameras seen now."""
+        now = utcnow()
+        for key, n in self.seen.items():
+            _, device, camera = self.places[key]
+            device.observations += n
+            device.last_seen = camera.last_seen = now
 
 
 def choose(
@@ -124,6 +133,7 @@ class Assigner(ClusterBase):
                     rows = _BatchRows(self._stored_sightings(s, observations), {})
                     for obs, note in zip(observations, notes, strict=True):
                         results.append(self._ingest_in(s, obs, note, overlay, points, saved, save_crop, rows))
+                    rows.stamp()
             except BaseException:
                 if self.crops is not None:
                     for path in saved:
@@ -168,8 +178,7 @@ class Assigner(ClusterBase):
             )
         site, device, camera = place
         first, last, best = from_epoch(obs.first_ts), from_epoch(obs.last_ts), from_epoch(obs.best_ts)
-        device.last_seen = camera.last_seen = utcnow()
-        device.observations += 1
+        rows.seen[(obs.site, obs.device, obs.camera)] += 1  # devices' and cameras' counters: once a batch
         co = self._co_track_sightings(s, obs, camera.id, first, last)
         visitor, created, score = self._pick(s, obs, vec, site, {c.visitor_id for c in co}, overlay)
         held = visitor.unassigned
@@ -196,6 +205,7 @@ class Assigner(ClusterBase):
             recognizer_id=obs.recognizer_id,
             embedding=obs.embedding,
         )
+        visit = self._add_to_visit(s, visitor.id, site.id, sighting)  # before the insert: no update after it
         s.add(sighting)
         s.flush()
         rows.sightings[sighting.observation_id] = sighting
@@ -216,7 +226,6 @@ class Assigner(ClusterBase):
         visitor.last_seen = max(visitor.last_seen, last)
         if crop_path and sighting.quality > visitor.reference_quality:
             visitor.reference_sighting_id, visitor.reference_quality = sighting.id, sighting.quality
-        visit = self._add_to_visit(s, visitor.id, site.id, sighting)
         s.flush()
         visitor.visit_count = self._count_visits(s, visitor.id)
         points[rec][sighting.id] = SightingPoint(sighting.id, vec, visitor.id, site.name, obs.best_ts)
