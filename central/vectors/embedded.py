@@ -32,6 +32,8 @@ a kiosk search (`search_faces`) and ingest never wait for each other (`revisit.c
 Approximate search: HNSW with connectivity 32, expansion 128 at build and `EXPANSION_SEARCH` at query; when
 the best found is below the caller's `floor` (the assignment threshold: the observation would start a new
 visitor) it searches again with `EXPANSION_RETRY`, because a missed returning visitor becomes a duplicate.
+A first look of 128 (was 256) changed no nearest and no decision at 100k `calibrated` (bench/hnsw_exact.py) and no
+`revisit eval cluster` figure, for ~30% less search CPU.
 bench/central.py measures `exact_top1` against brute force (README "Central benchmark").
 """
 
@@ -61,7 +63,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 CONNECTIVITY = 32
 EXPANSION_ADD = 128
-EXPANSION_SEARCH = 256
+EXPANSION_SEARCH = 128
 EXPANSION_RETRY = 1024  # a search whose best is below the caller's floor looks again, wider
 JOURNAL_LIMIT = 64 << 20
 STALE_LIMIT = 64  # replaced prototypes kept in a graph (skipped by searches) before one removal pass
