@@ -205,7 +205,7 @@ class Assigner(ClusterBase):
             recognizer_id=obs.recognizer_id,
             embedding=obs.embedding,
         )
-        visit = self._add_to_visit(s, visitor.id, site.id, sighting)  # before the insert: no update after it
+        visit, new_visits = self._add_to_visit(s, visitor.id, site.id, sighting)  # before the insert: no update
         s.add(sighting)
         s.flush()
         rows.sightings[sighting.observation_id] = sighting
@@ -226,8 +226,8 @@ class Assigner(ClusterBase):
         visitor.last_seen = max(visitor.last_seen, last)
         if crop_path and sighting.quality > visitor.reference_quality:
             visitor.reference_sighting_id, visitor.reference_quality = sighting.id, sighting.quality
+        visitor.visit_count += new_visits  # kept exact by every writer (`recompute`): no count query
         s.flush()
-        visitor.visit_count = self._count_visits(s, visitor.id)
         points[rec][sighting.id] = SightingPoint(sighting.id, vec, visitor.id, site.name, obs.best_ts)
         if not held:  # a held sighting has no prototype: nothing can join it
             overlay[rec][visitor.id] = (proto.vector, site.name)
@@ -303,8 +303,11 @@ class Assigner(ClusterBase):
             if x.track_id != obs.track_id and (x.track_id in obs.co_tracks or obs.track_id in (x.co_tracks or []))
         ]
 
-    def _add_to_visit(self, s: Session, visitor_id: uuid.UUID, site_id: uuid.UUID, sighting: Sighting) -> Visit:
-        """Extend the visit this sighting falls in (merging visits it bridges), or start one."""
+    def _add_to_visit(
+        self, s: Session, visitor_id: uuid.UUID, site_id: uuid.UUID, sighting: Sighting
+    ) -> tuple[Visit, int]:
+        """Extend the visit this sighting falls in (merging visits it bridges), or start one. Also returns the
+        change in the visitor's number of visits (1: started, 0: extended, -k: k bridged visits merged)."""
         gap = self.settings.visit_gap
         near = list(
             s.exec(
@@ -328,13 +331,9 @@ class Assigner(ClusterBase):
         visit.sighting_count += 1
         s.flush()
         sighting.visit_id = visit.id
-        return visit
+        return visit, 1 - len(near)
 
     def unassigned_count(self) -> int:
         """Low-quality sightings waiting unassigned (each held by an `unassigned` visitor row)."""
         with self.store.session() as s:
             return int(s.exec(select(func.count()).select_from(Visitor).where(col(Visitor.unassigned).is_(True))).one())
-
-    @staticmethod
-    def _count_visits(s: Session, visitor_id: uuid.UUID) -> int:
-        return int(s.exec(select(func.count()).select_from(Visit).where(Visit.visitor_id == visitor_id)).one())
