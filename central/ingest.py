@@ -23,11 +23,18 @@ from the receive time (a wrong device clock) are counted as `clock_skew` and sta
 sighting is flagged, the device's time kept); `handle(..., backfill=True)` skips that check for deliberate imports.
 Nothing in a payload can raise out of `Ingestor.handle`. The observation UUID makes a resend of a stored one a
 no-op that is acknowledged again.
+
+A message whose storing fails with a non-transient error (a bug, not bad input; found one by one when a batch
+fails) is a dead letter: saved as received in the `dead_letter` table, counted (`dead_letters`), logged, and only
+then acknowledged to the edge as rejected, so it stops resending it; `revisit central backfill --dead-letters`
+replays them once the fault is fixed (`Ingestor.replay_dead_letters`). If even that save fails, the message is
+left unacknowledged to the edge, which resends it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import queue
 import socket
@@ -42,9 +49,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from sqlalchemy.exc import DBAPIError, DisconnectionError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+from sqlmodel import select
 
 from revisit.central.clustering import Assigner, SightingNote
-from revisit.central.store import Store, ensure_device, ensure_site, from_epoch, utcnow
+from revisit.central.store import DeadLetter, Store, ensure_device, ensure_site, from_epoch, utcnow
 from revisit.models.manifest import Manifest
 from revisit.shared.backoff import backoff
 from revisit.shared.errors import ImageError
@@ -143,8 +151,8 @@ class RetryPolicy:
 
 
 class Counters:
-    """Thread-safe counts: outcomes (`stored`, `duplicate`, `status`, `error`), `rejected.<reason>`, and
-    `clock_skew`, `backfill`, `store_errors`, `flow_refused`, `acks_sent`."""
+    """Thread-safe counts: outcomes (`stored`, `duplicate`, `status`, `error`, `dead_letters`), `rejected.<reason>`,
+    and `clock_skew`, `backfill`, `store_errors`, `flow_refused`, `redelivered`, `acks_sent`."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -168,8 +176,8 @@ class Counters:
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # stored, duplicate, status, rejected, error
-    reason: str = ""  # the rejection reason
+    kind: str  # stored, duplicate, status, rejected, dead_letter, error
+    reason: str = ""  # the rejection reason; of a dead letter, the exception type
     ack: bool = True  # False only when the store failed: leave it for redelivery
     site: str = ""  # of a faces message whose topic parsed: where the application ack goes
     device: str = ""
@@ -182,6 +190,7 @@ class _Prepared:
 
     topic: str
     outcome: Outcome | None = None
+    payload: bytes = b""
     obs: Observation | None = None
     note: SightingNote | None = None
     status: DeviceStatus | None = None
@@ -244,20 +253,26 @@ class Ingestor:
         backfill: bool = False,
         forever: bool = False,
         stop: threading.Event | None = None,
+        received: float | None = None,
     ) -> list[Outcome]:
         """Messages in order: observations in one transaction (`Assigner.ingest_batch`), statuses each in its
-        own. `forever`: retry a store outage until it passes (or `stop` is set). Never raises."""
-        received = time.time()
+        own. `forever`: retry a store outage until it passes (or `stop` is set). `received`: the receive time
+        (default now; a replayed dead letter's own). Never raises."""
+        received = time.time() if received is None else received
         prepared: list[_Prepared] = []
         for topic, payload in messages:
+            payload = bytes(payload)
             try:
-                prepared.append(self._prepare(topic, bytes(payload), received, backfill))
-            except Exception:  # a bug, not bad input: count it, keep the message out of a redelivery loop
+                p = self._prepare(topic, payload, received, backfill)
+            except Exception as exc:  # a bug, not bad input: keep the message as a dead letter
                 log.exception("unexpected error on %s", topic[:200])
-                prepared.append(_Prepared(topic, Outcome("error", "internal")))
+                p = _Prepared(topic, payload=payload)
+                p.outcome = self._dead_letter(p, exc, received, backfill, forever, stop)
+            p.payload = payload
+            prepared.append(p)
         faces = [p for p in prepared if p.obs is not None]
         if faces:
-            self._store_faces(faces, forever, stop)
+            self._store_faces(faces, received, backfill, forever, stop)
         for p in prepared:
             if p.status is not None:
                 p.outcome = self._save_status(p.status, p.topic, forever, stop)
@@ -265,9 +280,10 @@ class Ingestor:
         per_device: Counter[tuple[str, str]] = Counter()
         for p in prepared:
             outcome = p.outcome or Outcome("error", "internal")
-            self.counters.inc(f"rejected.{outcome.reason}" if outcome.kind == "rejected" else outcome.kind)
+            key = {"rejected": f"rejected.{outcome.reason}", "dead_letter": "dead_letters"}.get(outcome.kind)
+            self.counters.inc(key or outcome.kind)
             outcomes.append(outcome)
-            if outcome.kind == "rejected":
+            if outcome.kind in ("rejected", "dead_letter"):
                 with contextlib.suppress(SchemaError):  # a bad topic names no device
                     per_device[parse_topic(p.topic)[:2]] += 1
         if per_device:
@@ -355,7 +371,9 @@ class Ingestor:
             return _Prepared(topic, self._reject("topic_mismatch", detail, topic))
         return _Prepared(topic, status=status)
 
-    def _store_faces(self, faces: list[_Prepared], forever: bool, stop: threading.Event | None) -> None:
+    def _store_faces(
+        self, faces: list[_Prepared], received: float, backfill: bool, forever: bool, stop: threading.Event | None
+    ) -> None:
         observations = [p.obs for p in faces if p.obs is not None]
         notes = [p.note for p in faces]
         what = f"{len(faces)} observation(s)"
@@ -366,18 +384,110 @@ class Ingestor:
             for p in faces:
                 p.outcome = Outcome("error", "store", ack=False)
             return
-        except Exception:  # not transient: find the one message that fails, store the others
-            log.exception("batch of %d failed; storing its observations one by one", len(faces))
+        except Exception as exc:  # not transient: find the one message that fails, store the others
             if len(faces) == 1:
-                faces[0].outcome = Outcome("error", "internal")
+                faces[0].outcome = self._dead_letter(faces[0], exc, received, backfill, forever, stop)
                 return
+            log.warning(
+                "batch of %d failed (%s: %s); storing its observations one by one",
+                len(faces),
+                type(exc).__name__,
+                str(exc)[:200],
+            )
             for p in faces:
-                self._store_faces([p], forever, stop)
+                self._store_faces([p], received, backfill, forever, stop)
             return
         for p, result in zip(faces, results, strict=True):
             assert p.obs is not None
             kind = "duplicate" if result.duplicate else "stored"
             p.outcome = Outcome(kind, site=p.obs.site, device=p.obs.device, observation_id=p.obs.observation_id)
+
+    def _dead_letter(
+        self,
+        p: _Prepared,
+        exc: BaseException,
+        received: float,
+        backfill: bool,
+        forever: bool,
+        stop: threading.Event | None,
+    ) -> Outcome:
+        """Save a message that failed for a non-transient reason as a dead letter; its outcome: `dead_letter`
+        (acknowledged to the edge as rejected) once saved, else `error` (not acknowledged to the edge)."""
+        site = device = ""
+        with contextlib.suppress(SchemaError):
+            site, device, _ = parse_topic(p.topic)
+        oid = p.obs.observation_id if p.obs is not None else (peek_observation_id(p.payload) or "")
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        digest = hashlib.sha256(p.topic.encode("utf-8", "replace") + b"\0" + p.payload).hexdigest()
+
+        def save() -> None:
+            with self.store.begin() as s:
+                row = s.exec(select(DeadLetter).where(DeadLetter.digest == digest)).first()
+                if row is None:
+                    s.add(
+                        DeadLetter(
+                            digest=digest,
+                            topic=p.topic[:512],
+                            site=site,
+                            payload=p.payload,
+                            observation_id=oid[:64],
+                            error=error,
+                            backfill=backfill,
+                            received_at=from_epoch(received),
+                        )
+                    )
+                else:  # the same message again (a resend, a failed replay)
+                    row.error, row.failed_at, row.attempts = error, utcnow(), row.attempts + 1
+
+        try:
+            self.retry.run(save, f"dead letter of {p.topic[:200]}", forever=forever, stop=stop)
+        except Exception:
+            log.exception(
+                "observation %s on %s failed (%s) and could not be kept as a dead letter: not acknowledged",
+                oid,
+                p.topic[:200],
+                error[:300],
+            )
+            return Outcome("error", "internal")
+        log.error(
+            "observation %s on %s failed and was kept as a dead letter (replay: revisit central backfill "
+            "--dead-letters): %s",
+            oid,
+            p.topic[:200],
+            error[:500],
+            exc_info=exc,
+        )
+        return Outcome("dead_letter", type(exc).__name__, site=site, device=device, observation_id=oid)
+
+    def replay_dead_letters(self, limit: int | None = None) -> dict[str, int]:
+        """Each dead letter through `handle` again (its own receive time and backfill flag); one stored (or found
+        stored already) is deleted, any other stays. Counts by outcome kind."""
+        with self.store.session() as s:
+            ids = list(s.exec(select(DeadLetter.id).order_by(DeadLetter.received_at).limit(limit)))
+        report: Counter[str] = Counter()
+        for dl_id in ids:
+            with self.store.session() as s:
+                row = s.get(DeadLetter, dl_id)
+            if row is None:
+                continue
+            outcome = self.handle_batch(
+                [(row.topic, row.payload)], backfill=row.backfill, received=row.received_at.timestamp()
+            )[0]
+            report[outcome.kind] += 1
+            if outcome.kind in ("stored", "duplicate"):
+                with self.store.begin() as s:
+                    stored = s.get(DeadLetter, dl_id)
+                    if stored is not None:
+                        s.delete(stored)
+            else:
+                log.warning(
+                    "dead letter %s (%s) not stored on replay: %s %s",
+                    dl_id,
+                    row.observation_id,
+                    outcome.kind,
+                    outcome.reason,
+                )
+        return dict(report)
 
     def _save_status(self, status: DeviceStatus, topic: str, forever: bool, stop: threading.Event | None) -> Outcome:
         def save() -> None:

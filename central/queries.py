@@ -29,6 +29,7 @@ from sqlmodel import Session, col, func, select
 from revisit.central.service import CentralService
 from revisit.central.store import (
     Camera,
+    DeadLetter,
     Device,
     Sighting,
     Site,
@@ -516,6 +517,7 @@ class SiteRow:
     sightings_today: int
     zone: str = "UTC"  # the site's zone (its own, or the global default)
     today: date | None = None  # the site's local day
+    dead_letters: int = 0  # messages from the site kept as dead letters, waiting for a replay
 
 
 def sites_overview(
@@ -552,6 +554,9 @@ def sites_overview(
         cams = [CameraRow(c, int(per_camera.get(c.id, 0)), base) for c in cameras]
         rows[site.id].devices.append(DeviceRow(site, device, device_status(device, now), cams, base))
         rows[site.id].sightings_today += sum(c.sightings_today for c in cams)
+    dead = dict(session.exec(select(DeadLetter.site, func.count()).group_by(DeadLetter.site)).all())
+    for row in rows.values():
+        row.dead_letters = int(dead.get(row.site.name, 0))
     return [r for r in rows.values() if site_ids is None or r.site.id in site_ids]
 
 

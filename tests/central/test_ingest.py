@@ -442,3 +442,86 @@ def test_backfill_cli_ingests_files_and_streams(tmp_path, capsys):
     with store.session() as s:
         assert min(x.timestamp() for x in s.exec(select(Sighting.first_ts))) == 1_000_000_000.0  # trusted times
     store.dispose()
+
+
+def test_a_poison_observation_is_dead_lettered_rejected_acked_and_replayed(tmp_path, make_clusterer, capsys):
+    """A real fault inside the assignment of one observation of a batch: the others are stored, the bad one is
+    kept as a dead letter (payload, topic, error) and acknowledged to the edge as rejected; a resend of it keeps
+    one row; once the fault is gone, `backfill --dead-letters` stores it and deletes the dead letter."""
+    import json as _json
+
+    from revisit.central.store import DeadLetter
+    from revisit.cli import main
+
+    config = CentralConfig.model_validate(
+        {"data_dir": str(tmp_path / "data"), "ingest": {"recognizers": {REC: DIM}, "max_future_s": None}}
+    )
+    service = CentralService(config).open()
+    ingestor = service.make_ingestor()
+    c = service.clusterer
+    faces = people(4, seed=21)
+    now = __import__("time").time()  # recent: the replay checks clock skew against the first receive time
+    obs = [make_obs(near(faces[i], seed=i), ts=now - 3600 + 60 * i, track=i) for i in range(4)]
+    poison = obs[2].observation_id
+    real = c._ingest_in
+
+    def faulty(s, o, *a, **kw):
+        if o.observation_id == poison:
+            raise KeyError("a bug that only this observation meets")
+        return real(s, o, *a, **kw)
+
+    c._ingest_in = faulty
+    topic = faces_topic("s1", "d1")
+    outcomes = ingestor.handle_batch([(topic, encode(o)) for o in obs])
+    assert [o.kind for o in outcomes] == ["stored", "stored", "dead_letter", "stored"]
+    bad = outcomes[2]
+    assert bad.ack and (bad.site, bad.device, bad.observation_id) == ("s1", "d1", poison)
+    assert ingestor.counters.get("dead_letters") == 1 and ingestor.counters.get("error") == 0
+    assert count(c.store, Sighting) == 3
+    with c.store.session() as s:
+        row = s.exec(select(DeadLetter)).one()
+        assert (row.topic, row.site, row.observation_id, row.payload) == (topic, "s1", poison, encode(obs[2]))
+        assert "KeyError" in row.error and row.attempts == 1
+        assert s.exec(select(Device)).one().rejected == 1
+
+    # The edge is told: the poison id is in the rejected list of its DeliveryAck, the others in stored.
+    from revisit.central.ingest import MqttIngest
+    from revisit.shared.schema import DeliveryAck, decode
+
+    sent: list[tuple[str, bytes]] = []
+    mq = MqttIngest(ingestor, "127.0.0.1", 1)
+    mq.client.publish = lambda t, payload, qos: sent.append((t, payload))  # the network is not under test here
+    mq._send_acks(outcomes)
+    ack = decode(sent[0][1], DeliveryAck)
+    assert ack.rejected == (poison,) and set(ack.stored) == {o.observation_id for o in obs} - {poison}
+
+    # A resend before the fix: one dead letter still, attempts counted.
+    assert ingestor.handle(topic, encode(obs[2])).kind == "dead_letter"
+    assert count(c.store, DeadLetter) == 1
+    with c.store.session() as s:
+        assert s.exec(select(DeadLetter)).one().attempts == 2
+    service.stop()
+
+    # The fault fixed (a new process): the replay stores it and deletes the dead letter.
+    config_file = tmp_path / "central.toml"
+    config_file.write_text(f'data_dir = "{tmp_path / "data"}"\n[ingest.recognizers]\n"{REC}" = {DIM}\n')
+    assert main(["central", "backfill", "--config", str(config_file), "--dead-letters"]) == 0
+    report = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["dead_letters"] == {"replayed": 1, "outcomes": {"stored": 1}, "left": 0}
+    store = Store(f"sqlite:///{tmp_path / 'data' / 'revisit.db'}")
+    assert count(store, Sighting) == 4 and count(store, DeadLetter) == 0
+    with store.session() as s:
+        row = s.exec(select(Sighting).where(Sighting.observation_id == uuid.UUID(poison))).one()
+        assert row.best_ts.timestamp() == obs[2].best_ts
+    store.dispose()
+
+
+def test_a_dead_letter_that_cannot_be_saved_is_not_acknowledged_to_the_edge(make_clusterer):
+    c = make_clusterer()
+    ingestor = Ingestor(c, c.store, {REC: DIM}, retry_delays=())
+    c._ingest_in = lambda *a, **kw: (_ for _ in ()).throw(KeyError("bug"))
+    with c.store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE dead_letter")  # the dead-letter store is broken too
+    outcome = ingestor.handle(faces_topic("s1", "d1"), encode(make_obs(people(1)[0])))
+    assert (outcome.kind, outcome.observation_id) == ("error", "")  # no application ack: the edge resends it
+    assert ingestor.counters.get("dead_letters") == 0 and ingestor.counters.get("error") == 1
