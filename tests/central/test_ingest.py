@@ -460,7 +460,7 @@ def test_a_poison_observation_is_dead_lettered_rejected_acked_and_replayed(tmp_p
     ingestor = service.make_ingestor()
     c = service.clusterer
     faces = people(4, seed=21)
-    now = __import__("time").time()  # recent: the replay checks clock skew against the first receive time
+    now = float(int(__import__("time").time()))  # recent: the replay checks clock skew against the first receive time
     obs = [make_obs(near(faces[i], seed=i), ts=now - 3600 + 60 * i, track=i) for i in range(4)]
     poison = obs[2].observation_id
     real = c._ingest_in
