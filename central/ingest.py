@@ -151,8 +151,14 @@ class RetryPolicy:
 
 
 class Counters:
-    """Thread-safe counts: outcomes (`stored`, `duplicate`, `status`, `error`, `dead_letters`), `rejected.<reason>`,
-    and `clock_skew`, `backfill`, `store_errors`, `flow_refused`, `redelivered`, `acks_sent`."""
+    """Thread-safe counts. Outcomes, one per message handled: `stored`, `duplicate`, `status`, `error`,
+    `dead_letters`, `rejected.<reason>`; and `clock_skew`, `backfill`, `store_errors`, `acks_sent`.
+
+    MQTT deliveries (`MqttIngest`), where one message may arrive many times (the broker resends every unacknowledged
+    one on each reconnect): `deliveries` (every PUBLISH received), of them `redelivered` (with the DUP flag),
+    `flow_refused` (refused: the queue was full) and `resend_skipped` (a resend of a message still queued here);
+    `flow_refused_messages` counts distinct messages refused at least once. Every delivery is queued (then handled:
+    one outcome), refused or skipped: deliveries = outcomes + flow_refused + resend_skipped."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -561,6 +567,7 @@ class MqttIngest:
         self._stop_event = threading.Event()  # wakes a store retry at shutdown
         self._queue: queue.Queue[_Message] = queue.Queue(maxsize=queue_size)
         self._pending_mids: set[int] = set()  # packet ids queued or being stored (a broker resend is not new)
+        self._refused_mids: set[int] = set()  # packet ids refused and not queued since (counted once)
         self._mids_lock = threading.Lock()
         self._refused = threading.Event()  # a message was refused (queue full): reconnect for it once there is room
         self._busy_since: float | None = None  # receive time of the oldest message of the batch being stored
@@ -660,19 +667,27 @@ class MqttIngest:
             topic = msg.topic
         except UnicodeDecodeError:  # brokers should refuse these; never let one stop the network thread
             topic = "<topic is not UTF-8>"
+        counters = self.ingestor.counters
+        counters.inc("deliveries")
         if msg.dup:
-            self.ingestor.counters.inc("redelivered")
+            counters.inc("redelivered")
         with self._mids_lock:
             if msg.dup and msg.mid in self._pending_mids:
+                counters.inc("resend_skipped")
                 return  # the broker's resend (after a reconnect) of a message still queued here: acked once stored
             try:
                 self._queue.put_nowait(_Message(topic, msg.payload, msg.mid, msg.qos, time.time()))
                 self._pending_mids.add(msg.mid)
+                self._refused_mids.discard(msg.mid)
                 return
             except queue.Full:
-                pass
+                # Its packet id stays the same until we acknowledge it: a refused message is counted once here.
+                first_refusal = msg.mid not in self._refused_mids
+                self._refused_mids.add(msg.mid)
         # Flow control: neither queued nor acknowledged. The broker keeps it for our persistent session.
-        self.ingestor.counters.inc("flow_refused")
+        counters.inc("flow_refused")
+        if first_refusal:
+            counters.inc("flow_refused_messages")
         if not self._refused.is_set():
             log.warning("ingest queue full (%d): refusing new messages until it drains", self._queue.maxsize)
         self._refused.set()

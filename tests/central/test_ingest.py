@@ -525,3 +525,42 @@ def test_a_dead_letter_that_cannot_be_saved_is_not_acknowledged_to_the_edge(make
     outcome = ingestor.handle(faces_topic("s1", "d1"), encode(make_obs(people(1)[0])))
     assert (outcome.kind, outcome.observation_id) == ("error", "")  # no application ack: the edge resends it
     assert ingestor.counters.get("dead_letters") == 0 and ingestor.counters.get("error") == 1
+
+
+def test_mqtt_delivery_counters_count_a_message_refused_again_once(make_clusterer):
+    """paho's own messages through the ingest's callback, the queue full: a message the broker resends after
+    each reconnect (same packet id, DUP set) is one refused message and several refusals; a resend of a message
+    still queued is skipped, not queued twice."""
+    import paho.mqtt.client as paho
+
+    from revisit.central.ingest import MqttIngest
+
+    c = make_clusterer()
+    ingestor = Ingestor(c, c.store, {REC: DIM})
+    mq = MqttIngest(ingestor, "127.0.0.1", 1, queue_size=2)
+    topic = faces_topic("s1", "d1").encode()
+
+    def deliver(mid: int, dup: bool) -> None:
+        msg = paho.MQTTMessage(mid, topic)
+        msg.qos, msg.dup, msg.payload = 1, dup, encode(make_obs(people(1)[0]))
+        mq._on_message(mq.client, None, msg)
+
+    deliver(1, False)
+    deliver(2, False)  # the queue is full now
+    for dup in (False, True, True):  # refused, then the broker's resends after two reconnects
+        deliver(3, dup)
+    deliver(2, True)  # a resend of a message still queued: skipped
+    counts = ingestor.counters.snapshot()
+    assert counts == {
+        "deliveries": 6,
+        "redelivered": 3,
+        "flow_refused": 3,
+        "flow_refused_messages": 1,
+        "resend_skipped": 1,
+    }
+    assert [m.mid for m in mq._take()] == [1, 2]  # the queue drains (what the worker does)
+    deliver(3, True)  # queued at last
+    deliver(4, False)
+    deliver(5, False)  # refused: a new message
+    counts = ingestor.counters.snapshot()
+    assert (counts["flow_refused"], counts["flow_refused_messages"], counts["deliveries"]) == (4, 2, 9)
