@@ -22,7 +22,7 @@ from revisit.central.ingest import Ingestor
 from revisit.central.service import CentralService
 from revisit.central.store import Device, Sighting, Site, Store, Visit, Visitor
 from revisit.shared.dataset import by_identity, load_labels
-from revisit.shared.schema import MAX_CROP_BYTES, DeviceStatus, encode, faces_topic, status_topic
+from revisit.shared.schema import MAX_CROP_BYTES, DeviceStatus, encode, faces_topic, peek_observation_id, status_topic
 from tests.central.conftest import DIM, REC, make_obs, near, people, publisher, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -564,3 +564,29 @@ def test_mqtt_delivery_counters_count_a_message_refused_again_once(make_clustere
     deliver(5, False)  # refused: a new message
     counts = ingestor.counters.snapshot()
     assert (counts["flow_refused"], counts["flow_refused_messages"], counts["deliveries"]) == (4, 2, 9)
+
+
+def test_a_bug_in_validation_dead_letters_the_message_too(make_clusterer):
+    c = make_clusterer()
+    ingestor = Ingestor(c, c.store, {REC: DIM})
+    obs = make_obs(people(1)[0])
+    real = ingestor._prepare_faces
+
+    def buggy(site, device, payload, *a, **kw):
+        if peek_observation_id(payload) == obs.observation_id:
+            raise AttributeError("a bug in a check")
+        return real(site, device, payload, *a, **kw)
+
+    ingestor._prepare_faces = buggy
+    other = make_obs(people(2)[1], track=2)
+    outcomes = ingestor.handle_batch([(faces_topic("s1", "d1"), encode(x)) for x in (obs, other)])
+    assert [(o.kind, o.observation_id) for o in outcomes] == [
+        ("dead_letter", obs.observation_id),
+        ("stored", other.observation_id),
+    ]
+    from revisit.central.store import DeadLetter
+
+    with c.store.session() as s:
+        assert s.exec(select(DeadLetter)).one().error == "AttributeError: a bug in a check"
+    ingestor._prepare_faces = real
+    assert ingestor.replay_dead_letters() == {"stored": 1} and count(c.store, DeadLetter) == 0
