@@ -270,8 +270,7 @@ class Ingestor:
             payload = bytes(payload)
             try:
                 p = self._prepare(topic, payload, received, backfill)
-            except Exception as exc:  # a bug, not bad input: keep the message as a dead letter
-                log.exception("unexpected error on %s", topic[:200])
+            except Exception as exc:  # a bug, not bad input: keep the message as a dead letter (logged there)
                 p = _Prepared(topic, payload=payload)
                 p.outcome = self._dead_letter(p, exc, received, backfill, forever, stop)
             p.payload = payload
@@ -449,17 +448,17 @@ class Ingestor:
             self.retry.run(save, f"dead letter of {p.topic[:200]}", forever=forever, stop=stop)
         except Exception:
             log.exception(
-                "observation %s on %s failed (%s) and could not be kept as a dead letter: not acknowledged",
-                oid,
+                "message on %s (observation %r) failed (%s) and could not be kept as a dead letter: not acknowledged",
                 p.topic[:200],
+                oid,
                 error[:300],
             )
             return Outcome("error", "internal")
         log.error(
-            "observation %s on %s failed and was kept as a dead letter (replay: revisit central backfill "
-            "--dead-letters): %s",
-            oid,
+            "message on %s (observation %r) failed and was kept as a dead letter (replay: revisit central "
+            "backfill --dead-letters): %s",
             p.topic[:200],
+            oid,
             error[:500],
             exc_info=exc,
         )
