@@ -35,6 +35,7 @@ def main() -> None:
     p.add_argument("--base", type=Path, default=Path("/tmp/revisit-assign-profile"))
     p.add_argument("--real", type=Path, help="real embeddings (see bench/central.py)")
     p.add_argument("--obs", type=int, default=200)
+    p.add_argument("--generator", choices=sorted(bench.GENERATORS), default="calibrated")
     p.add_argument("--sightings", type=int, default=0, metavar="CAMERAS")
     p.add_argument("--drop-index", action="store_true")
     p.add_argument("--profile", action="store_true")
@@ -45,21 +46,37 @@ def main() -> None:
     def service(data: Path):  # noqa: ANN202
         return CentralService(CentralConfig.model_validate({"data_dir": str(data)})).open()
 
-    pristine = a.base / f"data{a.n}" if not a.sightings else a.base / f"data{a.n}s{a.sightings}"
+    pristine = a.base / (f"data{a.n}" if not a.sightings else f"data{a.n}s{a.sightings}")
+    pristine = pristine.with_name(f"{pristine.name}-{a.generator}")
+    generate = bench.GENERATORS[a.generator]
     if not pristine.exists():
         rng = np.random.default_rng(a.n)
         real = bench.load_real(a.real)
-        protos = bench.real_like(a.n, rng, real)
+        protos = generate(a.n, rng, real)
+        t0, c0 = time.perf_counter(), time.process_time()
         svc = service(pristine)
         try:
-            _, ids = bench.load_visitors(svc.store, svc.vectors, protos)
+            index_s, ids = bench.load_visitors(svc.store, svc.vectors, protos)
+            rows_s = time.perf_counter() - t0 - index_s
             if a.sightings:
                 bench.load_sightings(svc.store, ids, protos, a.sightings)
         finally:
             svc.stop()
+        load = {
+            "visitors": a.n,
+            "sightings_cameras": a.sightings,
+            "load_s": round(time.perf_counter() - t0, 1),
+            "load_cpu_s": round(time.process_time() - c0, 1),
+            "visitor_rows_s": round(rows_s, 1),
+            "index_s": round(index_s, 1),
+        }
+        (pristine / "load.json").write_text(json.dumps(load))
+        print(json.dumps(load), flush=True)
+        np.save(pristine / "ids.npy", np.frombuffer(b"".join(u.bytes for u in ids), dtype=np.uint8).reshape(-1, 16))
         picks = rng.integers(a.n, size=a.obs + 20)
-        queries = [bench.returning(protos[i], rng) if k % 2 == 0 else bench.real_like(1, rng, real)[0]
-                   for k, i in enumerate(picks)]  # fmt: skip
+        queries = [
+            bench.returning(protos[i], rng) if k % 2 == 0 else generate(1, rng, real)[0] for k, i in enumerate(picks)
+        ]
         np.save(pristine / "queries.npy", np.stack(queries).astype(np.float32))
     work = a.base / f"work{a.n}"
     shutil.rmtree(work, ignore_errors=True)
@@ -87,9 +104,15 @@ def main() -> None:
     cpu = (time.process_time() - cpu0) * 1000 / len(times)
     svc.stop()
     shutil.rmtree(work, ignore_errors=True)
-    out = {"visitors": a.n, "sightings_cameras": a.sightings, "index": not a.drop_index, "observations": len(times),
-           "cpu_ms_per_obs": round(cpu, 2), "p50_ms": round(bench.pct(times, 50), 1),
-           "p95_ms": round(bench.pct(times, 95), 1)}  # fmt: skip
+    out = {
+        "visitors": a.n,
+        "sightings_cameras": a.sightings,
+        "index": not a.drop_index,
+        "observations": len(times),
+        "cpu_ms_per_obs": round(cpu, 2),
+        "p50_ms": round(bench.pct(times, 50), 1),
+        "p95_ms": round(bench.pct(times, 95), 1),
+    }
     print(json.dumps(out), flush=True)
     if prof:
         pstats.Stats(prof).sort_stats("cumulative").print_stats(40)

@@ -8,8 +8,10 @@
     .venv/bin/python bench/central.py --mqtt                          # also end to end through a broker
 
 `--real FILE.npz` takes real embeddings (`revisit eval cluster --data DIR --cache FILE.npz` writes them from the
-dev photos); each synthetic visitor is a mix of three real faces plus noise, so the set keeps the real
-embeddings' neighbourhood structure. Without it visitors are random unit vectors.
+dev photos); `--generator calibrated` (default) makes visitors whose pairwise cosines follow the real impostors'
+(bench/realism.py), `real_like` mixes three real faces plus noise (crowded: near-twins at 1M). Without `--real`
+visitors are random unit vectors. `--mqtt --mqtt-only --store DIR` measures end to end on a copy of a store
+bulk-loaded by bench/assign_profile.py (its --generator must match).
 
 Per size N, in this process: N visitors are bulk-loaded through the service (database rows 5,000 per INSERT,
 prototypes in one bulk index load: loading 1M through the whole assignment path would take hours), and the
@@ -53,10 +55,24 @@ def observation(vec: np.ndarray, i: int, crop: bytes) -> Observation:
     ts = 1_800_000_000.0 + 60.0 * i
     q = QualityFields(detector=0.9, size=0.8, sharpness=0.8, pose=0.9, score=0.8)
     return Observation(
-        observation_id=str(uuid.uuid4()), site="bench", device="d1", camera="c1", track_id=i, first_ts=ts,
-        last_ts=ts + 3, best_ts=ts + 1, recognizer_id=REC, embedding=Observation.pack_vector(vec), embedding_dim=DIM,
-        det_score=0.9, quality=q, box=(0.0, 0.0, 80.0, 80.0), crop_jpeg=crop, frame_size=(640, 480), frames_seen=5,
-    )  # fmt: skip
+        observation_id=str(uuid.uuid4()),
+        site="bench",
+        device="d1",
+        camera="c1",
+        track_id=i,
+        first_ts=ts,
+        last_ts=ts + 3,
+        best_ts=ts + 1,
+        recognizer_id=REC,
+        embedding=Observation.pack_vector(vec),
+        embedding_dim=DIM,
+        det_score=0.9,
+        quality=q,
+        box=(0.0, 0.0, 80.0, 80.0),
+        crop_jpeg=crop,
+        frame_size=(640, 480),
+        frames_seen=5,
+    )
 
 
 def tiny_jpeg() -> bytes:
@@ -80,6 +96,36 @@ def real_like(n: int, rng: np.random.Generator, real: np.ndarray | None) -> np.n
     return out
 
 
+_MODEL: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def calibrated(n: int, rng: np.random.Generator, real: np.ndarray | None) -> np.ndarray:
+    """n identity directions whose pairwise cosines follow the real impostors' (the default with real embeddings):
+    a Gaussian with the real faces' mean and covariance, mixed (weight CROWD) with `real_like`'s three-face mixes
+    for the lookalike tail. Measured (bench/realism.py, dev photos): impostor pairs above cosine 0.3 / 0.37 are
+    9.1e-5 / 4.5e-6 of real pairs, ~1e-4 / ~7e-6 of these; `real_like` alone has 1.4e-3 / 8.0e-4 (its visitors
+    share two of three source faces: at 1M every visitor has a near-twin above 0.5, no real population does)."""
+    if real is None:
+        return unit(rng.normal(size=(n, DIM)))
+    if id(real) not in _MODEL:
+        mean = real.mean(axis=0)
+        values, vectors = np.linalg.eigh(np.cov(real.T))
+        _MODEL.clear()
+        _MODEL[id(real)] = (mean, (vectors * np.sqrt(np.clip(values, 0, None))).T.astype(np.float32))
+    mean, root = _MODEL[id(real)]
+    crowd = real_like(n, rng, real)
+    out = np.empty((n, DIM), dtype=np.float16)
+    for k in range(0, n, 50_000):
+        m = min(50_000, n - k)
+        gauss = unit(mean + rng.normal(size=(m, DIM)).astype(np.float32) @ root)
+        out[k : k + m] = unit(np.sqrt(1 - CROWD) * gauss + np.sqrt(CROWD) * crowd[k : k + m].astype(np.float32))
+    return out
+
+
+CROWD = 0.35
+GENERATORS = {"calibrated": calibrated, "real_like": real_like}
+
+
 def returning(proto: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Another shot of a known visitor: cosine ~0.6-0.75 to the prototype (genuine pairs of w600k_mbf)."""
     return unit(proto.astype(np.float32) + 0.9 * rng.normal(size=DIM).astype(np.float32) / np.sqrt(DIM))
@@ -97,15 +143,27 @@ def load_visitors(store: Store, vectors: Vectors, protos: np.ndarray, sites: int
     the journal is skipped and one checkpoint ends it). Returns the seconds spent on the index."""
     now = utcnow()
     ids = [uuid.uuid4() for _ in range(len(protos))]
-    with store.begin() as s:
-        for k in range(0, len(protos), 5000):
+    for k in range(0, len(protos), 5000):  # a transaction per chunk: the write-ahead log stays small
+        with store.begin() as s:
             rows = [
-                dict(id=ids[j], recognizer_id=REC, first_seen=now, last_seen=now, visit_count=1, sighting_count=1,
-                     reference_quality=-1.0, label="", notes="", proto_sum=protos[j].astype(np.float64).tobytes(),
-                     proto_weight=1.0, created_at=now)
+                dict(
+                    id=ids[j],
+                    recognizer_id=REC,
+                    first_seen=now,
+                    last_seen=now,
+                    visit_count=1,
+                    sighting_count=1,
+                    reference_quality=-1.0,
+                    label="",
+                    notes="",
+                    proto_sum=protos[j].astype(np.float64).tobytes(),
+                    proto_weight=1.0,
+                    created_at=now,
+                )
                 for j in range(k, min(k + 5000, len(protos)))
-            ]  # fmt: skip
+            ]
             s.execute(Visitor.__table__.insert(), rows)  # type: ignore[attr-defined]
+    checkpoint_wal(store)
     vectors.ensure(REC, DIM)
     start = time.perf_counter()
     with vectors.bulk():
@@ -127,16 +185,46 @@ def load_sightings(store: Store, ids: list, protos: np.ndarray, cameras: int) ->
         site = ensure_site(s, "bench")
         device = ensure_device(s, site, "d1")
         cams = [ensure_camera(s, site, device, f"c{k + 1}").id for k in range(cameras)]
-        for k in range(0, len(ids), 5000):
+        site_id, device_id = site.id, device.id
+    for k in range(0, len(ids), 5000):
+        with store.begin() as s:
             rows = []
             for j in range(k, min(k + 5000, len(ids))):
                 t = datetime.fromtimestamp(start + j * step, timezone.utc)
-                rows.append(dict(id=uuid.uuid4(), observation_id=uuid.uuid4(), visitor_id=ids[j], visit_id=None,
-                                 site_id=site.id, device_id=device.id, camera_id=cams[j % cameras], track_id=j,
-                                 first_ts=t, last_ts=t, best_ts=t, quality=0.8, det_score=0.9, box=[0, 0, 80, 80],
-                                 frame_size=[640, 480], co_tracks=[], crop_path=None, recognizer_id=REC,
-                                 embedding=protos[j].astype("<f4").tobytes(), created_at=t))  # fmt: skip
+                rows.append(
+                    dict(
+                        id=uuid.uuid4(),
+                        observation_id=uuid.uuid4(),
+                        visitor_id=ids[j],
+                        visit_id=None,
+                        site_id=site_id,
+                        device_id=device_id,
+                        camera_id=cams[j % cameras],
+                        track_id=j,
+                        first_ts=t,
+                        last_ts=t,
+                        best_ts=t,
+                        quality=0.8,
+                        det_score=0.9,
+                        box=[0, 0, 80, 80],
+                        frame_size=[640, 480],
+                        co_tracks=[],
+                        crop_path=None,
+                        recognizer_id=REC,
+                        embedding=protos[j].astype("<f4").tobytes(),
+                        created_at=t,
+                    )
+                )
             s.execute(Sighting.__table__.insert(), rows)  # type: ignore[attr-defined]
+    checkpoint_wal(store)
+
+
+def checkpoint_wal(store: Store) -> None:
+    """Fold SQLite's write-ahead log into the database file, as a service would have long before: otherwise the
+    first timed commits pay for checkpointing gigabytes the loader wrote."""
+    if store.engine.dialect.name == "sqlite":
+        with store.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def exact_top1(protos: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +268,8 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
 
     rng = np.random.default_rng(n)
     real = load_real(args.real)
-    protos = real_like(n, rng, real)
+    generate = GENERATORS[args.generator]
+    protos = generate(n, rng, real)
     data = workdir / f"data{n}"
     service = CentralService(CentralConfig.model_validate(service_config(data, args))).open()
     start = time.perf_counter()
@@ -190,12 +279,20 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
             load_sightings(service.store, ids, protos, args.sightings)
     finally:
         service.stop()
-    out: dict = {"visitors": n, "load_s": time.perf_counter() - start, "index_load_s": index_s,
-                 "vectors": "real-like" if real is not None else "random"}  # fmt: skip
+    out: dict = {
+        "visitors": n,
+        "load_s": time.perf_counter() - start,
+        "index_load_s": index_s,
+        "vectors": args.generator if real is not None else "random",
+    }
     # queries: returning visitors (for exactness and assignment) and new people
     picks = rng.integers(n, size=max(args.observations, args.exact_queries))
-    queries = np.stack([returning(protos[i], rng) if k % 2 == 0 else real_like(1, rng, real)[0].astype(np.float32)
-                        for k, i in enumerate(picks)]).astype(np.float32)  # fmt: skip
+    queries = np.stack(
+        [
+            returning(protos[i], rng) if k % 2 == 0 else generate(1, rng, real)[0].astype(np.float32)
+            for k, i in enumerate(picks)
+        ]
+    ).astype(np.float32)
     best, best_score = exact_top1(protos, queries)
     np.savez(
         workdir / f"queries{n}.npz",
@@ -303,11 +400,19 @@ def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path, batch_size: int 
     else:
         cfg["embedded_broker"] = {"port": 0}
         broker = "amqtt (embedded)"
-    service = CentralService(CentralConfig.model_validate(cfg))
-    service.open()
     rng = np.random.default_rng(7)
-    protos = unit(rng.normal(size=(n, DIM)))
-    load_visitors(service.store, service.vectors, protos)
+    if args.store is not None:  # a bulk-loaded store (bench/assign_profile.py): copied, its visitors remade
+        shutil.rmtree(data, ignore_errors=True)
+        shutil.copytree(args.store, data)
+        real = load_real(args.real)
+        protos = GENERATORS[args.generator](n, np.random.default_rng(n), real)
+        service = CentralService(CentralConfig.model_validate(cfg))
+        service.open()
+    else:
+        service = CentralService(CentralConfig.model_validate(cfg))
+        service.open()
+        protos = unit(rng.normal(size=(n, DIM)))
+        load_visitors(service.store, service.vectors, protos)
     service.start()
     try:
         service.mqtt.subscribed.wait(10)
@@ -319,8 +424,11 @@ def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path, batch_size: int 
         pub.connect("127.0.0.1", port)
         pub.loop_start()
         crop = tiny_jpeg()
-        payloads = [encode(observation(unit(protos[rng.integers(n)] + 0.03 * rng.normal(size=DIM)), i, crop))
-                    for i in range(args.mqtt_messages)]  # fmt: skip
+        payloads = [
+            encode(observation(unit(protos[rng.integers(n)] + 0.03 * rng.normal(size=DIM)), i, crop))
+            for i in range(args.mqtt_messages)
+        ]
+        del protos
         start, cpu0 = time.perf_counter(), time.process_time()
         for p in payloads:
             info = pub.publish(faces_topic("bench", "d1"), p, qos=1)
@@ -337,9 +445,16 @@ def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path, batch_size: int 
         if broker_proc:
             broker_proc.terminate()
             broker_proc.wait(10)
-    return {"broker": broker, "visitors": n, "messages": len(payloads), "stored": stored,
-            "publish_per_s": len(payloads) / published, "end_to_end_per_s": stored / wall, "batch_size": batch_size,
-            "cpu_s": cpu}  # fmt: skip
+    return {
+        "broker": broker,
+        "visitors": n,
+        "messages": len(payloads),
+        "stored": stored,
+        "publish_per_s": len(payloads) / published,
+        "end_to_end_per_s": stored / wall,
+        "batch_size": batch_size,
+        "cpu_s": cpu,
+    }
 
 
 def main() -> int:
@@ -358,6 +473,9 @@ def main() -> int:
         metavar="FILE.npz",
         help="real embeddings (`revisit eval cluster --cache FILE.npz`) to build real-like visitors",
     )
+    parser.add_argument(
+        "--generator", choices=sorted(GENERATORS), default="calibrated", help="how visitors are made from --real"
+    )
     parser.add_argument("--sites", type=int, default=1, help="visitors spread over this many sites")
     parser.add_argument(
         "--sightings",
@@ -371,6 +489,8 @@ def main() -> int:
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the reopened-service half of a size
     parser.add_argument("--mqtt", action="store_true", help="also measure end to end through a broker")
     parser.add_argument("--mqtt-messages", type=int, default=1000)
+    parser.add_argument("--store", type=Path, help="--mqtt only: copy this bulk-loaded store (assign_profile.py)")
+    parser.add_argument("--mqtt-only", action="store_true", help="skip the load/reopen/assignment part")
     parser.add_argument("--batch-sizes", default="1,64", help="ingest batch sizes compared end to end (1: unbatched)")
     args = parser.parse_args()
     if args.serve:
@@ -380,27 +500,35 @@ def main() -> int:
     db = "PostgreSQL" if args.database_url else "SQLite"
     if not args.json:
         print(f"{engine}; {db}; {DIM}-d; {os.cpu_count()} CPUs", flush=True)
-        print(f"{'visitors':>9} {'load s':>7} {'reopen s':>8} {'search p50':>10} {'p95':>5} {'assign p50':>10} "
-              f"{'p95 ms':>7} {'obs/s':>6} {'exact':>6} {'RSS MB':>7} {'disk MB':>8}  note", flush=True)  # fmt: skip
+        print(
+            f"{'visitors':>9} {'load s':>7} {'reopen s':>8} {'search p50':>10} {'p95':>5} {'assign p50':>10} "
+            f"{'p95 ms':>7} {'obs/s':>6} {'exact':>6} {'RSS MB':>7} {'disk MB':>8}  note",
+            flush=True,
+        )
     with tempfile.TemporaryDirectory(prefix="revisit-bench-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         sizes = [int(s) for s in args.sizes.split(",")]
         for k, n in enumerate(sizes):
-            r = bench_size(n, args, workdir)
+            r = {"visitors": n} if args.mqtt_only else bench_size(n, args, workdir)
             r.update(engine=engine, database=db, cpus=os.cpu_count())
             if args.mqtt and k == 0:  # end to end per ingest batch size (1: one message per transaction)
                 e2e = {b: bench_mqtt(n, args, workdir, batch_size=b) for b in map(int, args.batch_sizes.split(","))}
-                r["e2e_by_batch"] = {b: {"obs_per_s": x["end_to_end_per_s"], "cpu_s": x["cpu_s"],
-                                         "stored": x["stored"]} for b, x in e2e.items()}  # fmt: skip
+                r["e2e_by_batch"] = {
+                    b: {"obs_per_s": x["end_to_end_per_s"], "cpu_s": x["cpu_s"], "stored": x["stored"]}
+                    for b, x in e2e.items()
+                }
                 r["e2e_obs_per_s"] = list(e2e.values())[-1]["end_to_end_per_s"]
-            if args.json:
+            if args.json or args.mqtt_only:
                 print(json.dumps(r), flush=True)
             else:
-                print(f"{n:>9} {r['load_s']:>7.1f} {r['reopen_s']:>8.2f} {r['search_p50_ms']:>10.2f} "
-                      f"{r['search_p95_ms']:>5.1f} {r['assign_p50_ms']:>10.1f} {r['assign_p95_ms']:>7.1f} "
-                      f"{r['obs_per_s']:>6.1f} {r['exact_top1']:>6.3f} {r['rss_mb']:>7.0f} {r['disk_mb']:>8.0f}  "
-                      f"{r.get('note', '')}", flush=True)  # fmt: skip
+                print(
+                    f"{n:>9} {r['load_s']:>7.1f} {r['reopen_s']:>8.2f} {r['search_p50_ms']:>10.2f} "
+                    f"{r['search_p95_ms']:>5.1f} {r['assign_p50_ms']:>10.1f} {r['assign_p95_ms']:>7.1f} "
+                    f"{r['obs_per_s']:>6.1f} {r['exact_top1']:>6.3f} {r['rss_mb']:>7.0f} {r['disk_mb']:>8.0f}  "
+                    f"{r.get('note', '')}",
+                    flush=True,
+                )
             shutil.rmtree(workdir / f"data{n}", ignore_errors=True)
     return 0
 

@@ -86,9 +86,17 @@ def fill(events: Events, event_id: uuid.UUID, recognizer: str, n: int, dim: int,
     """Add n random faces (one photo row per 4 faces, as a group-photo event would have); returns seconds."""
     from revisit.central.kiosk.models import Photo
 
-    photos = [Photo(event_id=event_id, filename=f"p{i}.jpg", stored_name=f"{uuid.uuid4().hex}.jpg",
-                    thumb_name=f"{uuid.uuid4().hex}.jpg", status="done", faces_found=4)
-              for i in range((n + 3) // 4)]  # fmt: skip
+    photos = [
+        Photo(
+            event_id=event_id,
+            filename=f"p{i}.jpg",
+            stored_name=f"{uuid.uuid4().hex}.jpg",
+            thumb_name=f"{uuid.uuid4().hex}.jpg",
+            status="done",
+            faces_found=4,
+        )
+        for i in range((n + 3) // 4)
+    ]
     with events.store.begin() as s:
         s.add_all(photos)
     start = time.perf_counter()
@@ -109,17 +117,24 @@ def shared_filtered(n: int, dim: int, query: np.ndarray, queries: int, rng: np.r
     for k in range(0, n, 2000):
         m = min(2000, n - k)
         vecs = unit(rng.normal(size=(m, dim)))
-        client.upsert("faces", points=[
-            models.PointStruct(id=str(uuid.uuid4()), vector=vecs[j].tolist(),
-                               payload={"event_id": "ours" if k + j < ours else f"e{(k + j) // 1000}"})
-            for j in range(m)
-        ])  # fmt: skip
+        client.upsert(
+            "faces",
+            points=[
+                models.PointStruct(
+                    id=str(uuid.uuid4()),
+                    vector=vecs[j].tolist(),
+                    payload={"event_id": "ours" if k + j < ours else f"e{(k + j) // 1000}"},
+                )
+                for j in range(m)
+            ],
+        )
     flt = models.Filter(must=[models.FieldCondition(key="event_id", match=models.MatchValue(value="ours"))])
     times = []
     for _ in range(queries):
         start = time.perf_counter()
-        client.query_points("faces", query=query.tolist(), query_filter=flt, limit=5000,
-                            score_threshold=to_cosine(DEFAULT_THRESHOLD))  # fmt: skip
+        client.query_points(
+            "faces", query=query.tolist(), query_filter=flt, limit=5000, score_threshold=to_cosine(DEFAULT_THRESHOLD)
+        )
         times.append(time.perf_counter() - start)
     client.close()
     return pct(times, 50)
@@ -159,8 +174,13 @@ def bench_size(n: int, args: argparse.Namespace, engine, selfie: bytes, own: lis
             total_t.append(time.perf_counter() - start)
             total_cpu += time.process_time() - cpu
         out.update(vector_cpu_ms=vector_cpu * 1000 / args.queries, search_cpu_ms=total_cpu * 1000 / args.queries)
-        out.update(vector_p50=pct(vector_t, 50), vector_p95=pct(vector_t, 95), search_p50=pct(total_t, 50),
-                   search_p95=pct(total_t, 95), found=found)  # fmt: skip
+        out.update(
+            vector_p50=pct(vector_t, 50),
+            vector_p95=pct(vector_t, 95),
+            search_p50=pct(total_t, 50),
+            search_p95=pct(total_t, 95),
+            found=found,
+        )
         if args.shared and n >= 1000:
             out["shared_p50"] = shared_filtered(n, engine.embedder.dim, query, max(5, args.queries // 4), rng)
     finally:
@@ -209,8 +229,11 @@ def bench_extraction(args: argparse.Namespace, engine) -> None:
     print(f"making {args.photos} photos of {args.mp} MP with {args.faces} faces each ...", flush=True)
     photos = canvases(args.data, args.photos + 1, args.mp, args.faces)
     size = np.median([len(p) for p in photos]) / 2**20
-    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (a shared machine: other jobs run too); "
-          f"{engine.recognizer_id}; JPEG {size:.1f} MB median", flush=True)  # fmt: skip
+    print(
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (a shared machine: other jobs run too); "
+        f"{engine.recognizer_id}; JPEG {size:.1f} MB median",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="revisit-bench-extract-") as tmp:
         store = Store(f"sqlite:///{Path(tmp) / 'x.db'}")
         events = Events(store, PhotoFiles(Path(tmp) / "photos"), EventVectors.memory())
@@ -245,8 +268,7 @@ def bench_extraction(args: argparse.Namespace, engine) -> None:
         print(f"| extraction | **{n / (t2 - t1):.2f} photos/s**, {faces / (t2 - t1):.1f} faces/s |")
         print(f"| extraction CPU per photo | {(c2 - c1) / n:.2f} s |")
         print(f"| faces found / pasted | {faces} / {n * args.faces} |")
-        print(f"| upload to searchable, idle worker | {searchable - start:.2f} s "
-              f"(upload {uploaded - start:.2f} s) |")  # fmt: skip
+        print(f"| upload to searchable, idle worker | {searchable - start:.2f} s (upload {uploaded - start:.2f} s) |")
         events.vectors.close()
         store.dispose()
     # where one photo's time goes (medians of 3)
@@ -316,8 +338,9 @@ def bench_ingest_wait(args: argparse.Namespace) -> None:
         event = EventVectors(index)
         for i in range(0, n, 10_000):
             k = min(10_000, n - i)
-            event.upsert(uuid.UUID(int=1), rec, [(uuid.uuid4(), uuid.uuid4(), v)
-                                                 for v in unit(rng.normal(size=(k, dim)))])  # fmt: skip
+            event.upsert(
+                uuid.UUID(int=1), rec, [(uuid.uuid4(), uuid.uuid4(), v) for v in unit(rng.normal(size=(k, dim)))]
+            )
         queries = unit(rng.normal(size=(ops, dim)))
         for i, q in enumerate(queries[:100]):  # warm up
             index.search_prototypes(rec, q, 5, floor=0.36)
@@ -341,8 +364,10 @@ def bench_ingest_wait(args: argparse.Namespace) -> None:
             stop.set()
             if thread:
                 thread.join()
-            print(f"| {n:,} | {case} | {pct(times, 50):.2f} | {pct(times, 95):.2f} | {scans[0] if thread else '–'} |",
-                  flush=True)  # fmt: skip
+            print(
+                f"| {n:,} | {case} | {pct(times, 50):.2f} | {pct(times, 95):.2f} | {scans[0] if thread else '–'} |",
+                flush=True,
+            )
         index.close()
 
 

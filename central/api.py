@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from revisit.central import queries
 from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, csrf_token
-from revisit.central.bounds import BoundedTime, Offset
+from revisit.central.bounds import BoundedDate, BoundedTime, Offset
 from revisit.central.clustering import ClusterError
 from revisit.central.pages import (
     analytics_window,
@@ -415,7 +415,9 @@ def loyal(
     min_visits: Annotated[int | None, Query(ge=1, le=1000, description="visits before today")] = None,
     window_days: Annotated[int | None, Query(ge=1, le=3650)] = None,
     site: Annotated[str | None, Query(max_length=64)] = None,
-    as_of: Annotated[date | None, Query(description="the day (YYYY-MM-DD); default today in the site's zone")] = None,
+    as_of: Annotated[
+        BoundedDate | None, Query(description="the day (YYYY-MM-DD); default today in the site's zone")
+    ] = None,
     sort: queries.LoyalSort = "-arrival",
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -559,8 +561,8 @@ class AnalyticsOut(BaseModel):
 def get_analytics(
     service: ServiceDep,
     user: CurrentUser,
-    start: Annotated[date | None, Query(description="first local day (default: 27 days before end)")] = None,
-    end: Annotated[date | None, Query(description="last local day, included (default: today)")] = None,
+    start: Annotated[BoundedDate | None, Query(description="first local day (default: 27 days before end)")] = None,
+    end: Annotated[BoundedDate | None, Query(description="last local day, included (default: today)")] = None,
     site: Annotated[str, Query(max_length=64, description="one site; empty: all (a site manager's: theirs)")] = "",
 ) -> AnalyticsOut:
     """The Analytics page's figures: customers only (staff and excluded visitors are left out)."""

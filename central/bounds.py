@@ -14,7 +14,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Annotated
 
 import numpy as np
@@ -54,6 +54,16 @@ def _bounded_time(value: datetime) -> datetime:
 # A query time with a zone, within 1970..2200 (422 otherwise, never an overflow later).
 BoundedTime = Annotated[datetime, AfterValidator(_bounded_time)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+
+
+def bounded_date(value: date) -> date:
+    """A query day within 1970..2200 (a day near date.min/max would overflow once a range is computed from it)."""
+    if not EARLIEST.date() <= value <= LATEST.date():
+        raise ValueError(f"must be between {EARLIEST.date()} and {LATEST.date()}")
+    return value
+
+
+BoundedDate = Annotated[date, AfterValidator(bounded_date)]
 
 
 class BodyLimits:

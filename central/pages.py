@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from revisit.central import charts, queries
 from revisit.central.auth import CSRFChecked, CurrentUser, ServiceDep, can, flash, templates
+from revisit.central.bounds import BoundedDate, bounded_date
 from revisit.central.clustering import ClusterError
 from revisit.central.store import VISITOR_STATUSES as STATUSES
 from revisit.central.store import (
@@ -146,9 +147,9 @@ def loyal(
     window_days = window_days or cfg.window_days
     site = scoped_site(user, site)
     try:
-        day = date.fromisoformat(as_of) if as_of else None
+        day = bounded_date(date.fromisoformat(as_of)) if as_of else None
     except ValueError:
-        raise HTTPException(422, "as_of: a date as YYYY-MM-DD") from None
+        raise HTTPException(422, "as_of: a date as YYYY-MM-DD, 1970..2200") from None
     with service.session() as s:
         result = queries.loyal_customers(
             s,
@@ -524,8 +525,8 @@ def analytics_page(
     request: Request,
     service: ServiceDep,
     user: CurrentUser,
-    start: date | None = None,
-    end: date | None = None,
+    start: BoundedDate | None = None,
+    end: BoundedDate | None = None,
     site: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
     with service.session() as s:
@@ -573,8 +574,8 @@ def _csv_response(service: Any, user: Any, what: str, details: dict[str, Any], r
 def export_analytics(
     service: ServiceDep,
     user: CurrentUser,
-    start: date | None = None,
-    end: date | None = None,
+    start: BoundedDate | None = None,
+    end: BoundedDate | None = None,
     site: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
     with service.session() as s:
@@ -591,8 +592,8 @@ def export_analytics(
 def export_visits(
     service: ServiceDep,
     user: CurrentUser,
-    start: date | None = None,
-    end: date | None = None,
+    start: BoundedDate | None = None,
+    end: BoundedDate | None = None,
     site: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
     """Every visit (staff and excluded ones too, with their status) starting in the range."""
@@ -622,9 +623,9 @@ def export_loyal(
     min_visits, window_days = min_visits or cfg.min_visits, window_days or cfg.window_days
     site = scoped_site(user, site)
     try:
-        day = date.fromisoformat(as_of) if as_of else None
+        day = bounded_date(date.fromisoformat(as_of)) if as_of else None
     except ValueError:
-        raise HTTPException(422, "as_of: a date as YYYY-MM-DD") from None
+        raise HTTPException(422, "as_of: a date as YYYY-MM-DD, 1970..2200") from None
 
     def rows(session: Any) -> Any:
         def page(offset: int, limit: int) -> Any:

@@ -89,9 +89,11 @@ class Assigner(ClusterBase):
         return self.ingest_batch([obs], save_crop=save_crop)[0]
 
     def ingest_batch(
-        self, observations: Sequence[Observation], notes: Sequence[SightingNote | None] | None = None,
+        self,
+        observations: Sequence[Observation],
+        notes: Sequence[SightingNote | None] | None = None,
         save_crop: bool = True,
-    ) -> list[Assignment]:  # fmt: skip
+    ) -> list[Assignment]:
         """`ingest` for several observations in order, in one database transaction and one vector upsert per
         recognizer. Each is assigned exactly as `ingest` would one after the other: the prototypes the batch
         changed are kept aside (`Overlay`) and searched together with the index. On an error nothing is committed
@@ -156,17 +158,32 @@ class Assigner(ClusterBase):
             crop_path = self.crops.save(obs.crop_jpeg)
             saved.append(crop_path)
         sighting = Sighting(
-            observation_id=uuid.UUID(obs.observation_id), visitor_id=visitor.id, site_id=site.id,
-            device_id=device.id, camera_id=camera.id, track_id=obs.track_id, first_ts=first,
-            last_ts=last, best_ts=best, quality=obs.quality.score, det_score=obs.det_score,
-            box=list(obs.box), frame_size=list(obs.frame_size), co_tracks=list(obs.co_tracks),
-            crop_path=crop_path, recognizer_id=obs.recognizer_id, embedding=obs.embedding,
-        )  # fmt: skip
+            observation_id=uuid.UUID(obs.observation_id),
+            visitor_id=visitor.id,
+            site_id=site.id,
+            device_id=device.id,
+            camera_id=camera.id,
+            track_id=obs.track_id,
+            first_ts=first,
+            last_ts=last,
+            best_ts=best,
+            quality=obs.quality.score,
+            det_score=obs.det_score,
+            box=list(obs.box),
+            frame_size=list(obs.frame_size),
+            co_tracks=list(obs.co_tracks),
+            crop_path=crop_path,
+            recognizer_id=obs.recognizer_id,
+            embedding=obs.embedding,
+        )
         s.add(sighting)
         s.flush()
         if note is not None:
-            s.add(SightingFlag(sighting_id=sighting.id, kind=note.kind, device_ts=note.device_ts,
-                               received_at=note.received_at))  # fmt: skip
+            s.add(
+                SightingFlag(
+                    sighting_id=sighting.id, kind=note.kind, device_ts=note.device_ts, received_at=note.received_at
+                )
+            )
         for other in co:
             a, b = pair(sighting.id, other.id)
             s.add(CannotLink(a_id=a, b_id=b, reason="co_track"))
@@ -221,9 +238,12 @@ class Assigner(ClusterBase):
             forbidden = forbidden | {chosen}
         first = from_epoch(obs.first_ts)
         visitor = Visitor(
-            recognizer_id=obs.recognizer_id, site_id=site.id, first_seen=first, last_seen=from_epoch(obs.last_ts),
+            recognizer_id=obs.recognizer_id,
+            site_id=site.id,
+            first_seen=first,
+            last_seen=from_epoch(obs.last_ts),
             unassigned=obs.quality.score < self.settings.found_min_quality,
-        )  # fmt: skip
+        )
         s.add(visitor)
         s.flush()  # no ORM relationships: insert the visitor before its sighting
         return visitor, True, score
@@ -238,9 +258,10 @@ class Assigner(ClusterBase):
             .where(Sighting.last_ts >= first)
         ).all()
         return [
-            x for x in overlapping
+            x
+            for x in overlapping
             if x.track_id != obs.track_id and (x.track_id in obs.co_tracks or obs.track_id in (x.co_tracks or []))
-        ]  # fmt: skip
+        ]
 
     def _add_to_visit(self, s: Session, visitor_id: uuid.UUID, site_id: uuid.UUID, sighting: Sighting) -> Visit:
         """Extend the visit this sighting falls in (merging visits it bridges), or start one."""

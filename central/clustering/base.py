@@ -133,8 +133,13 @@ class ClusterBase:
         for site_id, rows in by_site.items():
             for group in sessionise([(r.first_ts, r.last_ts) for r in rows], self.settings.visit_gap):
                 picked = [rows[i] for i in group]
-                visit = Visit(visitor_id=visitor.id, site_id=site_id, start=min(r.first_ts for r in picked),
-                              end=max(r.last_ts for r in picked), sighting_count=len(picked))  # fmt: skip
+                visit = Visit(
+                    visitor_id=visitor.id,
+                    site_id=site_id,
+                    start=min(r.first_ts for r in picked),
+                    end=max(r.last_ts for r in picked),
+                    sighting_count=len(picked),
+                )
                 s.add(visit)
                 s.flush()
                 for r in picked:

@@ -64,9 +64,14 @@ class Editor(ClusterBase):
                 ids_a = set(s.exec(select(Sighting.id).where(Sighting.visitor_id == a.id)))
                 ids_b = list(s.exec(select(Sighting.id).where(Sighting.visitor_id == b.id)))
                 if ids_a and ids_b:  # a person's merge overrides earlier "different people" links
-                    s.exec(delete(CannotLink).where(
-                        or_(col(CannotLink.a_id).in_(ids_a) & col(CannotLink.b_id).in_(ids_b),
-                            col(CannotLink.a_id).in_(ids_b) & col(CannotLink.b_id).in_(ids_a))))  # fmt: skip
+                    s.exec(
+                        delete(CannotLink).where(
+                            or_(
+                                col(CannotLink.a_id).in_(ids_a) & col(CannotLink.b_id).in_(ids_b),
+                                col(CannotLink.a_id).in_(ids_b) & col(CannotLink.b_id).in_(ids_a),
+                            )
+                        )
+                    )
                     # pin the merged membership: every member linked to one anchor, so recluster keeps it
                     anchor = a.reference_sighting_id if a.reference_sighting_id in ids_a else next(iter(ids_a))
                     for other in [*ids_a, *ids_b]:
@@ -80,8 +85,14 @@ class Editor(ClusterBase):
                 s.delete(b)
                 s.flush()
                 self.recompute(s, a)
-                s.add(AuditLog(actor=actor, action="merge", visitor_id=a.id,
-                               details={"merged": str(b.id), "sightings": len(ids_b)}))  # fmt: skip
+                s.add(
+                    AuditLog(
+                        actor=actor,
+                        action="merge",
+                        visitor_id=a.id,
+                        details={"merged": str(b.id), "sightings": len(ids_b)},
+                    )
+                )
             self.vectors.set_sighting_visitor(a.recognizer_id, ids_b, a.id)
             self.vectors.delete_prototypes(a.recognizer_id, [b.id])
             self._sync_visitor(a, True)
@@ -98,14 +109,24 @@ class Editor(ClusterBase):
                 if len(owners) != 1:
                     raise ClusterError("split: the sightings belong to different visitors")
                 old = self._get(s, owners.pop())
-                rest = list(s.exec(select(Sighting).where(Sighting.visitor_id == old.id,
-                                                          col(Sighting.id).not_in([r.id for r in rows]))))  # fmt: skip
+                rest = list(
+                    s.exec(
+                        select(Sighting).where(
+                            Sighting.visitor_id == old.id, col(Sighting.id).not_in([r.id for r in rows])
+                        )
+                    )
+                )
                 if not rest:
                     raise ClusterError("split: that is every sighting of the visitor; nothing would be left")
                 moved, kept = [r.id for r in rows], [r.id for r in rest]
-                s.exec(delete(MustLink).where(  # a split overrides an earlier merge of these sightings
-                    or_(col(MustLink.a_id).in_(moved) & col(MustLink.b_id).in_(kept),
-                        col(MustLink.a_id).in_(kept) & col(MustLink.b_id).in_(moved))))  # fmt: skip
+                s.exec(
+                    delete(MustLink).where(  # a split overrides an earlier merge of these sightings
+                        or_(
+                            col(MustLink.a_id).in_(moved) & col(MustLink.b_id).in_(kept),
+                            col(MustLink.a_id).in_(kept) & col(MustLink.b_id).in_(moved),
+                        )
+                    )
+                )
                 new = self._new_visitor_for(s, old, rows)
                 anchor = max(rows, key=lambda r: r.quality)
                 for r in rows:
@@ -114,8 +135,14 @@ class Editor(ClusterBase):
                 self._link(s, CannotLink, anchor.id, max(rest, key=lambda r: r.quality).id, "split")
                 self.recompute(s, old)
                 self.recompute(s, new)
-                s.add(AuditLog(actor=actor, action="split", visitor_id=old.id,
-                               details={"new_visitor": str(new.id), "sightings": len(rows)}))  # fmt: skip
+                s.add(
+                    AuditLog(
+                        actor=actor,
+                        action="split",
+                        visitor_id=old.id,
+                        details={"new_visitor": str(new.id), "sightings": len(rows)},
+                    )
+                )
             self.vectors.set_sighting_visitor(old.recognizer_id, [r.id for r in rows], new.id)
             self._sync_visitor(old, True)
             self._sync_visitor(new, True)
@@ -127,10 +154,14 @@ class Editor(ClusterBase):
             with self.store.begin() as s:
                 row = self._get_sighting(s, sighting_id)
                 old = self._get(s, row.visitor_id)
-                rest = list(s.exec(
-                    select(Sighting).where(Sighting.visitor_id == old.id, Sighting.id != row.id)
-                    .order_by(col(Sighting.quality).desc()).limit(MAX_FEEDBACK_LINKS)
-                ))  # fmt: skip
+                rest = list(
+                    s.exec(
+                        select(Sighting)
+                        .where(Sighting.visitor_id == old.id, Sighting.id != row.id)
+                        .order_by(col(Sighting.quality).desc())
+                        .limit(MAX_FEEDBACK_LINKS)
+                    )
+                )
                 if not rest:
                     raise ClusterError("not this person: it is the visitor's only sighting")
                 s.exec(delete(MustLink).where(or_(MustLink.a_id == row.id, MustLink.b_id == row.id)))
@@ -139,8 +170,14 @@ class Editor(ClusterBase):
                 new = self._new_visitor_for(s, old, [row])
                 self.recompute(s, old)
                 self.recompute(s, new)
-                s.add(AuditLog(actor=actor, action="not_this_person", visitor_id=old.id,
-                               details={"sighting": str(row.id), "new_visitor": str(new.id)}))  # fmt: skip
+                s.add(
+                    AuditLog(
+                        actor=actor,
+                        action="not_this_person",
+                        visitor_id=old.id,
+                        details={"sighting": str(row.id), "new_visitor": str(new.id)},
+                    )
+                )
             self.vectors.set_sighting_visitor(old.recognizer_id, [row.id], new.id)
             self._sync_visitor(old, True)
             self._sync_visitor(new, True)
@@ -159,8 +196,11 @@ class Editor(ClusterBase):
                 visits = s.exec(delete(Visit).where(col(Visit.visitor_id) == visitor.id)).rowcount
                 s.delete(visitor)
                 counts = {"sightings": len(ids), "crops": len(crops), "visits": int(visits or 0)}
-                s.add(AuditLog(actor=actor, action="erase", visitor_id=visitor_id,
-                               details={**counts, "reason": reason[:500]}))  # fmt: skip
+                s.add(
+                    AuditLog(
+                        actor=actor, action="erase", visitor_id=visitor_id, details={**counts, "reason": reason[:500]}
+                    )
+                )
             self.vectors.delete_sightings(rec, ids)
             self.vectors.delete_prototypes(rec, [visitor_id])
             counts["crops"] = sum(self.crops.delete(c) for c in crops) if self.crops else 0
@@ -198,8 +238,13 @@ class Editor(ClusterBase):
             s.exec(delete(Sighting).where(col(Sighting.id).in_(chunk)))
 
     def _new_visitor_for(self, s: Session, old: Visitor, rows: list[Sighting]) -> Visitor:
-        new = Visitor(recognizer_id=old.recognizer_id, site_id=rows[0].site_id, status=old.status,
-                      first_seen=min(r.first_ts for r in rows), last_seen=max(r.last_ts for r in rows))  # fmt: skip
+        new = Visitor(
+            recognizer_id=old.recognizer_id,
+            site_id=rows[0].site_id,
+            status=old.status,
+            first_seen=min(r.first_ts for r in rows),
+            last_seen=max(r.last_ts for r in rows),
+        )
         s.add(new)
         s.flush()
         moved = col(Sighting.id).in_([r.id for r in rows])

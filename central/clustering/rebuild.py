@@ -153,8 +153,14 @@ class Rebuilder(ClusterBase):
     ) -> list[uuid.UUID]:
         where = (Sighting.recognizer_id == rec, col(Sighting.embedding).is_not(None))
         order = (Sighting.best_ts, Sighting.id)
-        rows = list(s.exec(select(Sighting.id, Sighting.visitor_id, Sighting.site_id, Sighting.quality)
-                           .where(*where).order_by(*order).execution_options(yield_per=CHUNK)))  # fmt: skip
+        rows = list(
+            s.exec(
+                select(Sighting.id, Sighting.visitor_id, Sighting.site_id, Sighting.quality)
+                .where(*where)
+                .order_by(*order)
+                .execution_options(yield_per=CHUNK)
+            )
+        )
         if not rows:
             return []
         index = {r[0]: i for i, r in enumerate(rows)}
@@ -173,8 +179,12 @@ class Rebuilder(ClusterBase):
         groups: dict[int, list[int]] = defaultdict(list)
         for i in range(len(rows)):
             groups[find(i)].append(i)
-        stream = (sighting_vector(blob) for blob in s.exec(
-            select(Sighting.embedding).where(*where).order_by(*order).execution_options(yield_per=CHUNK)))  # fmt: skip
+        stream = (
+            sighting_vector(blob)
+            for blob in s.exec(
+                select(Sighting.embedding).where(*where).order_by(*order).execution_options(yield_per=CHUNK)
+            )
+        )
         labels = cluster_offline(
             stream,
             [r[3] for r in rows],
@@ -204,16 +214,26 @@ class Rebuilder(ClusterBase):
                 # a new cluster keeps the staff/excluded mark of the old visitor most of its sightings came from
                 origin = next((old for (c, old), _ in overlap.most_common() if c == cluster), None)
                 status = s.exec(select(Visitor.status).where(Visitor.id == origin)).first() if origin else None
-                visitor = Visitor(recognizer_id=rec, site_id=rows[i][2], first_seen=utcnow(), last_seen=utcnow(),
-                                  unassigned=cluster < 0, status=status or "customer")  # fmt: skip
+                visitor = Visitor(
+                    recognizer_id=rec,
+                    site_id=rows[i][2],
+                    first_seen=utcnow(),
+                    last_seen=utcnow(),
+                    unassigned=cluster < 0,
+                    status=status or "customer",
+                )
                 s.add(visitor)
                 owner[cluster] = visitor.id
         s.flush()
         for held in (True, False):  # kept ids: a held row alone, or a visitor (negative labels are held rows)
             kept = [owner[c] for c in owner if (c < 0) == held]
             for k in range(0, len(kept), 500):
-                s.exec(update(Visitor).where(col(Visitor.id).in_(kept[k : k + 500])).values(unassigned=held)
-                       .execution_options(synchronize_session="fetch"))  # fmt: skip
+                s.exec(
+                    update(Visitor)
+                    .where(col(Visitor.id).in_(kept[k : k + 500]))
+                    .values(unassigned=held)
+                    .execution_options(synchronize_session="fetch")
+                )
         by_visitor: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
         for i, c in enumerate(labels):
             if owner[c] != rows[i][1]:
@@ -230,8 +250,14 @@ class Rebuilder(ClusterBase):
         written = 0
         full = since is None
         with self.lock, self.vectors.bulk() if full else nullcontext(), self.store.session() as s:
-            cols = (Sighting.id, Sighting.recognizer_id, Sighting.visitor_id, Sighting.site_id, Sighting.best_ts,
-                    Sighting.embedding)  # fmt: skip
+            cols = (
+                Sighting.id,
+                Sighting.recognizer_id,
+                Sighting.visitor_id,
+                Sighting.site_id,
+                Sighting.best_ts,
+                Sighting.embedding,
+            )
             stmt = select(*cols).where(col(Sighting.embedding).is_not(None))
             if since is not None:
                 stmt = stmt.where(Sighting.created_at >= since)

@@ -1,10 +1,11 @@
 """The `embedded` engine: usearch HNSW indexes in this process, files under one directory, a journal.
 
 Why usearch (README "Central benchmark" and deploy/SCALING.md have the figures): its index is incremental
-(an observation's prototype update is one remove + add, ~1-3 ms at 1M, no rebuild step), stores f16 (1 KB per
-512-d vector), restores a saved index in about a second, and releases the GIL while it searches or adds, so
-the web and ingest threads keep running. Qdrant Edge was measured too: its HNSW build (`optimize()`) holds the
-GIL for minutes and brute force at 1M takes ~74 ms, over the 50 ms budget of one assignment.
+(an observation's prototype update is one add, ~1-2 ms at 1M, plus a batched removal: see `_Protos`; no rebuild
+step), stores f16 (1 KB per 512-d vector), restores a saved 1M index in ~3 s, and releases the GIL while it
+searches or adds, so the web and ingest threads keep running. Qdrant Edge was measured too: its HNSW build
+(`optimize()`) holds the GIL for minutes and brute force at 1M takes ~74 ms, over the 50 ms budget of one
+assignment.
 
 What it keeps, per recognizer (never compared across recognizers):
 - prototypes: one HNSW index per site (usearch has no payload filter; a site-scoped search asks one index,
@@ -63,6 +64,7 @@ EXPANSION_ADD = 128
 EXPANSION_SEARCH = 256
 EXPANSION_RETRY = 1024  # a search whose best is below the caller's floor looks again, wider
 JOURNAL_LIMIT = 64 << 20
+STALE_LIMIT = 64  # replaced prototypes kept in a graph (skipped by searches) before one removal pass
 LOW = (1 << 64) - 1
 FRAME = struct.Struct("<II")  # length, crc32 of the msgpack record
 
@@ -76,18 +78,35 @@ def _unit16(vectors: np.ndarray) -> np.ndarray:
 
 
 class _Protos:
-    """One recognizer's prototypes: an HNSW index per site; key = low 64 bits of the visitor id."""
+    """One recognizer's prototypes: an HNSW index per site.
+
+    A visitor is known by the low 64 bits of its id (`where`: those -> high bits, part, index key). Its vector
+    sits in the graph under an index key of its own (`owner`: index key -> visitor), a fresh one each time the
+    prototype changes: the old entry is only marked stale (left out of results) and removed with the part's
+    other stale entries once STALE_LIMIT of them gather or at a save. usearch makes the first call after any
+    removal pay a pass over the whole graph (~35 ms at 1M, measured), so a remove per update would cost that
+    on every returning visitor; batched, it is one pass per STALE_LIMIT updates. Files written before this
+    (`keys.npy` with 3 columns) used the visitor key as index key; they load as such."""
 
     def __init__(self, dim: int):
         self.dim = dim
         self.sites: list[str] = []  # part number -> site
         self.parts: list[Index] = []
         self.part_of: dict[str, int] = {}
-        self.where: dict[int, tuple[int, int]] = {}  # key -> (high 64 bits, part number)
+        self.where: dict[int, tuple[int, int, int]] = {}  # visitor key -> (high 64 bits, part, index key)
+        self.owner: dict[int, int] = {}  # index key -> visitor key (live entries only)
+        self.stale: list[set[int]] = []  # per part: index keys of replaced or deleted entries, not yet removed
+        self.next_key = 1  # fresh index keys: below 2**62, so never a visitor key (uuid4 low bits are >= 2**63)
 
     def _new_index(self) -> Index:
-        return Index(ndim=self.dim, metric="cos", dtype="f16", connectivity=CONNECTIVITY,
-                     expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)  # fmt: skip
+        return Index(
+            ndim=self.dim,
+            metric="cos",
+            dtype="f16",
+            connectivity=CONNECTIVITY,
+            expansion_add=EXPANSION_ADD,
+            expansion_search=EXPANSION_SEARCH,
+        )
 
     def _part(self, site: str) -> int:
         n = self.part_of.get(site)
@@ -95,7 +114,19 @@ class _Protos:
             n = self.part_of[site] = len(self.parts)
             self.sites.append(site)
             self.parts.append(self._new_index())
+            self.stale.append(set())
         return n
+
+    def _retire(self, key: int) -> None:
+        """Mark the entry of visitor `key` stale (it stays in the graph until the part's next removal)."""
+        _, part, ikey = self.where.pop(key)
+        del self.owner[ikey]
+        self.stale[part].add(ikey)
+
+    def _remove_stale(self, part: int, at_least: int = 1) -> None:
+        if len(self.stale[part]) >= at_least:
+            self.parts[part].remove(np.fromiter(self.stale[part], dtype=np.uint64))
+            self.stale[part].clear()
 
     def upsert(self, items: list[tuple[int, str, np.ndarray]], threads: int = 1) -> None:
         """(visitor id as int, site, f16 unit vector); the last entry of an id wins."""
@@ -107,22 +138,27 @@ class _Protos:
             if old is not None:
                 if old[0] != high:
                     raise VectorStoreError(f"visitor id {uuid.UUID(int=vid)} collides with another in the index")
-                self.parts[old[1]].remove(key)
+                self._retire(key)
             part = self._part(site)
-            self.where[key] = (high, part)
+            ikey, self.next_key = self.next_key, self.next_key + 1
+            self.where[key] = (high, part, ikey)
+            self.owner[ikey] = key
             keys, vecs = grouped.setdefault(part, ([], []))
-            keys.append(key)
+            keys.append(ikey)
             vecs.append(vec)
         for part, (keys, vecs) in grouped.items():
             self.parts[part].add(np.asarray(keys, dtype=np.uint64), np.stack(vecs), threads=threads)
+        for part in range(len(self.parts)):
+            self._remove_stale(part, STALE_LIMIT)
 
     def delete(self, ids: Iterable[int]) -> None:
         for vid in ids:
             key = vid & LOW
             old = self.where.get(key)
             if old is not None and old[0] == vid >> 64:
-                self.parts[old[1]].remove(key)
-                del self.where[key]
+                self._retire(key)
+        for part in range(len(self.parts)):
+            self._remove_stale(part, STALE_LIMIT)
 
     def search(
         self, vector: np.ndarray, limit: int, site: str | None, floor: float | None = None
@@ -133,32 +169,33 @@ class _Protos:
         return found
 
     def _search(self, vector: np.ndarray, limit: int, site: str | None, expansion: int) -> list[Any]:
-        parts = self.parts
+        numbers = range(len(self.parts))
         if site is not None:
-            parts = [self.parts[self.part_of[site]]] if site in self.part_of else []
+            numbers = [self.part_of[site]] if site in self.part_of else []
         query = _unit16(vector)[0]
         found: list[tuple[float, int]] = []
-        for index in parts:
+        for n in numbers:
+            index = self.parts[n]
             if len(index) == 0:
                 continue
-            index.expansion_search = max(expansion, limit)
-            m = index.search(query, min(limit, len(index)), threads=1)
-            found += zip(m.distances.tolist(), m.keys.tolist(), strict=True)
+            want = min(limit + len(self.stale[n]), len(index))  # stale entries are skipped below
+            index.expansion_search = max(expansion, want)
+            m = index.search(query, want, threads=1)
+            found += [(d, k) for d, k in zip(m.distances.tolist(), m.keys.tolist(), strict=True) if k in self.owner]
         found.sort()
         out = []
-        for dist, key in found[:limit]:
-            high, _ = self.where[key]
-            out.append((uuid.UUID(int=(high << 64) | key), 1.0 - float(dist)))
+        for dist, ikey in found[:limit]:
+            key = self.owner[ikey]
+            out.append((uuid.UUID(int=(self.where[key][0] << 64) | key), 1.0 - float(dist)))
         return out
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for n, index in enumerate(self.parts):
+            self._remove_stale(n)
             _atomic(folder / f"part{n}.usearch", lambda tmp, index=index: index.save(str(tmp)))
-        keys = np.fromiter(self.where.keys(), dtype=np.uint64, count=len(self.where))
-        vals = np.array(list(self.where.values()), dtype=np.uint64).reshape(-1, 2)
-        _atomic(folder / "keys.npy", lambda tmp: np.save(tmp, np.column_stack([keys, vals]) if len(keys) else
-                                                          np.zeros((0, 3), np.uint64)), suffix=".npy")  # fmt: skip
+        table = np.array([(key, *value) for key, value in self.where.items()], dtype=np.uint64).reshape(-1, 4)
+        _atomic(folder / "keys.npy", lambda tmp: np.save(tmp, table), suffix=".npy")
         _atomic(folder / "sites.json", lambda tmp: tmp.write_text(json.dumps(self.sites)))
 
     @classmethod
@@ -172,9 +209,16 @@ class _Protos:
                 raise VectorStoreError(f"{folder}/part{n}.usearch is missing or not {dim}-d")
             index.expansion_search = EXPANSION_SEARCH
             self.parts.append(index)
+            self.stale.append(set())
         table = np.load(folder / "keys.npy")
-        values = zip(table[:, 1].tolist(), table[:, 2].tolist(), strict=True)
-        self.where = dict(zip(table[:, 0].tolist(), values, strict=True))
+        if table.shape[1] == 3:  # written before index keys: the visitor key was the index key
+            table = np.column_stack([table, table[:, 0]])
+        keys, ikeys = table[:, 0].tolist(), table[:, 3].tolist()
+        values = zip(table[:, 1].tolist(), table[:, 2].tolist(), ikeys, strict=True)
+        self.where = dict(zip(keys, values, strict=True))
+        self.owner = dict(zip(ikeys, keys, strict=True))
+        fresh = [k for k in ikeys if k < 1 << 62]
+        self.next_key = max(fresh, default=0) + 1
         return self
 
     def __len__(self) -> int:
@@ -218,8 +262,10 @@ class _Faces:
         return [(uuid.UUID(int=self.faces[r]), uuid.UUID(int=self.photos[r]), float(sims[r])) for r in rows]
 
     def save(self, file: Path) -> None:
-        ids = np.array([[f >> 64, f & LOW, p >> 64, p & LOW] for f, p in zip(self.faces, self.photos, strict=True)],
-                       dtype=np.uint64).reshape(-1, 4)  # fmt: skip
+        ids = np.array(
+            [[f >> 64, f & LOW, p >> 64, p & LOW] for f, p in zip(self.faces, self.photos, strict=True)],
+            dtype=np.uint64,
+        ).reshape(-1, 4)
         _atomic(file, lambda tmp: np.savez(tmp, ids=ids, matrix=self.matrix), suffix=".npz")
 
     @classmethod
@@ -316,11 +362,15 @@ class EmbeddedVectors(Vectors):
     def _write_manifest(self, clean: bool, rebuilding: bool = False) -> None:
         assert self.path is not None
         manifest = {
-            "format": FORMAT, "engine": "usearch", "clean": clean, "rebuilding": rebuilding,
-            "recognizers": {rec: {"dim": p.dim, "dir": collection_base(self.prefix, rec)}
-                            for rec, p in self._protos.items()},
+            "format": FORMAT,
+            "engine": "usearch",
+            "clean": clean,
+            "rebuilding": rebuilding,
+            "recognizers": {
+                rec: {"dim": p.dim, "dir": collection_base(self.prefix, rec)} for rec, p in self._protos.items()
+            },
             "events": sorted(self._faces),
-        }  # fmt: skip
+        }
         _atomic(self.path / "manifest.json", lambda tmp: tmp.write_text(json.dumps(manifest, indent=1)))
 
     def _replay(self) -> int:
@@ -395,8 +445,10 @@ class EmbeddedVectors(Vectors):
             self._sightings[op[1]].difference_update(int.from_bytes(i, "big") for i in op[2])
         elif kind == "fu":
             name, dim = op[1], int(op[2])
-            points = [(int.from_bytes(f, "big"), int.from_bytes(p, "big"), np.frombuffer(v, dtype=np.float32))
-                      for f, p, v in op[3]]  # fmt: skip
+            points = [
+                (int.from_bytes(f, "big"), int.from_bytes(p, "big"), np.frombuffer(v, dtype=np.float32))
+                for f, p, v in op[3]
+            ]
             with self.faces_lock:
                 self._faces.setdefault(name, _Faces(dim)).upsert(points)
         elif kind == "fdrop":
@@ -416,8 +468,9 @@ class EmbeddedVectors(Vectors):
                     folder = self.path / "rec" / collection_base(self.prefix, name)
                     self._protos[name].save(folder)
                     ids = np.array([[i >> 64, i & LOW] for i in self._sightings[name]], dtype=np.uint64)
-                    _atomic(folder / "sightings.npy", lambda tmp, ids=ids: np.save(tmp, ids.reshape(-1, 2)),
-                            suffix=".npy")  # fmt: skip
+                    _atomic(
+                        folder / "sightings.npy", lambda tmp, ids=ids: np.save(tmp, ids.reshape(-1, 2)), suffix=".npy"
+                    )
                 elif kind == "e" and name in self._faces:
                     (self.path / "events").mkdir(exist_ok=True)
                     with self.faces_lock:

@@ -101,8 +101,10 @@ class QdrantVectors(Vectors):
                         name, vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE)
                     )
                     if not self.local:
-                        for key, kind in (("site", models.PayloadSchemaType.KEYWORD),
-                                          ("visitor", models.PayloadSchemaType.KEYWORD)):  # fmt: skip
+                        for key, kind in (
+                            ("site", models.PayloadSchemaType.KEYWORD),
+                            ("visitor", models.PayloadSchemaType.KEYWORD),
+                        ):
                             self.client.create_payload_index(name, key, kind)
             self._dims[recognizer_id] = dim
 
@@ -137,8 +139,9 @@ class QdrantVectors(Vectors):
             hits = self.client.query_points(protos, query=query, query_filter=flt, limit=limit).points
             if floor is not None and not self.local and (not hits or hits[0].score < floor):
                 wider = models.SearchParams(hnsw_ef=max(512, limit))  # a server's HNSW: look again, wider
-                hits = self.client.query_points(protos, query=query, query_filter=flt, limit=limit,
-                                                search_params=wider).points  # fmt: skip
+                hits = self.client.query_points(
+                    protos, query=query, query_filter=flt, limit=limit, search_params=wider
+                ).points
         return [(uuid.UUID(str(h.id)), float(h.score)) for h in hits]
 
     def upsert_prototypes(self, recognizer_id: str, items: Iterable[tuple[uuid.UUID, np.ndarray, str]]) -> None:

@@ -107,6 +107,12 @@ def test_bodies_over_the_limit_are_413(client):
         "/api/v1/visits?since=not-a-date",
         "/loyal?page=100001",
         "/visitors?page=0",
+        "/api/v1/analytics?end=0001-01-01",
+        "/api/v1/analytics?start=9999-12-31",
+        "/api/v1/loyal?as_of=0001-01-01",
+        "/loyal?as_of=0001-01-01",
+        "/analytics?end=0001-01-01",
+        "/exports/analytics.csv?end=0001-01-01",
     ],
 )
 def test_out_of_range_queries_are_422(client, path):
@@ -120,6 +126,8 @@ def test_out_of_range_queries_are_422(client, path):
         "/api/v1/visitors?offset=10000000",
         "/api/v1/sightings?since=2026-01-01T00:00:00%2B14:00",
         "/api/v1/visits?since=1970-01-02T00:00:00Z",
+        "/api/v1/analytics?end=1970-02-01",
+        "/api/v1/loyal?as_of=2026-01-01",
     ],
 )
 def test_in_range_queries_work(client, path):

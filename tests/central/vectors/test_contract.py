@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -209,3 +211,81 @@ def test_interrupted_bulk_load_opens_empty(tmp_path):
         assert again.was_rebuilding and again.count(REC) == 0
     finally:
         again.close()
+
+
+def test_replaced_prototypes_are_never_found_and_removed_in_batches(tmp_path):
+    """A changed prototype is a fresh graph entry; the old one is skipped at once and removed with others later
+    (embedded.STALE_LIMIT at a time, or at a save). Searches and counts only ever see the newest vector."""
+    from revisit.central.vectors import embedded
+
+    v = EmbeddedVectors(tmp_path / "vectors")
+    v.ensure(REC, DIM)
+    ids = [uuid.uuid4() for _ in range(10)]
+    v.upsert_prototypes(REC, [(vid, unit(i), "s1") for i, vid in enumerate(ids)])
+    protos = v._protos[REC]
+    for round_ in range(embedded.STALE_LIMIT // 5 + 2):  # past one removal pass
+        for i, vid in enumerate(ids[:5]):
+            v.upsert_prototypes(REC, [(vid, unit(1000 * (round_ + 1) + i), "s1")])
+        hits = v.search_prototypes(REC, unit(1000 * (round_ + 1) + 2), 10)
+        assert hits[0][0] == ids[2] and hits[0][1] == pytest.approx(1.0, abs=1e-3)
+        assert len(hits) == 10 and len({vid for vid, _ in hits}) == 10  # one entry per visitor, never a stale one
+        assert all(score < 0.5 for vid, score in hits[1:])  # no older vector of visitor 2 is returned
+        assert v.count(REC) == 10
+    assert len(protos.stale[0]) < embedded.STALE_LIMIT  # removed in passes
+    assert len(protos.parts[0]) == 10 + len(protos.stale[0])
+    v.delete_prototypes(REC, [ids[9]])
+    assert ids[9] not in {vid for vid, _ in v.search_prototypes(REC, unit(9), 10)} and v.count(REC) == 9
+    v.close()
+    again = EmbeddedVectors(tmp_path / "vectors")
+    try:
+        assert again.count(REC) == 9 and len(again._protos[REC].parts[0]) == 9  # the save removed stale entries
+        assert again.search_prototypes(REC, unit(1000 * (embedded.STALE_LIMIT // 5 + 2) + 4), 1)[0][0] == ids[4]
+        again.upsert_prototypes(REC, [(ids[0], unit(5000), "s1")])
+        assert again.search_prototypes(REC, unit(5000), 1)[0][0] == ids[0] and again.count(REC) == 9
+    finally:
+        again.close()
+
+
+def test_index_files_from_before_index_keys_still_open(tmp_path):
+    """Files saved when the graph key was the visitor key (keys.npy with 3 columns) load, search and update."""
+    from usearch.index import Index
+
+    v = EmbeddedVectors(tmp_path / "vectors")
+    v.ensure(REC, DIM)
+    ids = [uuid.uuid4() for _ in range(20)]
+    v.upsert_prototypes(REC, [(vid, unit(i), "s1") for i, vid in enumerate(ids)])
+    v.close()
+    folder = next((tmp_path / "vectors" / "rec").iterdir())
+    old = Index(ndim=DIM, metric="cos", dtype="f16")  # as the previous version saved it
+    low = np.array([vid.int & ((1 << 64) - 1) for vid in ids], dtype=np.uint64)
+    old.add(low, np.stack([unit(i) for i in range(20)]).astype(np.float16))
+    old.save(str(folder / "part0.usearch"))
+    high = np.array([vid.int >> 64 for vid in ids], dtype=np.uint64)
+    table = np.column_stack([low, high, np.zeros(20, dtype=np.uint64)])
+    np.save(folder / "keys.npy", table)
+    again = EmbeddedVectors(tmp_path / "vectors")
+    try:
+        assert again.count(REC) == 20
+        assert again.search_prototypes(REC, unit(7), 1)[0][0] == ids[7]
+        again.upsert_prototypes(REC, [(ids[7], unit(500), "s1"), (uuid.uuid4(), unit(501), "s1")])
+        assert again.search_prototypes(REC, unit(500), 1)[0][0] == ids[7]
+        assert all(score < 0.9 for _, score in again.search_prototypes(REC, unit(7), 3))  # the old vector is gone
+        assert again.count(REC) == 21
+    finally:
+        again.close()
+    third = EmbeddedVectors(tmp_path / "vectors")
+    try:
+        assert third.count(REC) == 21 and third.search_prototypes(REC, unit(3), 1)[0][0] == ids[3]
+        assert np.load(folder / "keys.npy").shape[1] == 4  # saved in the new layout
+    finally:
+        third.close()
+
+
+def test_the_embedded_engine_and_onnxruntime_load_in_either_order():
+    """usearch 2.26.2+ made a later `import onnxruntime` segfault (the kiosk loads its face engine after the
+    vector index); pyproject pins below it. A crash here means a dependency upgrade brought it back."""
+    for first, second in (("usearch.index", "onnxruntime"), ("onnxruntime", "usearch.index")):
+        run = subprocess.run(
+            [sys.executable, "-c", f"import {first}; import {second}"], capture_output=True, timeout=120
+        )
+        assert run.returncode == 0, f"import {first} then {second}: exit {run.returncode} {run.stderr[-500:]!r}"
