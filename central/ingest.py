@@ -137,8 +137,14 @@ class RetryPolicy:
                     log.error("store failed on %s after %d attempts: %s", what, attempt + 1, exc)
                     raise StoreUnavailable(str(exc)) from exc
                 attempt += 1
-                log.warning("store failed on %s (%s: %s); retry %d in %.1f s",
-                            what, type(exc).__name__, str(exc)[:200], attempt, delay)  # fmt: skip
+                log.warning(
+                    "store failed on %s (%s: %s); retry %d in %.1f s",
+                    what,
+                    type(exc).__name__,
+                    str(exc)[:200],
+                    attempt,
+                    delay,
+                )
                 if stop is not None:
                     if stop.wait(delay):
                         raise StoreUnavailable("stopping") from exc
@@ -357,8 +363,13 @@ class Ingestor:
         if not skewed:
             return _Prepared(topic, obs=obs)
         self.counters.inc("clock_skew")
-        self._log_rate_limited("clock_skew", "observation %s on %s is %.0f s from the receive time: stamped with it",
-                               obs.observation_id, topic[:200], obs.best_ts - received)  # fmt: skip
+        self._log_rate_limited(
+            "clock_skew",
+            "observation %s on %s is %.0f s from the receive time: stamped with it",
+            obs.observation_id,
+            topic[:200],
+            obs.best_ts - received,
+        )
         span = min(obs.last_ts - obs.first_ts, MAX_STAMPED_SPAN_S)
         best = received - min(obs.last_ts - obs.best_ts, span)
         stamped = obs.model_copy(update={"first_ts": received - span, "best_ts": best, "last_ts": received})
@@ -383,8 +394,9 @@ class Ingestor:
         notes = [p.note for p in faces]
         what = f"{len(faces)} observation(s)"
         try:
-            results = self.retry.run(lambda: self.clusterer.ingest_batch(observations, notes), what,
-                                     forever=forever, stop=stop)  # fmt: skip
+            results = self.retry.run(
+                lambda: self.clusterer.ingest_batch(observations, notes), what, forever=forever, stop=stop
+            )
         except StoreUnavailable:
             for p in faces:
                 p.outcome = Outcome("error", "store", ack=False)
@@ -518,8 +530,9 @@ class Ingestor:
             log.warning(msg + " (%d so far)", *args, self.counters.get(key) + (key != "clock_skew"))
 
     def _reject(self, reason: str, detail: str, topic: str, **ids: str) -> Outcome:
-        self._log_rate_limited(f"rejected.{reason}", "rejected message on %s: %s: %s",
-                               topic[:200], reason, detail[:300])  # fmt: skip
+        self._log_rate_limited(
+            f"rejected.{reason}", "rejected message on %s: %s: %s", topic[:200], reason, detail[:300]
+        )
         return Outcome("rejected", reason, **ids)
 
 
@@ -641,8 +654,14 @@ class MqttIngest:
         if reason.is_failure:
             log.error("MQTT connect to %s:%d refused: %s", self.host, self.port, reason)
             return
-        log.info("MQTT connected to %s:%d as %s (session present: %s); subscribing to %s", self.host, self.port,
-                 self.client_id, flags.session_present, ", ".join(self.topics))  # fmt: skip
+        log.info(
+            "MQTT connected to %s:%d as %s (session present: %s); subscribing to %s",
+            self.host,
+            self.port,
+            self.client_id,
+            flags.session_present,
+            ", ".join(self.topics),
+        )
         self.connected.set()
         client.subscribe([(t, 1) for t in self.topics])
 
@@ -748,8 +767,13 @@ class MqttIngest:
         for key in stored.keys() | rejected.keys():
             s_ids, r_ids = stored.get(key, []), rejected.get(key, [])
             for i in range(0, max(len(s_ids), len(r_ids)), MAX_ACK_IDS):
-                ack = DeliveryAck(site=key[0], device=key[1], ts=time.time(), stored=tuple(s_ids[i : i + MAX_ACK_IDS]),
-                                  rejected=tuple(r_ids[i : i + MAX_ACK_IDS]))  # fmt: skip
+                ack = DeliveryAck(
+                    site=key[0],
+                    device=key[1],
+                    ts=time.time(),
+                    stored=tuple(s_ids[i : i + MAX_ACK_IDS]),
+                    rejected=tuple(r_ids[i : i + MAX_ACK_IDS]),
+                )
                 # QoS 1; paho keeps it across a reconnect. A lost ack only means a resend, acknowledged again.
                 self.client.publish(acks_topic(*key), encode(ack), qos=1)
                 self.ingestor.counters.inc("acks_sent")
