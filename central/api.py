@@ -256,8 +256,12 @@ def _visitor_out(service: Any, visitor_id: uuid.UUID, user: Any) -> VisitorOut:
         v = s.get(Visitor, visitor_id)
         if v is None:
             raise HTTPException(404, f"no visitor {visitor_id}")
-        names = queries.Names.load(s, queries.site_ids(s, user.sites))
-        return VisitorOut.of(v, names, queries.references(s, [v]).get(v.id))
+        ids = queries.site_ids(s, user.sites)
+        names = queries.Names.load(s, ids)
+        reference = queries.references(s, [v]).get(v.id)
+        if reference is not None and ids is not None and reference.site_id not in ids:
+            reference = None  # another site's photo
+        return VisitorOut.of(queries.scoped_visitors(s, [v], ids)[0], names, reference)
 
 
 @router.get("/me")
@@ -299,7 +303,9 @@ def get_visitor(
         if d is None:
             raise HTTPException(404, f"no visitor {visitor_id}")
         names = queries.Names.load(s, queries.site_ids(s, user.sites))
-        freq = queries.visit_frequency(s, visitor_id, days=30, timezone=service.config.loyal.timezone)
+        freq = queries.visit_frequency(
+            s, visitor_id, days=30, timezone=service.config.loyal.timezone, site_ids=queries.site_ids(s, user.sites)
+        )
     return VisitorDetailOut(
         visitor=VisitorOut.of(d.visitor, names, d.reference),
         visits=[VisitOut.of(v, names) for v in d.visits],

@@ -35,7 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ingest msgpack observation files (one message each, or a stream) as backfill (service stopped)",
         backfill,
     )
-    central.choices["backfill"].add_argument("files", nargs="+", type=Path, metavar="FILE")
+    central.choices["backfill"].add_argument("files", nargs="*", type=Path, metavar="FILE")
+    central.choices["backfill"].add_argument(
+        "--dead-letters",
+        action="store_true",
+        help="also replay the dead letters (messages that failed to store for an internal error); each one stored "
+        "is deleted",
+    )
     add(
         "migrate-vectors",
         "rebuild the vector index from the database, e.g. from old Qdrant local-mode storage (service stopped)",
@@ -177,13 +183,19 @@ BACKFILL_BATCH = 256
 
 def backfill(args: argparse.Namespace) -> int:
     """Every message through the ingest's validation and assignment (`Ingestor.handle_batch(backfill=True)`):
-    sightings flagged as backfill, their times trusted (no clock-skew stamping). Prints a JSON report; exit
-    status 1 if anything was rejected or failed."""
+    sightings flagged as backfill, their times trusted (no clock-skew stamping). `--dead-letters`: then replay
+    the dead letters (`Ingestor.replay_dead_letters`). Prints a JSON report; exit status 1 if anything was rejected
+    or failed, or a dead letter is left."""
     import msgpack
+    from sqlmodel import func, select
 
     from revisit.central.service import CentralService
+    from revisit.central.store import DeadLetter
     from revisit.shared.schema import MAX_MESSAGE_BYTES, faces_topic
 
+    if not args.files and not args.dead_letters:
+        log.error("backfill: name FILE(s) and/or --dead-letters")
+        return 2
     service = CentralService(load_config(args)).open()
     ingestor = service.make_ingestor()
     report: dict = {"files": 0, "messages": 0, "unreadable_files": []}
@@ -213,13 +225,19 @@ def backfill(args: argparse.Namespace) -> int:
                 report["unreadable_files"].append(f"{path}: {type(exc).__name__}: {exc}"[:300])
         if pending:
             flush()
+        if args.dead_letters:
+            replayed = ingestor.replay_dead_letters()
+            with service.session() as s:
+                left = s.exec(select(func.count()).select_from(DeadLetter)).one()
+            report["dead_letters"] = {"replayed": sum(replayed.values()), "outcomes": replayed, "left": int(left)}
     finally:
         service.stop()
     counts = ingestor.counters.snapshot()
     report |= {k: counts.get(k, 0) for k in ("stored", "duplicate", "error")}
     report["rejected"] = ingestor.counters.rejected()
     print(json.dumps(report))
-    return 1 if report["rejected"] or report["error"] or report["unreadable_files"] else 0
+    left = report.get("dead_letters", {}).get("left", 0)
+    return 1 if report["rejected"] or report["error"] or report["unreadable_files"] or left else 0
 
 
 def users_command(args: argparse.Namespace) -> int:

@@ -23,11 +23,18 @@ from the receive time (a wrong device clock) are counted as `clock_skew` and sta
 sighting is flagged, the device's time kept); `handle(..., backfill=True)` skips that check for deliberate imports.
 Nothing in a payload can raise out of `Ingestor.handle`. The observation UUID makes a resend of a stored one a
 no-op that is acknowledged again.
+
+A message whose storing fails with a non-transient error (a bug, not bad input; found one by one when a batch
+fails) is a dead letter: saved as received in the `dead_letter` table, counted (`dead_letters`), logged, and only
+then acknowledged to the edge as rejected, so it stops resending it; `revisit central backfill --dead-letters`
+replays them once the fault is fixed (`Ingestor.replay_dead_letters`). If even that save fails, the message is
+left unacknowledged to the edge, which resends it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import queue
 import socket
@@ -42,9 +49,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from sqlalchemy.exc import DBAPIError, DisconnectionError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
+from sqlmodel import select
 
 from revisit.central.clustering import Assigner, SightingNote
-from revisit.central.store import Store, ensure_device, ensure_site, from_epoch, utcnow
+from revisit.central.store import DeadLetter, Store, ensure_device, ensure_site, from_epoch, utcnow
 from revisit.models.manifest import Manifest
 from revisit.shared.backoff import backoff
 from revisit.shared.errors import ImageError
@@ -129,8 +137,14 @@ class RetryPolicy:
                     log.error("store failed on %s after %d attempts: %s", what, attempt + 1, exc)
                     raise StoreUnavailable(str(exc)) from exc
                 attempt += 1
-                log.warning("store failed on %s (%s: %s); retry %d in %.1f s",
-                            what, type(exc).__name__, str(exc)[:200], attempt, delay)  # fmt: skip
+                log.warning(
+                    "store failed on %s (%s: %s); retry %d in %.1f s",
+                    what,
+                    type(exc).__name__,
+                    str(exc)[:200],
+                    attempt,
+                    delay,
+                )
                 if stop is not None:
                     if stop.wait(delay):
                         raise StoreUnavailable("stopping") from exc
@@ -143,8 +157,14 @@ class RetryPolicy:
 
 
 class Counters:
-    """Thread-safe counts: outcomes (`stored`, `duplicate`, `status`, `error`), `rejected.<reason>`, and
-    `clock_skew`, `backfill`, `store_errors`, `flow_refused`, `acks_sent`."""
+    """Thread-safe counts. Outcomes, one per message handled: `stored`, `duplicate`, `status`, `error`,
+    `dead_letters`, `rejected.<reason>`; and `clock_skew`, `backfill`, `store_errors`, `acks_sent`.
+
+    MQTT deliveries (`MqttIngest`), where one message may arrive many times (the broker resends every unacknowledged
+    one on each reconnect): `deliveries` (every PUBLISH received), of them `redelivered` (with the DUP flag),
+    `flow_refused` (refused: the queue was full) and `resend_skipped` (a resend of a message still queued here);
+    `flow_refused_messages` counts distinct messages refused at least once. Every delivery is queued (then handled:
+    one outcome), refused or skipped: deliveries = outcomes + flow_refused + resend_skipped."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -168,8 +188,8 @@ class Counters:
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # stored, duplicate, status, rejected, error
-    reason: str = ""  # the rejection reason
+    kind: str  # stored, duplicate, status, rejected, dead_letter, error
+    reason: str = ""  # the rejection reason; of a dead letter, the exception type
     ack: bool = True  # False only when the store failed: leave it for redelivery
     site: str = ""  # of a faces message whose topic parsed: where the application ack goes
     device: str = ""
@@ -182,6 +202,7 @@ class _Prepared:
 
     topic: str
     outcome: Outcome | None = None
+    payload: bytes = b""
     obs: Observation | None = None
     note: SightingNote | None = None
     status: DeviceStatus | None = None
@@ -244,20 +265,25 @@ class Ingestor:
         backfill: bool = False,
         forever: bool = False,
         stop: threading.Event | None = None,
+        received: float | None = None,
     ) -> list[Outcome]:
         """Messages in order: observations in one transaction (`Assigner.ingest_batch`), statuses each in its
-        own. `forever`: retry a store outage until it passes (or `stop` is set). Never raises."""
-        received = time.time()
+        own. `forever`: retry a store outage until it passes (or `stop` is set). `received`: the receive time
+        (default now; a replayed dead letter's own). Never raises."""
+        received = time.time() if received is None else received
         prepared: list[_Prepared] = []
         for topic, payload in messages:
+            payload = bytes(payload)
             try:
-                prepared.append(self._prepare(topic, bytes(payload), received, backfill))
-            except Exception:  # a bug, not bad input: count it, keep the message out of a redelivery loop
-                log.exception("unexpected error on %s", topic[:200])
-                prepared.append(_Prepared(topic, Outcome("error", "internal")))
+                p = self._prepare(topic, payload, received, backfill)
+            except Exception as exc:  # a bug, not bad input: keep the message as a dead letter (logged there)
+                p = _Prepared(topic, payload=payload)
+                p.outcome = self._dead_letter(p, exc, received, backfill, forever, stop)
+            p.payload = payload
+            prepared.append(p)
         faces = [p for p in prepared if p.obs is not None]
         if faces:
-            self._store_faces(faces, forever, stop)
+            self._store_faces(faces, received, backfill, forever, stop)
         for p in prepared:
             if p.status is not None:
                 p.outcome = self._save_status(p.status, p.topic, forever, stop)
@@ -265,9 +291,10 @@ class Ingestor:
         per_device: Counter[tuple[str, str]] = Counter()
         for p in prepared:
             outcome = p.outcome or Outcome("error", "internal")
-            self.counters.inc(f"rejected.{outcome.reason}" if outcome.kind == "rejected" else outcome.kind)
+            key = {"rejected": f"rejected.{outcome.reason}", "dead_letter": "dead_letters"}.get(outcome.kind)
+            self.counters.inc(key or outcome.kind)
             outcomes.append(outcome)
-            if outcome.kind == "rejected":
+            if outcome.kind in ("rejected", "dead_letter"):
                 with contextlib.suppress(SchemaError):  # a bad topic names no device
                     per_device[parse_topic(p.topic)[:2]] += 1
         if per_device:
@@ -336,8 +363,13 @@ class Ingestor:
         if not skewed:
             return _Prepared(topic, obs=obs)
         self.counters.inc("clock_skew")
-        self._log_rate_limited("clock_skew", "observation %s on %s is %.0f s from the receive time: stamped with it",
-                               obs.observation_id, topic[:200], obs.best_ts - received)  # fmt: skip
+        self._log_rate_limited(
+            "clock_skew",
+            "observation %s on %s is %.0f s from the receive time: stamped with it",
+            obs.observation_id,
+            topic[:200],
+            obs.best_ts - received,
+        )
         span = min(obs.last_ts - obs.first_ts, MAX_STAMPED_SPAN_S)
         best = received - min(obs.last_ts - obs.best_ts, span)
         stamped = obs.model_copy(update={"first_ts": received - span, "best_ts": best, "last_ts": received})
@@ -355,29 +387,124 @@ class Ingestor:
             return _Prepared(topic, self._reject("topic_mismatch", detail, topic))
         return _Prepared(topic, status=status)
 
-    def _store_faces(self, faces: list[_Prepared], forever: bool, stop: threading.Event | None) -> None:
+    def _store_faces(
+        self, faces: list[_Prepared], received: float, backfill: bool, forever: bool, stop: threading.Event | None
+    ) -> None:
         observations = [p.obs for p in faces if p.obs is not None]
         notes = [p.note for p in faces]
         what = f"{len(faces)} observation(s)"
         try:
-            results = self.retry.run(lambda: self.clusterer.ingest_batch(observations, notes), what,
-                                     forever=forever, stop=stop)  # fmt: skip
+            results = self.retry.run(
+                lambda: self.clusterer.ingest_batch(observations, notes), what, forever=forever, stop=stop
+            )
         except StoreUnavailable:
             for p in faces:
                 p.outcome = Outcome("error", "store", ack=False)
             return
-        except Exception:  # not transient: find the one message that fails, store the others
-            log.exception("batch of %d failed; storing its observations one by one", len(faces))
+        except Exception as exc:  # not transient: find the one message that fails, store the others
             if len(faces) == 1:
-                faces[0].outcome = Outcome("error", "internal")
+                faces[0].outcome = self._dead_letter(faces[0], exc, received, backfill, forever, stop)
                 return
+            log.warning(
+                "batch of %d failed (%s: %s); storing its observations one by one",
+                len(faces),
+                type(exc).__name__,
+                str(exc)[:200],
+            )
             for p in faces:
-                self._store_faces([p], forever, stop)
+                self._store_faces([p], received, backfill, forever, stop)
             return
         for p, result in zip(faces, results, strict=True):
             assert p.obs is not None
             kind = "duplicate" if result.duplicate else "stored"
             p.outcome = Outcome(kind, site=p.obs.site, device=p.obs.device, observation_id=p.obs.observation_id)
+
+    def _dead_letter(
+        self,
+        p: _Prepared,
+        exc: BaseException,
+        received: float,
+        backfill: bool,
+        forever: bool,
+        stop: threading.Event | None,
+    ) -> Outcome:
+        """Save a message that failed for a non-transient reason as a dead letter; its outcome: `dead_letter`
+        (acknowledged to the edge as rejected) once saved, else `error` (not acknowledged to the edge)."""
+        site = device = ""
+        with contextlib.suppress(SchemaError):
+            site, device, _ = parse_topic(p.topic)
+        oid = p.obs.observation_id if p.obs is not None else (peek_observation_id(p.payload) or "")
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+        digest = hashlib.sha256(p.topic.encode("utf-8", "replace") + b"\0" + p.payload).hexdigest()
+
+        def save() -> None:
+            with self.store.begin() as s:
+                row = s.exec(select(DeadLetter).where(DeadLetter.digest == digest)).first()
+                if row is None:
+                    s.add(
+                        DeadLetter(
+                            digest=digest,
+                            topic=p.topic[:512],
+                            site=site,
+                            payload=p.payload,
+                            observation_id=oid[:64],
+                            error=error,
+                            backfill=backfill,
+                            received_at=from_epoch(received),
+                        )
+                    )
+                else:  # the same message again (a resend, a failed replay)
+                    row.error, row.failed_at, row.attempts = error, utcnow(), row.attempts + 1
+
+        try:
+            self.retry.run(save, f"dead letter of {p.topic[:200]}", forever=forever, stop=stop)
+        except Exception:
+            log.exception(
+                "message on %s (observation %r) failed (%s) and could not be kept as a dead letter: not acknowledged",
+                p.topic[:200],
+                oid,
+                error[:300],
+            )
+            return Outcome("error", "internal")
+        log.error(
+            "message on %s (observation %r) failed and was kept as a dead letter (replay: revisit central "
+            "backfill --dead-letters): %s",
+            p.topic[:200],
+            oid,
+            error[:500],
+            exc_info=exc,
+        )
+        return Outcome("dead_letter", type(exc).__name__, site=site, device=device, observation_id=oid)
+
+    def replay_dead_letters(self, limit: int | None = None) -> dict[str, int]:
+        """Each dead letter through `handle` again (its own receive time and backfill flag); one stored (or found
+        stored already) is deleted, any other stays. Counts by outcome kind."""
+        with self.store.session() as s:
+            ids = list(s.exec(select(DeadLetter.id).order_by(DeadLetter.received_at).limit(limit)))
+        report: Counter[str] = Counter()
+        for dl_id in ids:
+            with self.store.session() as s:
+                row = s.get(DeadLetter, dl_id)
+            if row is None:
+                continue
+            outcome = self.handle_batch(
+                [(row.topic, row.payload)], backfill=row.backfill, received=row.received_at.timestamp()
+            )[0]
+            report[outcome.kind] += 1
+            if outcome.kind in ("stored", "duplicate"):
+                with self.store.begin() as s:
+                    stored = s.get(DeadLetter, dl_id)
+                    if stored is not None:
+                        s.delete(stored)
+            else:
+                log.warning(
+                    "dead letter %s (%s) not stored on replay: %s %s",
+                    dl_id,
+                    row.observation_id,
+                    outcome.kind,
+                    outcome.reason,
+                )
+        return dict(report)
 
     def _save_status(self, status: DeviceStatus, topic: str, forever: bool, stop: threading.Event | None) -> Outcome:
         def save() -> None:
@@ -403,8 +530,9 @@ class Ingestor:
             log.warning(msg + " (%d so far)", *args, self.counters.get(key) + (key != "clock_skew"))
 
     def _reject(self, reason: str, detail: str, topic: str, **ids: str) -> Outcome:
-        self._log_rate_limited(f"rejected.{reason}", "rejected message on %s: %s: %s",
-                               topic[:200], reason, detail[:300])  # fmt: skip
+        self._log_rate_limited(
+            f"rejected.{reason}", "rejected message on %s: %s: %s", topic[:200], reason, detail[:300]
+        )
         return Outcome("rejected", reason, **ids)
 
 
@@ -451,6 +579,7 @@ class MqttIngest:
         self._stop_event = threading.Event()  # wakes a store retry at shutdown
         self._queue: queue.Queue[_Message] = queue.Queue(maxsize=queue_size)
         self._pending_mids: set[int] = set()  # packet ids queued or being stored (a broker resend is not new)
+        self._refused_mids: set[int] = set()  # packet ids refused and not queued since (counted once)
         self._mids_lock = threading.Lock()
         self._refused = threading.Event()  # a message was refused (queue full): reconnect for it once there is room
         self._busy_since: float | None = None  # receive time of the oldest message of the batch being stored
@@ -525,8 +654,14 @@ class MqttIngest:
         if reason.is_failure:
             log.error("MQTT connect to %s:%d refused: %s", self.host, self.port, reason)
             return
-        log.info("MQTT connected to %s:%d as %s (session present: %s); subscribing to %s", self.host, self.port,
-                 self.client_id, flags.session_present, ", ".join(self.topics))  # fmt: skip
+        log.info(
+            "MQTT connected to %s:%d as %s (session present: %s); subscribing to %s",
+            self.host,
+            self.port,
+            self.client_id,
+            flags.session_present,
+            ", ".join(self.topics),
+        )
         self.connected.set()
         client.subscribe([(t, 1) for t in self.topics])
 
@@ -550,19 +685,27 @@ class MqttIngest:
             topic = msg.topic
         except UnicodeDecodeError:  # brokers should refuse these; never let one stop the network thread
             topic = "<topic is not UTF-8>"
+        counters = self.ingestor.counters
+        counters.inc("deliveries")
         if msg.dup:
-            self.ingestor.counters.inc("redelivered")
+            counters.inc("redelivered")
         with self._mids_lock:
             if msg.dup and msg.mid in self._pending_mids:
+                counters.inc("resend_skipped")
                 return  # the broker's resend (after a reconnect) of a message still queued here: acked once stored
             try:
                 self._queue.put_nowait(_Message(topic, msg.payload, msg.mid, msg.qos, time.time()))
                 self._pending_mids.add(msg.mid)
+                self._refused_mids.discard(msg.mid)
                 return
             except queue.Full:
-                pass
+                # Its packet id stays the same until we acknowledge it: a refused message is counted once here.
+                first_refusal = msg.mid not in self._refused_mids
+                self._refused_mids.add(msg.mid)
         # Flow control: neither queued nor acknowledged. The broker keeps it for our persistent session.
-        self.ingestor.counters.inc("flow_refused")
+        counters.inc("flow_refused")
+        if first_refusal:
+            counters.inc("flow_refused_messages")
         if not self._refused.is_set():
             log.warning("ingest queue full (%d): refusing new messages until it drains", self._queue.maxsize)
         self._refused.set()
@@ -624,8 +767,13 @@ class MqttIngest:
         for key in stored.keys() | rejected.keys():
             s_ids, r_ids = stored.get(key, []), rejected.get(key, [])
             for i in range(0, max(len(s_ids), len(r_ids)), MAX_ACK_IDS):
-                ack = DeliveryAck(site=key[0], device=key[1], ts=time.time(), stored=tuple(s_ids[i : i + MAX_ACK_IDS]),
-                                  rejected=tuple(r_ids[i : i + MAX_ACK_IDS]))  # fmt: skip
+                ack = DeliveryAck(
+                    site=key[0],
+                    device=key[1],
+                    ts=time.time(),
+                    stored=tuple(s_ids[i : i + MAX_ACK_IDS]),
+                    rejected=tuple(r_ids[i : i + MAX_ACK_IDS]),
+                )
                 # QoS 1; paho keeps it across a reconnect. A lost ack only means a resend, acknowledged again.
                 self.client.publish(acks_topic(*key), encode(ack), qos=1)
                 self.ingestor.counters.inc("acks_sent")

@@ -256,7 +256,7 @@ def visitor(
         )
         if detail is None:
             raise HTTPException(404, "no such visitor (merged or erased?)")
-        counts = queries.visit_frequency(s, visitor_id, days=30, timezone=tz)
+        counts = queries.visit_frequency(s, visitor_id, days=30, timezone=tz, site_ids=ids)
         weekly = queries.visits_per_week(s, visitor_id, weeks=12, timezone=tz, site_ids=ids)
         visited = queries.sites_visited(s, visitor_id, site_ids=ids)
     try:

@@ -28,7 +28,9 @@ from sqlmodel import Session, col, func, select
 
 from revisit.central.service import CentralService
 from revisit.central.store import (
+    UTC,
     Camera,
+    DeadLetter,
     Device,
     Sighting,
     Site,
@@ -148,6 +150,58 @@ def visitor_visible(session: Session, visitor_id: uuid.UUID, ids: set[uuid.UUID]
     return session.exec(stmt).first() is not None
 
 
+def scoped_visitors(session: Session, visitors: list[Visitor], ids: set[uuid.UUID] | None) -> list[Visitor]:
+    """With a scope, copies of the visitors whose first/last seen and visit and sighting counts are computed from
+    their visits and sightings at these sites only (not other sites' numbers); without one, the visitors."""
+    if ids is None or not visitors:
+        return visitors
+    vids, scope = [v.id for v in visitors], list(ids)
+    visits = dict(
+        session.exec(
+            select(Visit.visitor_id, func.count())
+            .where(col(Visit.visitor_id).in_(vids), col(Visit.site_id).in_(scope))
+            .group_by(Visit.visitor_id)
+        ).all()
+    )
+    sightings = {
+        vid: (n, first, last)
+        for vid, n, first, last in session.exec(
+            select(Sighting.visitor_id, func.count(), func.min(Sighting.first_ts), func.max(Sighting.last_ts))
+            .where(col(Sighting.visitor_id).in_(vids), col(Sighting.site_id).in_(scope))
+            .group_by(Sighting.visitor_id)
+        )
+    }
+    out = []
+    for v in visitors:
+        copy = Visitor(**{name: getattr(v, name) for name in Visitor.model_fields})  # detached: never saved
+        n, first, last = sightings.get(v.id, (0, None, None))
+        copy.visit_count, copy.sighting_count = int(visits.get(v.id, 0)), int(n)
+        # SQLite's min/max of a column come back naive: the times are UTC
+        copy.first_seen = _aware(first) if first is not None else v.first_seen
+        copy.last_seen = _aware(last) if last is not None else v.last_seen
+        out.append(copy)
+    return out
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+
+
+def scoped_sort(sort: VisitorSort, ids: set[uuid.UUID]):
+    """`VISITOR_SORTS[sort]`'s order computed from the visits and sightings at these sites."""
+    scope = list(ids)
+    visits = select(func.count()).where(Visit.visitor_id == Visitor.id, col(Visit.site_id).in_(scope))
+    in_scope = [Sighting.visitor_id == Visitor.id, col(Sighting.site_id).in_(scope)]
+    columns = {
+        "visits": visits,
+        "sightings": select(func.count()).where(*in_scope),
+        "last_seen": select(func.max(Sighting.last_ts)).where(*in_scope),
+        "first_seen": select(func.min(Sighting.first_ts)).where(*in_scope),
+    }
+    value = columns[sort.lstrip("-")].scalar_subquery()
+    return value.desc() if sort.startswith("-") else value
+
+
 def crop_visible(session: Session, crop_path: str, ids: set[uuid.UUID] | None) -> bool:
     """A crop of a sighting at one of the sites (no scope: any crop)."""
     if ids is None:
@@ -193,10 +247,16 @@ def list_visitors(
             needle = f"%{q.lower()}%"
             stmt = stmt.where(or_(func.lower(Visitor.label).like(needle), func.lower(Visitor.notes).like(needle)))
     total = session.exec(select(func.count()).select_from(stmt.subquery())).one()
-    order = VISITOR_SORTS[sort].order
+    order = VISITOR_SORTS[sort].order if site_ids is None else scoped_sort(sort, site_ids)
     visitors = list(session.exec(stmt.order_by(order, Visitor.id).offset(offset).limit(limit)))
+    visitors = scoped_visitors(session, visitors, site_ids)
     held = session.exec(held_stmt).one()
-    return VisitorPage(visitors, references(session, visitors), int(total), int(held))
+    refs = {
+        vid: ref
+        for vid, ref in references(session, visitors).items()
+        if site_ids is None or ref.site_id in site_ids  # another site's photo is not theirs to see
+    }
+    return VisitorPage(visitors, refs, int(total), int(held))
 
 
 def references(session: Session, visitors: Iterable[Visitor]) -> dict[uuid.UUID, Sighting]:
@@ -288,11 +348,19 @@ def visitor_detail(
     sites = {s.id: s.name for s in session.exec(select(Site))}
     camera_ids = {s.camera_id for s in sightings}
     cameras = {c.id: c.name for c in session.exec(select(Camera).where(col(Camera.id).in_(camera_ids)))}
-    return VisitorDetail(visitor, _reference(session, visitor), visits, sightings, int(total), sites, cameras)
+    reference = _own_reference(session, visitor, site_ids)
+    visitor = scoped_visitors(session, [visitor], site_ids)[0]
+    return VisitorDetail(visitor, reference, visits, sightings, int(total), sites, cameras)
 
 
 def _reference(session: Session, visitor: Visitor) -> Sighting | None:
     return session.get(Sighting, visitor.reference_sighting_id) if visitor.reference_sighting_id else None
+
+
+def _own_reference(session: Session, visitor: Visitor, ids: set[uuid.UUID] | None) -> Sighting | None:
+    """The reference sighting, unless it is of a site outside the scope."""
+    reference = _reference(session, visitor)
+    return None if reference is None or (ids is not None and reference.site_id not in ids) else reference
 
 
 def similar_visitors(
@@ -316,7 +384,7 @@ def similar_visitors(
         stmt = select(Visitor).where(col(Visitor.id).in_([h[0] for h in hits]))
         if site_ids is not None:
             stmt = stmt.where(seen_at(site_ids))
-        rows = {v.id: v for v in s.exec(stmt)}
+        rows = {v.id: v for v in scoped_visitors(s, list(s.exec(stmt)), site_ids)}
     return [(rows[vid], score) for vid, score in hits if vid in rows]
 
 
@@ -414,7 +482,8 @@ def loyal_customers(
         ids = [v for v, _, _ in loyal]
         for chunk in range(0, len(ids), 500):
             part = ids[chunk : chunk + 500]
-            visitors |= {v.id: v for v in session.exec(select(Visitor).where(col(Visitor.id).in_(part)))}
+            found = list(session.exec(select(Visitor).where(col(Visitor.id).in_(part))))
+            visitors |= {v.id: v for v in scoped_visitors(session, found, allowed)}
     candidates = [LoyalCandidate(v, before, arrival, visitors[v].last_seen) for v, before, arrival in loyal]
     candidates.sort(key=LOYAL_SORTS[sort].order)
     out = []
@@ -436,7 +505,7 @@ def loyal_customers(
                 visits_before=before,
                 visits_7d=count(ds, week, day + timedelta(days=1)),
                 visits_window=count(ds, first, day + timedelta(days=1)),
-                reference=_reference(session, visitor),
+                reference=_own_reference(session, visitor, allowed),
                 today=today_best,
                 zone=site_zone(site_row_today, timezone) if site_row_today else zone,
             )
@@ -516,6 +585,7 @@ class SiteRow:
     sightings_today: int
     zone: str = "UTC"  # the site's zone (its own, or the global default)
     today: date | None = None  # the site's local day
+    dead_letters: int = 0  # messages from the site kept as dead letters, waiting for a replay
 
 
 def sites_overview(
@@ -552,6 +622,9 @@ def sites_overview(
         cams = [CameraRow(c, int(per_camera.get(c.id, 0)), base) for c in cameras]
         rows[site.id].devices.append(DeviceRow(site, device, device_status(device, now), cams, base))
         rows[site.id].sightings_today += sum(c.sightings_today for c in cams)
+    dead = dict(session.exec(select(DeadLetter.site, func.count()).group_by(DeadLetter.site)).all())
+    for row in rows.values():
+        row.dead_letters = int(dead.get(row.site.name, 0))
     return [r for r in rows.values() if site_ids is None or r.site.id in site_ids]
 
 
@@ -841,16 +914,23 @@ def csv_stream(open_session: Callable[[], Session], rows: Callable[[Session], It
 
 
 def visit_frequency(
-    session: Session, visitor_id: uuid.UUID, days: int = 30, now: datetime | None = None, timezone: str = "UTC"
+    session: Session,
+    visitor_id: uuid.UUID,
+    days: int = 30,
+    now: datetime | None = None,
+    timezone: str = "UTC",
+    site_ids: set[uuid.UUID] | None = None,
 ) -> list[tuple[date, int]]:
-    """Visits started on each of the last `days` local days (oldest first), for the frequency chart."""
+    """Visits started on each of the last `days` local days (oldest first), for the frequency chart; with
+    `site_ids`, visits at these sites only."""
     now = now or utcnow()
     zone = ZoneInfo(timezone)
     last = now.astimezone(zone).date()
     first = last - timedelta(days=days - 1)
     counts = dict.fromkeys((first + timedelta(days=i) for i in range(days)), 0)
     since, _ = day_bounds(datetime.combine(first, datetime.min.time(), zone), timezone)
-    for start in session.exec(select(Visit.start).where(Visit.visitor_id == visitor_id, Visit.start >= since)):
+    stmt = _in_scope(select(Visit.start).where(Visit.visitor_id == visitor_id, Visit.start >= since), site_ids)
+    for start in session.exec(stmt):
         d = start.astimezone(zone).date()
         if d in counts:
             counts[d] += 1

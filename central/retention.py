@@ -1,6 +1,7 @@
 """Retention: crops, then whole sightings (row, embedding in the database and Qdrant, crop file), deleted
 once older than their TTLs; affected visitors are recomputed (prototype, visits, reference) and visitors
-left with no sightings are deleted. Each run is counted and written to the audit log."""
+left with no sightings are deleted. Dead letters (unstored observations: a crop and an embedding each) follow the
+sightings TTL, by their receive time. Each run is counted and written to the audit log."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
-from sqlmodel import col, select
+from sqlmodel import col, delete, select
 
 from revisit.central.clustering import Editor
-from revisit.central.store import AuditLog, Sighting, Visitor, utcnow
+from revisit.central.store import AuditLog, DeadLetter, Sighting, Visitor, utcnow
 
 log = logging.getLogger(__name__)
 BATCH = 1000
@@ -23,6 +24,7 @@ class RetentionReport:
     sightings_deleted: int = 0
     visitors_deleted: int = 0
     visitors_updated: int = 0
+    dead_letters_deleted: int = 0
 
 
 def run_retention(
@@ -47,6 +49,9 @@ def run_retention(
             report.sightings_deleted += deleted
             report.visitors_deleted += gone
             report.visitors_updated += recomputed
+        with store.begin() as s:
+            gone = s.exec(delete(DeadLetter).where(col(DeadLetter.received_at) < cutoff))  # type: ignore[call-overload]
+            report.dead_letters_deleted = int(gone.rowcount or 0)
     if crops_days is not None:
         cutoff = now - timedelta(days=crops_days)
         touched: set = set()
@@ -79,7 +84,7 @@ def run_retention(
                     visitor.reference_sighting_id = best.id if best else visitor.reference_sighting_id
                     visitor.reference_quality = best.quality if best else -1.0
                     report.visitors_updated += 1
-    if report.crops_deleted or report.sightings_deleted:
+    if report.crops_deleted or report.sightings_deleted or report.dead_letters_deleted:
         with store.begin() as s:
             s.add(AuditLog(actor="retention", action="retention", details=asdict(report)))
         log.info("retention: %s", report)

@@ -98,6 +98,8 @@ class CentralService:
                 "store_errors": self.counters.get("store_errors"),
                 "last_store_error": ingestor.last_store_error if ingestor else "",
                 "flow_refused": self.counters.get("flow_refused"),
+                "flow_refused_messages": self.counters.get("flow_refused_messages"),
+                "dead_letters": self.counters.get("dead_letters"),
                 "mqtt_disconnects": mqtt.disconnects if mqtt else 0,
             },
         }

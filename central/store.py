@@ -4,7 +4,8 @@ the crop files and the day rule. What pages, the API, exports and analytics read
 Tables: sites, devices, cameras (made on first sight from topics and messages), visitors, sightings (one per
 observation, unique by observation UUID), visits (a visitor's sightings at one site sessionised with a gap),
 cannot-links and must-links between sightings (manual edits and same-frame tracks, kept for `recluster`),
-and an audit log. Keys are UUIDs; timestamps are timezone-aware UTC (SQLite stores them naive, in UTC).
+an audit log, and dead letters (messages whose storing failed for a bug, kept for replay). Keys are UUIDs;
+timestamps are timezone-aware UTC (SQLite stores them naive, in UTC).
 
 The database is the source of truth: each sighting keeps its embedding, so the Qdrant collections can be
 rebuilt from it (`Rebuilder.reindex`).
@@ -224,6 +225,25 @@ class SightingFlag(SQLModel, table=True):
     kind: str = Field(max_length=16, index=True)
     device_ts: float = Field(description="the observation's best_ts as the edge sent it (UTC epoch seconds)")
     received_at: datetime = _time(default_factory=utcnow)
+
+
+class DeadLetter(SQLModel, table=True):
+    """A message whose storing failed with a non-transient error (a bug, not bad input): kept as received, acked
+    to the edge as rejected so it stops resending, and replayed by `revisit central backfill --dead-letters` once
+    the fault is fixed (the row goes once its observation is stored). One row per distinct message (`digest`)."""
+
+    __tablename__ = "dead_letter"
+    id: uuid.UUID = Field(default_factory=_uuid, primary_key=True)
+    digest: str = Field(max_length=64, unique=True, description="sha256 hex of topic and payload")
+    topic: str = Field(max_length=512)
+    site: str = Field("", max_length=64, index=True, description="the site of its topic ('' if unreadable)")
+    payload: bytes = Field(sa_type=LargeBinary, description="the message as received")
+    observation_id: str = Field("", max_length=64)
+    error: str = Field("", max_length=2000, description="the last failure: exception type and text")
+    backfill: bool = Field(False, description="it came from a backfill import: replayed as one")
+    received_at: datetime = _time(description="the first receive time: a replay checks clock skew against it")
+    failed_at: datetime = _time(default_factory=utcnow, description="the last failure")
+    attempts: int = 1
 
 
 # --- accounts (revisit.central.users) -------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from revisit.central.bounds import BodyLimits
 from revisit.central.kiosk import order_routes as kiosk_orders
 from revisit.central.kiosk import routes as kiosk
 from revisit.central.service import CentralService
-from revisit.central.store import Device, Sighting, Visit, Visitor
+from revisit.central.store import DeadLetter, Device, Sighting, Visit, Visitor
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ def create_app(service: CentralService, *, live_urls: Mapping[str, str] | None =
         try:
             with service.session() as s:
                 s.exec(text("SELECT 1"))  # type: ignore[call-overload]
+                health["dead_letters_waiting"] = s.exec(select(func.count()).select_from(DeadLetter)).one()
             health["database"] = "ok"
         except Exception as exc:  # any failure of the database is the answer here
             health["database"] = f"error: {type(exc).__name__}"

@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 
 from revisit.central.kiosk.config import KioskConfig
-from revisit.central.kiosk.models import EVENT_ROWS, Event, EventSettings, Order, Photo, PhotoFace, create_tables
+from revisit.central.kiosk.models import EVENT_ROWS, Event, EventSettings, Photo, PhotoFace, create_tables
 from revisit.central.kiosk.photos import PhotoFiles, UploadError, sanitize_filename
 from revisit.central.kiosk.vectors import EventVectors
 from revisit.central.store import Store, utcnow
@@ -353,22 +353,6 @@ class Events:
             if photo is not None:
                 photo.status, photo.reason, photo.faces_found = "failed", reason[:500], 0
                 s.add(photo)
-
-    def add_order(self, event_id: uuid.UUID, photo_id: uuid.UUID, name: str = "", email: str = "") -> Order:
-        name = " ".join((name or "").split())[:200]
-        email = (email or "").strip()[:254]
-        if email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
-            raise EventError("that e-mail address does not look right")
-        if self.photo(event_id, photo_id) is None:
-            raise EventError("no such photo in this event")
-        order = Order(event_id=event_id, photo_id=photo_id, name=name, email=email)
-        with self.store.begin() as s:
-            s.add(order)
-        return order
-
-    def orders(self, event_id: uuid.UUID) -> list[Order]:
-        with self.store.session() as s:
-            return list(s.exec(select(Order).where(Order.event_id == event_id).order_by(Order.created_at)))
 
     def reindex(self, event_id: uuid.UUID) -> int:
         """Rebuild the event's collections from the embeddings in the database; returns the faces written."""

@@ -1,5 +1,5 @@
-"""The kiosk's tables: `event`, `event_photo`, `event_photo_face`, `event_settings`, `event_order`, and the guests'
-orders `event_guest_order` and `event_guest_order_photo`.
+"""The kiosk's tables: `event`, `event_photo`, `event_photo_face`, `event_settings`, the guests' orders
+`event_guest_order` and `event_guest_order_photo`, and the legacy `event_order` (read only to migrate it).
 
 They live on the same `SQLModel.metadata` as central's own tables (`revisit.central.store`): defining the classes
 below is what puts them there, so importing this module registers them. That import is explicit: the service
@@ -71,9 +71,10 @@ class EventSettings(SQLModel, table=True):
     updated_by: str = Field("", max_length=64)
 
 
-class Order(SQLModel, table=True):
-    """A single-photo order of the first kiosk API (`Events.add_order`); the routes take guests' orders as
-    `GuestOrder`s. Deleting an event deletes these too."""
+class LegacyOrder(SQLModel, table=True):
+    """A single-photo order of the first kiosk API, which the orders page never showed: `create_tables` moves any
+    into `GuestOrder`s (`revisit.central.kiosk.orders.migrate_legacy_orders`). Kept so old databases stay readable;
+    nothing writes it."""
 
     __tablename__ = "event_order"
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -105,11 +106,16 @@ class GuestOrderPhoto(SQLModel, table=True):
     event_id: uuid.UUID = Field(foreign_key="event.id", index=True, ondelete="CASCADE")
 
 
-TABLES: tuple[Any, ...] = (Event, Photo, PhotoFace, EventSettings, Order, GuestOrder, GuestOrderPhoto)  # parents first
+# parents first
+TABLES: tuple[Any, ...] = (Event, Photo, PhotoFace, EventSettings, LegacyOrder, GuestOrder, GuestOrderPhoto)
 # what deleting an event deletes, children first (the event row itself last)
-EVENT_ROWS: tuple[Any, ...] = (GuestOrderPhoto, GuestOrder, Order, PhotoFace, Photo, EventSettings)
+EVENT_ROWS: tuple[Any, ...] = (GuestOrderPhoto, GuestOrder, LegacyOrder, PhotoFace, Photo, EventSettings)
 
 
 def create_tables(store: Store) -> None:
-    """Create the kiosk's tables that are missing (existing ones are left as they are)."""
+    """Create the kiosk's tables that are missing (existing ones are left as they are), then move any legacy
+    orders into guests' orders."""
+    from revisit.central.kiosk.orders import migrate_legacy_orders  # it imports this module
+
     SQLModel.metadata.create_all(store.engine, tables=[m.__table__ for m in TABLES])
+    migrate_legacy_orders(store)

@@ -8,12 +8,16 @@ them as CSV and download the ordered originals as one ZIP, streamed file by file
 Tables `event_guest_order` and `event_guest_order_photo` (`revisit.central.kiosk.models`). An order leaves with its
 event (`Events.delete_event`, at expiry or by hand) and with the guest's erasure (`Orders.erase`). Status changes,
 exports and erasures are in the audit log (`revisit.central.kiosk.routes.audit`).
+
+Orders of the first kiosk API (table `event_order`, one photo each, never shown on the orders page) are moved here
+once, when the tables are opened (`migrate_legacy_orders`): each becomes a `new` guest order with the same id.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 import secrets
 import uuid
@@ -27,9 +31,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 
 from revisit.central.kiosk.events import CODE_ALPHABET, EventError
-from revisit.central.kiosk.models import GuestOrder, GuestOrderPhoto, Photo
+from revisit.central.kiosk.models import GuestOrder, GuestOrderPhoto, LegacyOrder, Photo
 from revisit.central.store import Store, utcnow
 
+log = logging.getLogger(__name__)
 STATUSES = ("new", "ready", "delivered")
 MAX_PHOTOS_PER_ORDER = 100
 REFERENCE_LENGTH = 6  # 31**6 ≈ 8.9e8 references; unique across all events
@@ -281,3 +286,38 @@ def zip_entries(views: list[OrderView], original: Callable[[Photo], Path | None]
 
 def _safe(text: str) -> str:
     return re.sub(r"[^\w .()-]+", "_", text).strip(" .")[:80]
+
+
+def migrate_legacy_orders(store: Store) -> int:
+    """Move every legacy `event_order` row into a guest order of its photo (same id, name, e-mail as contact,
+    created time; status `new`), deleting the row in the same transaction: idempotent, nothing lost. Returns how
+    many were moved."""
+    with store.begin() as s:
+        legacy = list(s.exec(select(LegacyOrder).order_by(LegacyOrder.created_at)))
+        if not legacy:
+            return 0
+        taken = set(s.exec(select(GuestOrder.reference)))
+        for row in legacy:
+            if s.get(GuestOrder, row.id) is None:
+                reference = new_reference()
+                while reference in taken:
+                    reference = new_reference()
+                taken.add(reference)
+                s.add(
+                    GuestOrder(
+                        id=row.id,
+                        event_id=row.event_id,
+                        reference=reference,
+                        name=row.name,
+                        contact=row.email,
+                        notes="ordered at the kiosk's first version (one photo)",
+                        created_at=row.created_at,
+                        updated_at=row.created_at,
+                        updated_by="migration",
+                    )
+                )
+                s.flush()
+                s.add(GuestOrderPhoto(order_id=row.id, photo_id=row.photo_id, event_id=row.event_id))
+            s.delete(row)
+    log.info("%d legacy kiosk order(s) moved into guests' orders", len(legacy))
+    return len(legacy)

@@ -67,7 +67,7 @@ def event_prefix(prefix: str, event_id: uuid.UUID) -> str:
 
 
 class Vectors(ABC):
-    """The contract both engines keep (tests/central/test_vectors.py runs it on each).
+    """The contract both engines keep (tests/central/vectors/test_contract.py runs it on each).
 
     Calls are thread-safe. Upserts and deletes are idempotent, so a redelivered observation or a repeated
     reindex mends the index instead of duplicating points.

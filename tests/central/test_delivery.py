@@ -261,9 +261,12 @@ def _service(tmp: Path, port: int, **kw) -> CentralService:
 
 def test_full_queue_applies_back_pressure_without_loss(tmp_path, mosquitto):
     """A queue of 8 against a broker that sends without limit: messages are refused (never queued nor
-    acknowledged), redelivered after the queue drains, and each is stored once."""
+    acknowledged), redelivered after the queue drains, and each is stored once. The broker resends every
+    unacknowledged message on each reconnect, so one message arrives many times: each counter counts what its name
+    says (deliveries, refusals, distinct refused messages, outcomes), and they add up."""
     with _service(tmp_path / "c", mosquitto.port, ingest={"queue_size": 8, "batch_size": 4}) as service:
         assert service.mqtt.subscribed.wait(10)
+        mqtt = service.mqtt
         pub = edge(mosquitto.port, tmp_path / "edge", max_inflight=200)
         try:
             sent = observations(300, seed=4)
@@ -277,6 +280,14 @@ def test_full_queue_applies_back_pressure_without_loss(tmp_path, mosquitto):
         assert len(ids) == len(set(ids)) == 300 and set(ids) == {o.observation_id for o in sent}
         assert service.counters.get("flow_refused") > 0  # the queue did fill: flow control happened
         assert service.counters.get("stored") == 300
+    c = service.counters.snapshot()  # stopped: no more deliveries; what is still queued stays unhandled
+    outcomes = sum(n for k, n in c.items() if k in ("stored", "duplicate", "status", "error", "dead_letters"))
+    outcomes += sum(n for k, n in c.items() if k.startswith("rejected."))
+    unhandled = mqtt._queue.qsize()
+    print(f"\ncounters {dict(sorted(c.items()))}, edge resent {pub.stats.resent}, still queued {unhandled}")
+    assert c["deliveries"] == outcomes + c["flow_refused"] + c.get("resend_skipped", 0) + unhandled
+    assert c["redelivered"] <= c["deliveries"]
+    assert 0 < c["flow_refused_messages"] <= c["flow_refused"]  # each reconnect resends every refused one
 
 
 def test_two_instances_on_one_broker_never_fight(tmp_path, mosquitto, postgres_url):

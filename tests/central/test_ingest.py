@@ -22,7 +22,7 @@ from revisit.central.ingest import Ingestor
 from revisit.central.service import CentralService
 from revisit.central.store import Device, Sighting, Site, Store, Visit, Visitor
 from revisit.shared.dataset import by_identity, load_labels
-from revisit.shared.schema import MAX_CROP_BYTES, DeviceStatus, encode, faces_topic, status_topic
+from revisit.shared.schema import MAX_CROP_BYTES, DeviceStatus, encode, faces_topic, peek_observation_id, status_topic
 from tests.central.conftest import DIM, REC, make_obs, near, people, publisher, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -442,3 +442,151 @@ def test_backfill_cli_ingests_files_and_streams(tmp_path, capsys):
     with store.session() as s:
         assert min(x.timestamp() for x in s.exec(select(Sighting.first_ts))) == 1_000_000_000.0  # trusted times
     store.dispose()
+
+
+def test_a_poison_observation_is_dead_lettered_rejected_acked_and_replayed(tmp_path, make_clusterer, capsys):
+    """A real fault inside the assignment of one observation of a batch: the others are stored, the bad one is
+    kept as a dead letter (payload, topic, error) and acknowledged to the edge as rejected; a resend of it keeps
+    one row; once the fault is gone, `backfill --dead-letters` stores it and deletes the dead letter."""
+    import json as _json
+
+    from revisit.central.store import DeadLetter
+    from revisit.cli import main
+
+    config = CentralConfig.model_validate(
+        {"data_dir": str(tmp_path / "data"), "ingest": {"recognizers": {REC: DIM}, "max_future_s": None}}
+    )
+    service = CentralService(config).open()
+    ingestor = service.make_ingestor()
+    c = service.clusterer
+    faces = people(4, seed=21)
+    now = float(int(__import__("time").time()))  # recent: the replay checks clock skew against the first receive time
+    obs = [make_obs(near(faces[i], seed=i), ts=now - 3600 + 60 * i, track=i) for i in range(4)]
+    poison = obs[2].observation_id
+    real = c._ingest_in
+
+    def faulty(s, o, *a, **kw):
+        if o.observation_id == poison:
+            raise KeyError("a bug that only this observation meets")
+        return real(s, o, *a, **kw)
+
+    c._ingest_in = faulty
+    topic = faces_topic("s1", "d1")
+    outcomes = ingestor.handle_batch([(topic, encode(o)) for o in obs])
+    assert [o.kind for o in outcomes] == ["stored", "stored", "dead_letter", "stored"]
+    bad = outcomes[2]
+    assert bad.ack and (bad.site, bad.device, bad.observation_id) == ("s1", "d1", poison)
+    assert ingestor.counters.get("dead_letters") == 1 and ingestor.counters.get("error") == 0
+    assert count(c.store, Sighting) == 3
+    with c.store.session() as s:
+        row = s.exec(select(DeadLetter)).one()
+        assert (row.topic, row.site, row.observation_id, row.payload) == (topic, "s1", poison, encode(obs[2]))
+        assert "KeyError" in row.error and row.attempts == 1
+        assert s.exec(select(Device)).one().rejected == 1
+
+    # The edge is told: the poison id is in the rejected list of its DeliveryAck, the others in stored.
+    from revisit.central.ingest import MqttIngest
+    from revisit.shared.schema import DeliveryAck, decode
+
+    sent: list[tuple[str, bytes]] = []
+    mq = MqttIngest(ingestor, "127.0.0.1", 1)
+    mq.client.publish = lambda t, payload, qos: sent.append((t, payload))  # the network is not under test here
+    mq._send_acks(outcomes)
+    ack = decode(sent[0][1], DeliveryAck)
+    assert ack.rejected == (poison,) and set(ack.stored) == {o.observation_id for o in obs} - {poison}
+
+    # A resend before the fix: one dead letter still, attempts counted.
+    assert ingestor.handle(topic, encode(obs[2])).kind == "dead_letter"
+    assert count(c.store, DeadLetter) == 1
+    with c.store.session() as s:
+        assert s.exec(select(DeadLetter)).one().attempts == 2
+    service.stop()
+
+    # The fault fixed (a new process): the replay stores it and deletes the dead letter.
+    config_file = tmp_path / "central.toml"
+    config_file.write_text(f'data_dir = "{tmp_path / "data"}"\n[ingest.recognizers]\n"{REC}" = {DIM}\n')
+    assert main(["central", "backfill", "--config", str(config_file), "--dead-letters"]) == 0
+    report = _json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["dead_letters"] == {"replayed": 1, "outcomes": {"stored": 1}, "left": 0}
+    store = Store(f"sqlite:///{tmp_path / 'data' / 'revisit.db'}")
+    assert count(store, Sighting) == 4 and count(store, DeadLetter) == 0
+    with store.session() as s:
+        row = s.exec(select(Sighting).where(Sighting.observation_id == uuid.UUID(poison))).one()
+        assert row.best_ts.timestamp() == obs[2].best_ts
+    store.dispose()
+
+
+def test_a_dead_letter_that_cannot_be_saved_is_not_acknowledged_to_the_edge(make_clusterer):
+    c = make_clusterer()
+    ingestor = Ingestor(c, c.store, {REC: DIM}, retry_delays=())
+    c._ingest_in = lambda *a, **kw: (_ for _ in ()).throw(KeyError("bug"))
+    with c.store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE dead_letter")  # the dead-letter store is broken too
+    outcome = ingestor.handle(faces_topic("s1", "d1"), encode(make_obs(people(1)[0])))
+    assert (outcome.kind, outcome.observation_id) == ("error", "")  # no application ack: the edge resends it
+    assert ingestor.counters.get("dead_letters") == 0 and ingestor.counters.get("error") == 1
+
+
+def test_mqtt_delivery_counters_count_a_message_refused_again_once(make_clusterer):
+    """paho's own messages through the ingest's callback, the queue full: a message the broker resends after
+    each reconnect (same packet id, DUP set) is one refused message and several refusals; a resend of a message
+    still queued is skipped, not queued twice."""
+    import paho.mqtt.client as paho
+
+    from revisit.central.ingest import MqttIngest
+
+    c = make_clusterer()
+    ingestor = Ingestor(c, c.store, {REC: DIM})
+    mq = MqttIngest(ingestor, "127.0.0.1", 1, queue_size=2)
+    topic = faces_topic("s1", "d1").encode()
+
+    def deliver(mid: int, dup: bool) -> None:
+        msg = paho.MQTTMessage(mid, topic)
+        msg.qos, msg.dup, msg.payload = 1, dup, encode(make_obs(people(1)[0]))
+        mq._on_message(mq.client, None, msg)
+
+    deliver(1, False)
+    deliver(2, False)  # the queue is full now
+    for dup in (False, True, True):  # refused, then the broker's resends after two reconnects
+        deliver(3, dup)
+    deliver(2, True)  # a resend of a message still queued: skipped
+    counts = ingestor.counters.snapshot()
+    assert counts == {
+        "deliveries": 6,
+        "redelivered": 3,
+        "flow_refused": 3,
+        "flow_refused_messages": 1,
+        "resend_skipped": 1,
+    }
+    assert [m.mid for m in mq._take()] == [1, 2]  # the queue drains (what the worker does)
+    deliver(3, True)  # queued at last
+    deliver(4, False)
+    deliver(5, False)  # refused: a new message
+    counts = ingestor.counters.snapshot()
+    assert (counts["flow_refused"], counts["flow_refused_messages"], counts["deliveries"]) == (4, 2, 9)
+
+
+def test_a_bug_in_validation_dead_letters_the_message_too(make_clusterer):
+    c = make_clusterer()
+    ingestor = Ingestor(c, c.store, {REC: DIM})
+    obs = make_obs(people(1)[0])
+    real = ingestor._prepare_faces
+
+    def buggy(site, device, payload, *a, **kw):
+        if peek_observation_id(payload) == obs.observation_id:
+            raise AttributeError("a bug in a check")
+        return real(site, device, payload, *a, **kw)
+
+    ingestor._prepare_faces = buggy
+    other = make_obs(people(2)[1], track=2)
+    outcomes = ingestor.handle_batch([(faces_topic("s1", "d1"), encode(x)) for x in (obs, other)])
+    assert [(o.kind, o.observation_id) for o in outcomes] == [
+        ("dead_letter", obs.observation_id),
+        ("stored", other.observation_id),
+    ]
+    from revisit.central.store import DeadLetter
+
+    with c.store.session() as s:
+        assert s.exec(select(DeadLetter)).one().error == "AttributeError: a bug in a check"
+    ingestor._prepare_faces = real
+    assert ingestor.replay_dead_letters() == {"stored": 1} and count(c.store, DeadLetter) == 0

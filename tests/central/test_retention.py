@@ -8,7 +8,7 @@ from datetime import timezone as _timezone
 from sqlmodel import select
 
 from revisit.central.retention import run_retention
-from revisit.central.store import AuditLog, Sighting, Visit, Visitor
+from revisit.central.store import AuditLog, DeadLetter, Sighting, Visit, Visitor
 from tests.central.conftest import REC, make_obs, near, people
 
 UTC = _timezone.utc  # datetime.UTC is Python 3.11+
@@ -49,6 +49,17 @@ def test_retention_deletes_everywhere_and_recomputes(make_clusterer):
 
     again = run_retention(c, crops_days=30, sightings_days=365, now=NOW)
     assert again.sightings_deleted == again.crops_deleted == 0
+
+
+def test_dead_letters_follow_the_sightings_ttl(make_clusterer):
+    c = make_clusterer()
+    with c.store.begin() as s:
+        for days, digest in ((400, "a"), (10, "b")):
+            s.add(DeadLetter(digest=digest, topic="t", payload=b"x", received_at=NOW - timedelta(days=days)))
+    assert run_retention(c, crops_days=30, sightings_days=365, now=NOW).dead_letters_deleted == 1
+    with c.store.session() as s:
+        assert [d.digest for d in s.exec(select(DeadLetter))] == ["b"]
+    assert run_retention(c, crops_days=None, sightings_days=None, now=NOW).dead_letters_deleted == 0
 
 
 def test_retention_none_keeps_everything(make_clusterer):

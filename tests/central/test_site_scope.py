@@ -4,12 +4,14 @@ the loyal person (s1) and their second visitor (s2, scope "site"), two more visi
 from __future__ import annotations
 
 import uuid
+from collections import Counter
+from datetime import datetime
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
-from revisit.central.store import Camera, Sighting, Site, Visitor
+from revisit.central.store import Camera, Sighting, Site, Visit, Visitor
 from revisit.central.web import create_app
 from tests.central.webapp import PASSWORD, login, seeded_app
 
@@ -129,12 +131,34 @@ def test_a_visitor_seen_at_both_sites_shows_a_manager_only_their_part(tmp_path, 
         assert {v["site"] for v in body["visits"]} == {"s2"} and body["sightings"]["total"] == 1
         assert {s["site"] for s in body["sightings"]["items"]} == {"s2"}
         assert body["visitor"]["site"] == ""  # first seen at s1: that name is not theirs to see
-        assert client.get(f"/api/v1/visitors/{loyal}").json()["visitor"]["site"] == "s1"
+        everyone = client.get(f"/api/v1/visitors/{loyal}").json()
+        assert everyone["visitor"]["site"] == "s1"
         with service.session() as s:
             rows = list(s.exec(select(Sighting, Site).join(Site).where(Sighting.visitor_id == loyal)))
+            visits = s.exec(select(Site.name).join(Visit, Visit.site_id == Site.id).where(Visit.visitor_id == loyal))
+            n_visits = Counter(visits)
         at_s1 = [x.id for x, site in rows if site.name == "s1"]
         at_s2 = [x.id for x, site in rows if site.name == "s2"]
         assert len(at_s1) == 4 and len(at_s2) == 1
+        # Their numbers are of s2 only: counts, first and last seen (API, list, page); the admin's are of both.
+        mine = next(x for x, site in rows if site.name == "s2")
+        assert n_visits["s1"] >= 2 and n_visits["s2"] == 1
+        v, all_v = body["visitor"], everyone["visitor"]
+        assert (v["visit_count"], v["sighting_count"]) == (1, 1)
+        assert (all_v["visit_count"], all_v["sighting_count"]) == (n_visits["s1"] + 1, 5)
+        assert datetime.fromisoformat(v["first_seen"]) == mine.first_ts
+        assert datetime.fromisoformat(v["last_seen"]) == mine.last_ts
+        assert datetime.fromisoformat(all_v["first_seen"]) < mine.first_ts
+        assert v["reference_crop_url"] in (None, f"/crops/{mine.crop_path}")
+        listed = manager.get("/api/v1/visitors", params={"q": str(loyal)}).json()["items"][0]
+        assert {k: listed[k] for k in ("visit_count", "sighting_count", "first_seen", "last_seen")} == {
+            k: v[k] for k in ("visit_count", "sighting_count", "first_seen", "last_seen")
+        }
+        assert sum(d["visits"] for d in body["frequency_30d"]) <= 1
+        page = manager.get(f"/visitors/{loyal}").text
+        assert "1 visit · 1 sighting" in page
+        assert f"{n_visits['s1'] + 1} visits · 5 sightings" in client.get(f"/visitors/{loyal}").text
+        assert "1 visit · 1 sighting" in manager.get("/visitors").text
         r = manager.post(f"/api/v1/visitors/{loyal}/split", json={"sighting_ids": [str(at_s1[0])]})
         assert r.status_code == 409  # not theirs to move
         assert manager.post(f"/api/v1/sightings/{at_s1[0]}/not-this-person").status_code == 404

@@ -7,7 +7,8 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from revisit.central.web import create_app
-from revisit.shared.schema import faces_topic
+from revisit.shared.schema import encode, faces_topic
+from tests.central.conftest import DIM, REC, make_obs, people
 from tests.central.webapp import login, open_service, seeded_app, web_config
 
 
@@ -82,3 +83,27 @@ def test_metrics_count_ingest_outcomes_and_tables(tmp_path, facedata, engine):
     assert m[("revisit_central_visits", ())] == 9
     assert m[("revisit_central_devices", (("status", "online"),))] == 2
     assert m[("revisit_central_mqtt_connected", ())] == 0
+
+
+def test_dead_letters_show_on_healthz_and_the_sites_page(tmp_path):
+    service = open_service(web_config(tmp_path, ingest={"recognizers": {REC: DIM}, "max_future_s": None}))
+    ingestor = service.ingestor
+    real = service.clusterer._ingest_in
+    bad = make_obs(people(1)[0])
+
+    def faulty(s, obs, *a, **kw):
+        if obs.observation_id == bad.observation_id:
+            raise ValueError("a bug")
+        return real(s, obs, *a, **kw)
+
+    service.clusterer._ingest_in = faulty
+    fine = make_obs(people(2)[1], track=2)
+    kinds = [o.kind for o in ingestor.handle_batch([(faces_topic("s1", "d1"), encode(x)) for x in (fine, bad)])]
+    assert kinds == ["stored", "dead_letter"]
+    with TestClient(create_app(service)) as client:
+        body = client.get("/healthz").json()
+        assert body["ingest"]["dead_letters"] == 1 and body["dead_letters_waiting"] == 1 and body["ok"] is True
+        login(client)
+        page = client.get("/sites").text
+        assert "1 observation(s) from this site failed" in page and "--dead-letters" in page
+    service.stop()

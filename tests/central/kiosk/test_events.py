@@ -11,7 +11,8 @@ from sqlalchemy import inspect
 from sqlmodel import func, select
 
 from revisit.central.kiosk.events import CODE_ALPHABET, EventError, new_code, normalize_code
-from revisit.central.kiosk.models import Event, Order, Photo, PhotoFace
+from revisit.central.kiosk.models import Event, GuestOrder, GuestOrderPhoto, LegacyOrder, Photo, PhotoFace
+from revisit.central.kiosk.orders import Orders, migrate_legacy_orders
 from revisit.central.store import Store, utcnow
 from tests.central.kiosk.support import REC, close_events, fake_face, files_under, make_events, png
 
@@ -147,14 +148,14 @@ def test_delete_event_removes_photos_thumbnails_vectors_and_rows(events, tmp_pat
     keep, gone = events.create_event("keep"), events.create_event("gone")
     kept = add_processed(events, keep.id, [unit(1)])
     photo = add_processed(events, gone.id, [unit(2), unit(3)])
-    events.add_order(gone.id, photo.id, "Ann", "ann@example.com")
+    Orders(events.store).create(gone.id, [photo.id], "Ann", "ann@example.com")
     assert events.files.original(gone.id, photo.stored_name).is_file()
     assert events.files.thumb(gone.id, photo.thumb_name).is_file()
 
     assert events.delete_event(gone.id) is True
     assert not events.files.event_dir(gone.id).exists()
     assert events.vectors.collections(gone.id) == []
-    for model in (Photo, PhotoFace, Order):
+    for model in (Photo, PhotoFace, GuestOrder, GuestOrderPhoto):
         assert count(events, model, event_id=gone.id) == 0
     assert events.get(gone.id) is None
     assert events.delete_event(gone.id) is False
@@ -177,17 +178,46 @@ def test_add_photo_to_a_missing_event(events, tmp_path):
     assert files_under(events.files.root) == {}
 
 
-def test_orders(events):
+def test_legacy_orders_are_moved_once_into_guests_orders(tmp_path):
+    """A database holding orders of the first kiosk API (`event_order`, written as its code did): opening the
+    tables moves each into a guest order the orders page lists, once; the legacy table stays, empty."""
+    from datetime import datetime
+
+    events = make_events(tmp_path)
     event, other = events.create_event("e"), events.create_event("o")
-    photo = add_processed(events, event.id, [unit(1)])
-    order = events.add_order(event.id, photo.id, "  Ann  Lee ", "ann@example.com")
-    assert (order.name, order.email) == ("Ann Lee", "ann@example.com")
-    assert events.add_order(event.id, photo.id).name == ""  # name and e-mail are optional
-    with pytest.raises(EventError, match="e-mail"):
-        events.add_order(event.id, photo.id, email="not-an-address")
-    with pytest.raises(EventError, match="no such photo"):
-        events.add_order(other.id, photo.id)  # a photo of another event
-    assert len(events.orders(event.id)) == 2
+    photo, second = add_processed(events, event.id, [unit(1)]), add_processed(events, event.id, [unit(2)])
+    theirs = add_processed(events, other.id, [unit(3)])
+    legacy = [
+        (uuid.uuid4(), event.id, photo.id, "2026-05-01 10:00:00.000000", "Ann Lee", "ann@example.com"),
+        (uuid.uuid4(), event.id, second.id, "2026-05-01 10:05:00.000000", "", ""),
+        (uuid.uuid4(), other.id, theirs.id, "2026-05-02 09:00:00.000000", "Bo", "bo@example.com"),
+    ]
+    with events.store.engine.begin() as conn:
+        for row in legacy:
+            conn.exec_driver_sql(
+                "INSERT INTO event_order (id, event_id, photo_id, created_at, name, email) VALUES (?, ?, ?, ?, ?, ?)",
+                (row[0].hex, row[1].hex, row[2].hex, *row[3:]),
+            )
+    close_events(events)
+
+    events = make_events(tmp_path)  # the service's start: create_tables migrates
+    orders = Orders(events.store)
+    views = orders.list(event.id)
+    assert [(v.order.id, v.order.name, v.order.contact, v.order.status) for v in views] == [
+        (legacy[0][0], "Ann Lee", "ann@example.com", "new"),
+        (legacy[1][0], "", "", "new"),
+    ]
+    assert [[p.id for p in v.photos] for v in views] == [[photo.id], [second.id]]
+    assert views[0].order.created_at == datetime.fromisoformat("2026-05-01T10:00:00+00:00")
+    assert len({v.order.reference for v in views}) == 2
+    assert [v.order.id for v in orders.list(other.id)] == [legacy[2][0]]
+    assert count(events, LegacyOrder) == 0 and "event_order" in inspect(events.store.engine).get_table_names()
+    before = {v.order.id: v.order.reference for v in orders.list(event.id)}
+    assert migrate_legacy_orders(events.store) == 0  # idempotent: nothing left to move, nothing changed
+    events.create_tables()
+    assert {v.order.id: v.order.reference for v in orders.list(event.id)} == before
+    assert count(events, GuestOrder) == 3
+    close_events(events)
 
 
 def test_reindex_rebuilds_the_collection_from_the_database(events):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sqlmodel import func, select
 
-from revisit.central.kiosk.models import Event, Order, Photo, PhotoFace
+from revisit.central.kiosk.models import Event, GuestOrder, Photo, PhotoFace
 from revisit.central.kiosk.search import (
     DEFAULT_THRESHOLD,
     FaceSearch,
@@ -75,7 +75,9 @@ def indexed(tmp_path_factory, engine, facedata):
 
 def _counts(events) -> dict[str, int]:
     with events.store.session() as s:
-        return {m.__name__: s.exec(select(func.count()).select_from(m)).one() for m in (Event, Photo, PhotoFace, Order)}
+        return {
+            m.__name__: s.exec(select(func.count()).select_from(m)).one() for m in (Event, Photo, PhotoFace, GuestOrder)
+        }
 
 
 @pytest.mark.models

@@ -1,4 +1,4 @@
-"""Orders and guests' phones in headless Chromium against the real app under uvicorn (as test_kiosk_browser):
+"""Orders and guests' phones in headless Chromium against the real app under uvicorn (as test_routes_browser):
 a guest orders two photos at the kiosk and gets a reference; staff mark the order delivered on the orders page
 and download its ZIP, which holds exactly the ordered originals. A phone: a narrow portrait viewport opened at
 the QR code's URL (code filled in), the fake front camera, a second selfie, and a photo picked from the phone."""
@@ -13,7 +13,7 @@ import cv2
 import pytest
 
 from tests.central.kiosk.support import y4m
-from tests.central.kiosk.test_kiosk_browser import CHROMIUM, CHROMIUM_ARGS, server, sync_api  # noqa: F401 (fixtures)
+from tests.central.kiosk.test_routes_browser import CHROMIUM, CHROMIUM_ARGS, server, sync_api  # noqa: F401 (fixtures)
 from tests.central.webapp import PASSWORD, USER
 
 pytestmark = [pytest.mark.models, pytest.mark.facedata, pytest.mark.slow]
