@@ -13,33 +13,12 @@ import cv2
 import pytest
 
 from tests.central.kiosk.support import y4m
-from tests.central.kiosk.test_routes_browser import CHROMIUM, CHROMIUM_ARGS, server, sync_api  # noqa: F401 (fixtures)
+from tests.central.kiosk.test_routes_browser import open_browser, server, sync_api  # noqa: F401 (fixtures)
 from tests.central.webapp import PASSWORD, USER
 
 pytestmark = [pytest.mark.models, pytest.mark.facedata, pytest.mark.slow]
 
 PHONE = {"width": 390, "height": 844}
-
-
-def browser(api, profile: Path, video: Path, viewport: dict, **options):
-    p = api.sync_playwright().start()
-    args = [
-        *CHROMIUM_ARGS,
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-video-capture={video}",
-    ]
-    context = p.chromium.launch_persistent_context(
-        str(profile),
-        executable_path=CHROMIUM,
-        headless=True,
-        args=args,
-        accept_downloads=True,
-        viewport=viewport,
-        **options,
-    )
-    context.set_default_timeout(30_000)
-    return p, context, context.new_page()
 
 
 def results_shown(page) -> list[str]:
@@ -50,7 +29,7 @@ def results_shown(page) -> list[str]:
 def test_order_at_the_kiosk_then_fulfil_it(server, sync_api, tmp_path):  # noqa: F811
     base, ka, event, people, ids = server
     video = y4m(cv2.imread(str(people.selfie)), tmp_path / "selfie.y4m")
-    p, context, page = browser(sync_api, tmp_path / "profile", video, {"width": 1280, "height": 900})
+    p, context, page = open_browser(sync_api, tmp_path / "profile", video, timeout_ms=30_000)
     try:
         page.goto(f"{base}/kiosk?countdown=0&code={event.code}")  # the QR code's URL: straight to the camera
         page.wait_for_function("() => document.getElementById('video').videoWidth > 0")
@@ -109,8 +88,8 @@ def test_order_at_the_kiosk_then_fulfil_it(server, sync_api, tmp_path):  # noqa:
 def test_guest_phone_portrait_front_camera_more_angles_and_a_picked_photo(server, sync_api, tmp_path):  # noqa: F811
     base, ka, event, people, ids = server
     video = y4m(cv2.imread(str(people.selfie)), tmp_path / "selfie.y4m", width=480, height=640)
-    p, context, page = browser(
-        sync_api, tmp_path / "phone", video, PHONE, is_mobile=True, has_touch=True, device_scale_factor=2
+    p, context, page = open_browser(
+        sync_api, tmp_path / "phone", video, PHONE, 30_000, is_mobile=True, has_touch=True, device_scale_factor=2
     )
     try:
         page.goto(f"{base}/kiosk?countdown=0&code={event.code.lower()}")

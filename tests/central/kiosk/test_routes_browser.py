@@ -5,7 +5,6 @@ order. The staff page: log in, create an event, upload by the file picker, watch
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -16,22 +15,11 @@ import numpy as np
 import pytest
 
 from tests.central.kiosk.support import bad_files, dev_people, kiosk_app, upload_and_wait, y4m
+from tests.central.test_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.central.webapp import PASSWORD, USER
 from tests.mosquitto import free_port
 
 pytestmark = [pytest.mark.models, pytest.mark.facedata, pytest.mark.slow]
-
-CHROMIUM = os.environ.get("REVISIT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [  # flags that work as root in a container (../shared/NOTES.md)
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +52,11 @@ def server(tmp_path_factory, engine, facedata):
         thread.join(15)
 
 
-def open_browser(sync_api, profile: Path, video: Path):
-    """A Chromium whose webcam plays `video`; returns (playwright, context, page)."""
+def open_browser(
+    sync_api, profile: Path, video: Path, viewport: dict | None = None, timeout_ms: int = 20_000, **options
+):
+    """A Chromium whose webcam plays `video` (`options`: Playwright's context options, e.g. a phone's);
+    returns (playwright, context, page)."""
     p = sync_api.sync_playwright().start()
     args = [
         *CHROMIUM_ARGS,
@@ -79,9 +70,10 @@ def open_browser(sync_api, profile: Path, video: Path):
         headless=True,
         args=args,
         accept_downloads=True,
-        viewport={"width": 1280, "height": 900},
+        viewport=viewport or {"width": 1280, "height": 900},
+        **options,
     )
-    context.set_default_timeout(20_000)
+    context.set_default_timeout(timeout_ms)
     return p, context, context.new_page()
 
 
