@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from revisit.cli import main
 
 
@@ -52,11 +54,9 @@ def test_bad_config_is_reported(tmp_path):
 
 def test_the_cli_logs_logfmt(tmp_path):
     """A central command's log lines (here a rejected message) are logfmt, like the edge daemon's."""
-    import subprocess
-    import sys
-
     from tests.shared.test_logfmt import parse
 
+    pytest.importorskip("sqlmodel", reason="a central command: needs the central extra (edge-only install)")
     config = tmp_path / "central.toml"
     config.write_text(f'data_dir = "{tmp_path / "data"}"\n[ingest.recognizers]\n"w600k_mbf@test" = 512\n')
     bad = tmp_path / "bad.msgpack"
