@@ -294,13 +294,15 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
         ]
     ).astype(np.float32)
     best, best_score = exact_top1(protos, queries)
+    ids_bytes = np.frombuffer(b"".join(u.bytes for u in ids), dtype=np.uint8).reshape(-1, 16)
+    np.save(data / "ids.npy", ids_bytes)  # the visitor id of each row (bench/hnsw_exact.py --store)
     np.savez(
         workdir / f"queries{n}.npz",
         queries=queries,
         exact=best,
         exact_score=best_score,
         observations=args.observations,
-        ids=np.frombuffer(b"".join(u.bytes for u in ids), dtype=np.uint8).reshape(-1, 16),
+        ids=ids_bytes,
     )
     del protos
     cmd = [sys.executable, __file__, "--serve", str(n), "--workdir", str(workdir), "--budget", str(args.budget)]
@@ -401,9 +403,12 @@ def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path, batch_size: int 
         cfg["embedded_broker"] = {"port": 0}
         broker = "amqtt (embedded)"
     rng = np.random.default_rng(7)
-    if args.store is not None:  # a bulk-loaded store (bench/assign_profile.py): copied, its visitors remade
+    store = args.store
+    if store is None and (workdir / f"data{n}").exists():  # the store this run loaded: the same visitors
+        store = workdir / f"data{n}"
+    if store is not None:  # a bulk-loaded store (bench/assign_profile.py): copied, its visitors remade
         shutil.rmtree(data, ignore_errors=True)
-        shutil.copytree(args.store, data)
+        shutil.copytree(store, data)
         real = load_real(args.real)
         protos = GENERATORS[args.generator](n, np.random.default_rng(n), real)
         service = CentralService(CentralConfig.model_validate(cfg))
@@ -486,6 +491,7 @@ def main() -> int:
     )
     parser.add_argument("--json", action="store_true", help="one JSON line per size")
     parser.add_argument("--workdir", type=Path, help="keep the data here (default: a temporary directory)")
+    parser.add_argument("--keep", action="store_true", help="keep each size's store under --workdir")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the reopened-service half of a size
     parser.add_argument("--mqtt", action="store_true", help="also measure end to end through a broker")
     parser.add_argument("--mqtt-messages", type=int, default=1000)
@@ -529,7 +535,8 @@ def main() -> int:
                     f"{r.get('note', '')}",
                     flush=True,
                 )
-            shutil.rmtree(workdir / f"data{n}", ignore_errors=True)
+            if not args.keep:
+                shutil.rmtree(workdir / f"data{n}", ignore_errors=True)
     return 0
 
 

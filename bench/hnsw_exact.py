@@ -58,6 +58,7 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--threads", type=int, default=0, help="build threads (0: all cores)")
     p.add_argument("--variants", help="indexes into the list of variants (default: all)")
+    p.add_argument("--dtype", default=None, help="build with this scalar kind (f16, bf16, i8; default: the engine's)")
     a = p.parse_args()
     real = bench.load_real(a.real)
     rng = np.random.default_rng(a.n)
@@ -68,6 +69,7 @@ def main() -> None:
         "connectivity": emb.CONNECTIVITY,
         "expansion_add": emb.EXPANSION_ADD,
         "expansion_search": emb.EXPANSION_SEARCH,
+        "dtype": a.dtype or emb.DTYPE,
     }
     if a.store is not None:
         folder = next((a.store / "vectors" / "rec").iterdir())
@@ -84,7 +86,7 @@ def main() -> None:
             index = Index(
                 ndim=bench.DIM,
                 metric="cos",
-                dtype="f16",
+                dtype=a.dtype or emb.DTYPE,
                 connectivity=emb.CONNECTIVITY,
                 expansion_add=emb.EXPANSION_ADD,
                 expansion_search=emb.EXPANSION_SEARCH,

@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 CONNECTIVITY = 32
 EXPANSION_ADD = 128
+DTYPE = "f16"  # the graph's scalar kind (bench/hnsw_exact.py --dtype compares others)
 EXPANSION_SEARCH = 128
 EXPANSION_RETRY = 1024  # a search whose best is below the caller's floor looks again, wider
 JOURNAL_LIMIT = 64 << 20
@@ -104,7 +105,7 @@ class _Protos:
         return Index(
             ndim=self.dim,
             metric="cos",
-            dtype="f16",
+            dtype=DTYPE,
             connectivity=CONNECTIVITY,
             expansion_add=EXPANSION_ADD,
             expansion_search=EXPANSION_SEARCH,
