@@ -422,29 +422,30 @@ def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path, batch_size: int 
     try:
         service.mqtt.subscribed.wait(10)
         host, port = service.broker_address
-        import paho.mqtt.client as mqtt
-
-        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub", protocol=mqtt.MQTTv311)
-        pub.max_inflight_messages_set(100)
-        pub.connect("127.0.0.1", port)
-        pub.loop_start()
         crop = tiny_jpeg()
-        payloads = [
-            encode(observation(unit(protos[rng.integers(n)] + 0.03 * rng.normal(size=DIM)), i, crop))
+        real = load_real(args.real)
+        new = rng.random(args.mqtt_messages) < args.new_share  # new people; the others return
+        vectors = [
+            GENERATORS[args.generator](1, rng, real)[0].astype(np.float32)
+            if new[i]
+            else unit(protos[rng.integers(n)] + 0.03 * rng.normal(size=DIM))
             for i in range(args.mqtt_messages)
         ]
+        payloads = [encode(observation(vec, i, crop)) for i, vec in enumerate(vectors)]
         del protos
+        feed = workdir / "payloads.msgpack"
+        feed.write_bytes(b"".join(len(p).to_bytes(4, "big") + p for p in payloads))
+        # the edges are other machines: the publisher is a process of its own, not a thread of central's
+        publisher = subprocess.Popen(
+            [sys.executable, __file__, "--publish", f"127.0.0.1:{port}", str(feed)], stdout=subprocess.PIPE, text=True
+        )
         start, cpu0 = time.perf_counter(), time.process_time()
-        for p in payloads:
-            info = pub.publish(faces_topic("bench", "d1"), p, qos=1)
-        info.wait_for_publish(120)
-        published = time.perf_counter() - start
         while service.counters.get("stored") < len(payloads) and time.perf_counter() - start < args.budget:
-            time.sleep(0.05)
+            time.sleep(0.02)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
         stored = service.counters.get("stored")
-        pub.loop_stop()
-        pub.disconnect()
+        out, _ = publisher.communicate(timeout=60)
+        published = json.loads(out.strip().splitlines()[-1])
     finally:
         service.stop()
         if broker_proc:
@@ -454,12 +455,39 @@ def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path, batch_size: int 
         "broker": broker,
         "visitors": n,
         "messages": len(payloads),
+        "new_share": round(float(new.mean()), 3),
         "stored": stored,
-        "publish_per_s": len(payloads) / published,
+        "publish_per_s": len(payloads) / published["publish_s"],
         "end_to_end_per_s": stored / wall,
         "batch_size": batch_size,
-        "cpu_s": cpu,
+        "cpu_s": cpu,  # central's process (the publisher's is its own)
+        "publisher_cpu_s": published["cpu_s"],
     }
+
+
+def publish(address: str, feed: Path) -> dict:
+    """The `--publish` process: every payload of the feed (4-byte length + msgpack) at QoS 1, as fast as the
+    broker takes them; waits for the last PUBACK."""
+    import paho.mqtt.client as mqtt
+
+    host, port = address.rsplit(":", 1)
+    data, payloads, at = feed.read_bytes(), [], 0
+    while at < len(data):
+        size = int.from_bytes(data[at : at + 4], "big")
+        payloads.append(data[at + 4 : at + 4 + size])
+        at += 4 + size
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub", protocol=mqtt.MQTTv311)
+    pub.max_inflight_messages_set(100)
+    pub.connect(host, int(port))
+    pub.loop_start()
+    start, cpu0 = time.perf_counter(), time.process_time()
+    for p in payloads:
+        info = pub.publish(faces_topic("bench", "d1"), p, qos=1)
+    info.wait_for_publish(300)
+    out = {"published": len(payloads), "publish_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu0}
+    pub.loop_stop()
+    pub.disconnect()
+    return out
 
 
 def main() -> int:
@@ -492,6 +520,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="one JSON line per size")
     parser.add_argument("--workdir", type=Path, help="keep the data here (default: a temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep each size's store under --workdir")
+    parser.add_argument("--new-share", type=float, default=0.0, help="end to end: share of new people (else returning)")
+    parser.add_argument("--publish", nargs=2, metavar=("HOST:PORT", "FEED"), help=argparse.SUPPRESS)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the reopened-service half of a size
     parser.add_argument("--mqtt", action="store_true", help="also measure end to end through a broker")
     parser.add_argument("--mqtt-messages", type=int, default=1000)
@@ -501,6 +531,9 @@ def main() -> int:
     args = parser.parse_args()
     if args.serve:
         print(json.dumps(serve(args.serve, args, args.workdir)), flush=True)
+        return 0
+    if args.publish:
+        print(json.dumps(publish(args.publish[0], Path(args.publish[1]))), flush=True)
         return 0
     engine = f"Qdrant server {args.qdrant_url}" if args.qdrant_url else args.engine
     db = "PostgreSQL" if args.database_url else "SQLite"
@@ -521,7 +554,7 @@ def main() -> int:
             if args.mqtt and k == 0:  # end to end per ingest batch size (1: one message per transaction)
                 e2e = {b: bench_mqtt(n, args, workdir, batch_size=b) for b in map(int, args.batch_sizes.split(","))}
                 r["e2e_by_batch"] = {
-                    b: {"obs_per_s": x["end_to_end_per_s"], "cpu_s": x["cpu_s"], "stored": x["stored"]}
+                    b: {k: x[k] for k in ("end_to_end_per_s", "cpu_s", "publisher_cpu_s", "stored", "new_share")}
                     for b, x in e2e.items()
                 }
                 r["e2e_obs_per_s"] = list(e2e.values())[-1]["end_to_end_per_s"]

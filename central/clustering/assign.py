@@ -69,6 +69,9 @@ class SightingNote:
     received_at: datetime
 
 
+# A batch's searches ask for this many candidates beyond `candidates`: room for those it changed or forbids.
+BATCH_SEARCH_SPARE = 16
+
 # Prototypes changed by a batch not yet upserted: recognizer -> visitor id -> (unit vector, site name).
 Overlay = dict[str, dict[uuid.UUID, tuple[np.ndarray, str]]]
 
@@ -131,8 +134,9 @@ class Assigner(ClusterBase):
             try:
                 with self.store.begin() as s:
                     rows = _BatchRows(self._stored_sightings(s, observations), {})
-                    for obs, note in zip(observations, notes, strict=True):
-                        results.append(self._ingest_in(s, obs, note, overlay, points, saved, save_crop, rows))
+                    searched = self._search_batch(observations, rows)
+                    for obs, note, hits in zip(observations, notes, searched, strict=True):
+                        results.append(self._ingest_in(s, obs, note, overlay, points, saved, save_crop, rows, hits))
                     rows.stamp()
             except BaseException:
                 if self.crops is not None:
@@ -155,8 +159,10 @@ class Assigner(ClusterBase):
         saved: list[str],
         save_crop: bool,
         rows: _BatchRows,
+        hits: list[tuple[uuid.UUID, float]] | None = None,
     ) -> Assignment:
-        """One observation of a batch inside its session; the vector writes are collected, not made."""
+        """One observation of a batch inside its session; the vector writes are collected, not made. `hits`:
+        its index search, made with the batch's (`_search_batch`)."""
         vec = obs.vector().astype(np.float32)
         rec = obs.recognizer_id
         found = rows.sightings.get(uuid.UUID(obs.observation_id))
@@ -180,7 +186,7 @@ class Assigner(ClusterBase):
         first, last, best = from_epoch(obs.first_ts), from_epoch(obs.last_ts), from_epoch(obs.best_ts)
         rows.seen[(obs.site, obs.device, obs.camera)] += 1  # devices' and cameras' counters: once a batch
         co = self._co_track_sightings(s, obs, camera.id, first, last)
-        visitor, created, score = self._pick(s, obs, vec, site, {c.visitor_id for c in co}, overlay)
+        visitor, created, score = self._pick(s, obs, vec, site, {c.visitor_id for c in co}, overlay, hits)
         held = visitor.unassigned
         crop_path: str | None = None
         if save_crop and self.crops is not None:
@@ -243,6 +249,25 @@ class Assigner(ClusterBase):
             found.update((x.observation_id, x) for x in s.exec(query))
         return found
 
+    def _search_batch(
+        self, observations: Sequence[Observation], rows: _BatchRows
+    ) -> list[list[tuple[uuid.UUID, float]] | None]:
+        """The index search of each new observation of a batch, made together (the index does not change during
+        a batch: its upserts come after the commit). None for a resend."""
+        out: list[list[tuple[uuid.UUID, float]] | None] = [None] * len(observations)
+        by_recognizer: defaultdict[str, list[int]] = defaultdict(list)
+        for i, obs in enumerate(observations):
+            if uuid.UUID(obs.observation_id) not in rows.sightings:
+                by_recognizer[obs.recognizer_id].append(i)
+        for rec, numbers in by_recognizer.items():
+            vectors = [observations[i].vector().astype(np.float32) for i in numbers]
+            sites = [observations[i].site if self.settings.scope == "site" else None for i in numbers]
+            limit = self.settings.candidates + BATCH_SEARCH_SPARE
+            found = self.vectors.search_prototypes_many(rec, vectors, limit, sites, floor=self.settings.threshold)
+            for i, hits in zip(numbers, found, strict=True):
+                out[i] = hits
+        return out
+
     def _pick(
         self,
         s: Session,
@@ -251,14 +276,24 @@ class Assigner(ClusterBase):
         site: Site,
         forbidden: set[uuid.UUID],
         overlay: Overlay | None = None,
+        found: list[tuple[uuid.UUID, float]] | None = None,
     ) -> tuple[Visitor, bool, float]:
         """The visitor to join (locked for update) or a new one; stale index entries are dropped. `overlay`: the
-        prototypes a batch changed so far, which take the place of the index's (not yet upserted) ones."""
+        prototypes a batch changed so far, which take the place of the index's (not yet upserted) ones. `found`:
+        the batch's search for this observation, used when it holds enough candidates the batch left alone."""
         scope_site = site.name if self.settings.scope == "site" else None
         limit = self.settings.candidates + len(forbidden)
         pending = (overlay or {}).get(obs.recognizer_id, {})
-        candidates = self.vectors.search_prototypes(
-            obs.recognizer_id, vec, limit + len(pending), scope_site, floor=self.settings.threshold
+        enough = found is not None and (
+            len(found) < self.settings.candidates + BATCH_SEARCH_SPARE  # all the index had
+            or sum(vid not in pending for vid, _ in found) >= limit
+        )
+        candidates = (
+            found
+            if found is not None and enough
+            else self.vectors.search_prototypes(
+                obs.recognizer_id, vec, limit + len(pending), scope_site, floor=self.settings.threshold
+            )
         )
         if pending:
             scores = {vid: score for vid, score in candidates if vid not in pending}

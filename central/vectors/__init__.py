@@ -23,7 +23,7 @@ import re
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +119,21 @@ class Vectors(ABC):
     ) -> list[tuple[uuid.UUID, float]]:
         """(visitor id, cosine) of the nearest prototypes, best first; only `site`'s when given. `floor`: when
         the best found is below it, an approximate engine searches harder (the assignment threshold)."""
+
+    def search_prototypes_many(
+        self,
+        recognizer_id: str,
+        vectors: Sequence[np.ndarray],
+        limit: int,
+        sites: Sequence[str | None],
+        floor: float | None = None,
+    ) -> list[list[tuple[uuid.UUID, float]]]:
+        """`search_prototypes` of each vector (with its own site, or None), in one call: an engine may search
+        them together (the embedded one does, on every core). The results are those of one search each."""
+        return [
+            self.search_prototypes(recognizer_id, vec, limit, site, floor)
+            for vec, site in zip(vectors, sites, strict=True)
+        ]
 
     @abstractmethod
     def upsert_prototypes(self, recognizer_id: str, items: Iterable[tuple[uuid.UUID, np.ndarray, str]]) -> None:

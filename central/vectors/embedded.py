@@ -49,7 +49,7 @@ import struct
 import threading
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,33 +164,48 @@ class _Protos:
             self._remove_stale(part, STALE_LIMIT)
 
     def search(
-        self, vector: np.ndarray, limit: int, site: str | None, floor: float | None = None
-    ) -> list[tuple[uuid.UUID, float]]:
-        found = self._search(vector, limit, site, EXPANSION_SEARCH)
-        if floor is not None and (not found or found[0][1] < floor):
-            found = self._search(vector, limit, site, EXPANSION_RETRY)  # "a new person": make sure
+        self, vectors: np.ndarray, limit: int, sites: list[str | None], floor: float | None = None
+    ) -> list[list[tuple[uuid.UUID, float]]]:
+        """The nearest prototypes of each row of `vectors` (f16 unit vectors), within its site (None: all).
+        Several rows are searched together on every core; each row's result is that of a search of its own."""
+        found = self._search(vectors, limit, sites, EXPANSION_SEARCH)
+        if floor is not None:  # "a new person": make sure, with a wider search
+            again = [row for row, hits in enumerate(found) if not hits or hits[0][1] < floor]
+            if again:
+                wider = self._search(vectors[again], limit, [sites[row] for row in again], EXPANSION_RETRY)
+                for row, hits in zip(again, wider, strict=True):
+                    found[row] = hits
         return found
 
-    def _search(self, vector: np.ndarray, limit: int, site: str | None, expansion: int) -> list[Any]:
-        numbers = range(len(self.parts))
-        if site is not None:
-            numbers = [self.part_of[site]] if site in self.part_of else []
-        query = _unit16(vector)[0]
-        found: list[tuple[float, int]] = []
-        for n in numbers:
+    def _search(
+        self, queries: np.ndarray, limit: int, sites: list[str | None], expansion: int
+    ) -> list[list[tuple[uuid.UUID, float]]]:
+        rows_of: dict[int, list[int]] = {}  # part -> the query rows that search it
+        for row, site in enumerate(sites):
+            for n in range(len(self.parts)) if site is None else [self.part_of[site]] if site in self.part_of else []:
+                rows_of.setdefault(n, []).append(row)
+        found: list[list[tuple[float, int]]] = [[] for _ in sites]
+        for n, rows in rows_of.items():
             index = self.parts[n]
             if len(index) == 0:
                 continue
             want = min(limit + len(self.stale[n]), len(index))  # stale entries are skipped below
             index.expansion_search = max(expansion, want)
-            m = index.search(query, want, threads=1)
-            found += [(d, k) for d, k in zip(m.distances.tolist(), m.keys.tolist(), strict=True) if k in self.owner]
-        found.sort()
+            m = index.search(queries[rows], want, threads=0 if len(rows) > 1 else 1)
+            keys, dists = np.atleast_2d(m.keys).tolist(), np.atleast_2d(m.distances).tolist()
+            counts = m.counts.tolist() if hasattr(m, "counts") else [len(keys[0])]  # one row: usearch's Matches
+            for j, row in enumerate(rows):
+                hits = zip(dists[j][: counts[j]], keys[j][: counts[j]], strict=True)
+                found[row] += [(d, k) for d, k in hits if k in self.owner]
         out = []
-        for dist, ikey in found[:limit]:
-            key = self.owner[ikey]
-            out.append((uuid.UUID(int=(self.where[key][0] << 64) | key), 1.0 - float(dist)))
+        for hits in found:
+            hits.sort()
+            out.append([(self._visitor(ikey), 1.0 - float(dist)) for dist, ikey in hits[:limit]])
         return out
+
+    def _visitor(self, ikey: int) -> uuid.UUID:
+        key = self.owner[ikey]
+        return uuid.UUID(int=(self.where[key][0] << 64) | key)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -549,9 +564,23 @@ class EmbeddedVectors(Vectors):
     def search_prototypes(
         self, recognizer_id: str, vector: np.ndarray, limit: int, site: str | None = None, floor: float | None = None
     ) -> list[tuple[uuid.UUID, float]]:
+        return self.search_prototypes_many(recognizer_id, [vector], limit, [site], floor)[0]
+
+    def search_prototypes_many(
+        self,
+        recognizer_id: str,
+        vectors: Sequence[np.ndarray],
+        limit: int,
+        sites: Sequence[str | None],
+        floor: float | None = None,
+    ) -> list[list[tuple[uuid.UUID, float]]]:
+        if len(vectors) != len(sites):
+            raise ValueError(f"{len(vectors)} vectors, {len(sites)} sites")
         with self.lock:
             protos = self._protos.get(recognizer_id)
-            return [] if protos is None or limit <= 0 else protos.search(vector, limit, site, floor)
+            if protos is None or limit <= 0 or not len(vectors):
+                return [[] for _ in vectors]
+            return protos.search(_unit16(np.stack(vectors)), limit, list(sites), floor)
 
     def upsert_prototypes(self, recognizer_id: str, items: Iterable[tuple[uuid.UUID, np.ndarray, str]]) -> None:
         items = list(items)

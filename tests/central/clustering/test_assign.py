@@ -230,3 +230,43 @@ def test_a_low_quality_face_must_match_clearly_to_join(make_clusterer):
         np.stack([face, _at_cosine(face, 0.45, 1)]), [0.9, 0.2], 0.37, found_min_quality=0.4, low_quality_threshold=0.5
     )
     assert labels == [0, -1]
+
+
+@pytest.mark.parametrize("scope", ["site", "all"])
+def test_a_batch_searches_once_and_assigns_like_one_by_one(make_clusterer, scope):
+    """A batch's index searches are made together (one `search_prototypes_many` per recognizer); each
+    observation still gets the decision and score it would get alone, with the prototypes the batch moved, the
+    visitors it started and same-frame tracks taken into account. Found only when the batch left too few
+    untouched candidates does an observation search again on its own."""
+    faces = people(40, seed=21)
+    rng = np.random.default_rng(5)
+    obs = []
+    for i in range(160):
+        person = int(rng.integers(40))
+        site = f"s{person % 2}"
+        co = (i - 1,) if i % 7 == 0 else ()  # now and then two tracks of one frame
+        obs.append(make_obs(near(faces[person], seed=i), ts=1_800_000_000.0 + 30 * i, site=site, track=i, co=co))
+    one, batch = make_clusterer(scope=scope), make_clusterer(scope=scope)
+    singles = [one.ingest(o) for o in obs]
+    calls = {"many": 0, "one": 0}  # batch searches (of several vectors), single searches
+    many, single = batch.vectors.search_prototypes_many, batch.vectors.search_prototypes
+
+    def counted_many(rec, vectors, *args, **kwargs):
+        calls["many"] += len(vectors) > 1  # an engine may make a single search one of these
+        return many(rec, vectors, *args, **kwargs)
+
+    def counted_one(*args, **kwargs):
+        calls["one"] += 1
+        return single(*args, **kwargs)
+
+    batch.vectors.search_prototypes_many = counted_many  # type: ignore[method-assign]
+    batch.vectors.search_prototypes = counted_one  # type: ignore[method-assign]
+    together = [a for k in range(0, len(obs), 64) for a in batch.ingest_batch(obs[k : k + 64])]
+    assert calls["many"] == 3 and calls["one"] < len(obs) // 4, calls
+    assert [a.created for a in singles] == [a.created for a in together]
+    # f16 in the index, f32 for prototypes the batch moved
+    assert [a.score for a in singles] == pytest.approx([a.score for a in together], abs=2e-3)
+    index = {a.visitor_id: n for n, a in enumerate(singles)}
+    mapping = {t.visitor_id: index[s.visitor_id] for s, t in zip(singles, together, strict=True)}
+    assert [index[s.visitor_id] for s in singles] == [mapping[t.visitor_id] for t in together]
+    assert count(batch.store, Visitor) == count(one.store, Visitor) >= 40

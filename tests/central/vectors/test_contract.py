@@ -289,3 +289,27 @@ def test_the_embedded_engine_and_onnxruntime_load_in_either_order():
             [sys.executable, "-c", f"import {first}; import {second}"], capture_output=True, timeout=120
         )
         assert run.returncode == 0, f"import {first} then {second}: exit {run.returncode} {run.stderr[-500:]!r}"
+
+
+def test_many_searches_in_one_call_match_one_each(vectors):
+    """`search_prototypes_many`: each vector with its own site (None: all), the wider second look where the best
+    is below the floor, exactly as one `search_prototypes` each."""
+    vectors.ensure(REC, DIM)
+    ids = [uuid.uuid4() for _ in range(300)]
+    vectors.upsert_prototypes(REC, [(vid, unit(i), f"s{i % 3}") for i, vid in enumerate(ids)])
+    vectors.upsert_prototypes(REC, [(ids[5], unit(900), "s2")])  # a moved prototype (a stale graph entry)
+    queries = [near(unit(i), 50 + i, noise=0.2) for i in range(0, 60, 2)] + [unit(1000 + i) for i in range(10)]
+    sites = [[None, "s0", "s1", "s2", "nowhere"][i % 5] for i in range(len(queries))]
+    for floor in (None, 0.5):
+        together = vectors.search_prototypes_many(REC, queries, 6, sites, floor=floor)
+        alone = [
+            vectors.search_prototypes(REC, q, 6, site, floor=floor) for q, site in zip(queries, sites, strict=True)
+        ]
+        assert [[v for v, _ in hits] for hits in together] == [[v for v, _ in hits] for hits in alone]
+        for a, b in zip(together, alone, strict=True):
+            assert [s for _, s in a] == pytest.approx([s for _, s in b], abs=1e-5)
+    assert all(hits == [] for hits in together[4::5])  # an unknown site
+    assert vectors.search_prototypes_many(REC, [], 6, []) == []
+    assert vectors.search_prototypes_many(OTHER, queries[:2], 6, [None, None]) == [[], []]
+    with pytest.raises(ValueError):
+        vectors.search_prototypes_many(REC, queries[:2], 6, [None])
