@@ -133,6 +133,7 @@ def main() -> None:
     }
     print(json.dumps(out), flush=True)
     if prof:
+        prof.dump_stats(str(a.base / "profile.out"))  # for pstats' print_callees and friends
         pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
         pstats.Stats(prof).sort_stats("tottime").print_stats(30)
 

@@ -39,6 +39,7 @@ import logging
 import queue
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -90,6 +91,8 @@ def known_recognizers(extra: dict[str, int] | None = None) -> dict[str, int]:
 
 
 def _transient() -> tuple[type[BaseException], ...]:
+    if "qdrant_client" not in sys.modules:  # only the Qdrant engine raises these: never import it (~1 s) for them
+        return TRANSIENT
     from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
     return (*TRANSIENT, ResponseHandlingException, UnexpectedResponse)

@@ -423,14 +423,18 @@ class CropStore:
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._made: set[str] = set()  # the 256 subfolders this process has made sure of
 
     def save(self, jpeg: bytes) -> str:
         name = uuid.uuid4().hex
         rel = f"{name[:2]}/{name}.jpg"
-        path = self.root / rel
-        path.parent.mkdir(exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(jpeg)  # no fsync: like SQLite's synchronous=NORMAL, safe against a killed process
+        if name[:2] not in self._made:
+            (self.root / name[:2]).mkdir(exist_ok=True)
+            self._made.add(name[:2])
+        path = os.path.join(self.root, rel)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as fh:  # no fsync: like SQLite's synchronous=NORMAL, safe against a killed process
+            fh.write(jpeg)
         os.replace(tmp, path)
         return rel
 

@@ -22,9 +22,11 @@ to the OS before the call returns, so a killed process loses nothing it wrote) a
 checkpoint saves the changed collections (temporary file + rename), then the manifest, then empties the
 journal; it runs when the journal passes `journal_limit` bytes and at `close()`. Opening loads the files and
 replays the journal; a torn last record (power loss) is dropped and logged, and the service then re-upserts
-the last minutes from the database (`repair_index`), the source of truth. Bulk loads (`bulk()`, used by a full
-reindex) skip the journal and mark the manifest: if they are interrupted, the next open starts empty and the
-service rebuilds from the database.
+the last minutes from the database (`repair_index`), the source of truth. Replayed prototype upserts do not
+go into the graphs at open (a full journal is ~60k of them: minutes at 1M); they wait in an exact matrix that
+searches also compare, and a background thread merges them into the graphs in steps (`_Protos.waiting`).
+Bulk loads (`bulk()`, used by a full reindex) skip the journal and mark the manifest: if they are interrupted,
+the next open starts empty and the service rebuilds from the database.
 
 Locks: `lock` guards the visitors' collections, the journal and checkpoints; `faces_lock` the event matrices, so
 a kiosk search (`search_faces`) and ingest never wait for each other (`revisit.central.kiosk.vectors`).
@@ -41,12 +43,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import os
 import shutil
 import struct
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -67,6 +71,7 @@ DTYPE = "f16"  # the graph's scalar kind (bench/hnsw_exact.py --dtype compares o
 EXPANSION_SEARCH = 128
 EXPANSION_RETRY = 1024  # a search whose best is below the caller's floor looks again, wider
 JOURNAL_LIMIT = 64 << 20
+MERGE_STEP = 64  # replayed prototypes moved into a graph per step of the background merge (~0.1 s at 1M)
 STALE_LIMIT = 64  # replaced prototypes kept in a graph (skipped by searches) before one removal pass
 LOW = (1 << 64) - 1
 FRAME = struct.Struct("<II")  # length, crc32 of the msgpack record
@@ -89,7 +94,12 @@ class _Protos:
     other stale entries once STALE_LIMIT of them gather or at a save. usearch makes the first call after any
     removal pay a pass over the whole graph (~35 ms at 1M, measured), so a remove per update would cost that
     on every returning visitor; batched, it is one pass per STALE_LIMIT updates. Files written before this
-    (`keys.npy` with 3 columns) used the visitor key as index key; they load as such."""
+    (`keys.npy` with 3 columns) used the visitor key as index key; they load as such.
+
+    Waiting entries (`waiting`: visitor key -> part, vector) are in no graph yet: a journal replayed at open puts
+    its upserts there (a 1M graph adds ~300 a second per core: replaying them into it would hold the service for
+    minutes), searches compare them exactly, and `merge` moves them into the graphs in steps (a background
+    thread of EmbeddedVectors). A save keeps those still waiting in `waiting.npz`."""
 
     def __init__(self, dim: int):
         self.dim = dim
@@ -100,6 +110,8 @@ class _Protos:
         self.owner: dict[int, int] = {}  # index key -> visitor key (live entries only)
         self.stale: list[set[int]] = []  # per part: index keys of replaced or deleted entries, not yet removed
         self.next_key = 1  # fresh index keys: below 2**62, so never a visitor key (uuid4 low bits are >= 2**63)
+        self.waiting: dict[int, tuple[int, np.ndarray]] = {}  # visitor key -> (part, f16 vector): not in a graph
+        self._waiting_view: dict[int, tuple[list[int], np.ndarray]] | None = None  # part -> (keys, f32 matrix)
 
     def _new_index(self) -> Index:
         return Index(
@@ -123,6 +135,9 @@ class _Protos:
     def _retire(self, key: int) -> None:
         """Mark the entry of visitor `key` stale (it stays in the graph until the part's next removal)."""
         _, part, ikey = self.where.pop(key)
+        if self.waiting.pop(key, None) is not None:
+            self._waiting_view = None
+            return
         del self.owner[ikey]
         self.stale[part].add(ikey)
 
@@ -131,10 +146,10 @@ class _Protos:
             self.parts[part].remove(np.fromiter(self.stale[part], dtype=np.uint64))
             self.stale[part].clear()
 
-    def upsert(self, items: list[tuple[int, str, np.ndarray]], threads: int = 1) -> None:
-        """(visitor id as int, site, f16 unit vector); the last entry of an id wins."""
+    def upsert(self, items: list[tuple[int, str, np.ndarray]], threads: int = 1, wait: bool = False) -> None:
+        """(visitor id as int, site, f16 unit vector); the last entry of an id wins. `wait`: into `waiting`."""
         latest = {vid: (site, vec) for vid, site, vec in items}
-        grouped: dict[int, tuple[list[int], list[np.ndarray]]] = {}
+        placed: list[tuple[int, int, np.ndarray]] = []
         for vid, (site, vec) in latest.items():
             key, high = vid & LOW, vid >> 64
             old = self.where.get(key)
@@ -143,16 +158,37 @@ class _Protos:
                     raise VectorStoreError(f"visitor id {uuid.UUID(int=vid)} collides with another in the index")
                 self._retire(key)
             part = self._part(site)
+            self.where[key] = (high, part, 0)
+            placed.append((key, part, vec))
+        if wait:
+            self.waiting.update((key, (part, vec)) for key, part, vec in placed)
+            self._waiting_view = None
+        else:
+            self._add(placed, threads)
+        for part in range(len(self.parts)):
+            self._remove_stale(part, STALE_LIMIT)
+
+    def _add(self, placed: list[tuple[int, int, np.ndarray]], threads: int) -> None:
+        """Put (visitor key, part, vector) entries into their graphs, each under a fresh index key."""
+        grouped: dict[int, tuple[list[int], list[np.ndarray]]] = {}
+        for key, part, vec in placed:
             ikey, self.next_key = self.next_key, self.next_key + 1
-            self.where[key] = (high, part, ikey)
+            self.where[key] = (self.where[key][0], part, ikey)
             self.owner[ikey] = key
             keys, vecs = grouped.setdefault(part, ([], []))
             keys.append(ikey)
             vecs.append(vec)
         for part, (keys, vecs) in grouped.items():
             self.parts[part].add(np.asarray(keys, dtype=np.uint64), np.stack(vecs), threads=threads)
-        for part in range(len(self.parts)):
-            self._remove_stale(part, STALE_LIMIT)
+
+    def merge(self, limit: int, threads: int = 0) -> int:
+        """Move up to `limit` waiting entries into their graphs; the number still waiting."""
+        if not self.waiting:
+            return 0
+        keys = list(itertools.islice(self.waiting, limit))
+        self._add([(key, *self.waiting.pop(key)) for key in keys], threads)
+        self._waiting_view = None
+        return len(self.waiting)
 
     def delete(self, ids: Iterable[int]) -> None:
         for vid in ids:
@@ -184,28 +220,44 @@ class _Protos:
         for row, site in enumerate(sites):
             for n in range(len(self.parts)) if site is None else [self.part_of[site]] if site in self.part_of else []:
                 rows_of.setdefault(n, []).append(row)
-        found: list[list[tuple[float, int]]] = [[] for _ in sites]
+        found: list[list[tuple[float, int]]] = [[] for _ in sites]  # (cosine distance, visitor key)
+        waiting = self._waiting_by_part() if self.waiting else {}
         for n, rows in rows_of.items():
             index = self.parts[n]
-            if len(index) == 0:
-                continue
-            want = min(limit + len(self.stale[n]), len(index))  # stale entries are skipped below
-            index.expansion_search = max(expansion, want)
-            m = index.search(queries[rows], want, threads=0 if len(rows) > 1 else 1)
-            keys, dists = np.atleast_2d(m.keys).tolist(), np.atleast_2d(m.distances).tolist()
-            counts = m.counts.tolist() if hasattr(m, "counts") else [len(keys[0])]  # one row: usearch's Matches
-            for j, row in enumerate(rows):
-                hits = zip(dists[j][: counts[j]], keys[j][: counts[j]], strict=True)
-                found[row] += [(d, k) for d, k in hits if k in self.owner]
+            if len(index):
+                want = min(limit + len(self.stale[n]), len(index))  # stale entries are skipped below
+                index.expansion_search = max(expansion, want)
+                m = index.search(queries[rows], want, threads=0 if len(rows) > 1 else 1)
+                keys, dists = np.atleast_2d(m.keys).tolist(), np.atleast_2d(m.distances).tolist()
+                counts = m.counts.tolist() if hasattr(m, "counts") else [len(keys[0])]  # one row: usearch's Matches
+                owner = self.owner
+                for j, row in enumerate(rows):
+                    hits = zip(dists[j][: counts[j]], keys[j][: counts[j]], strict=True)
+                    found[row] += [(d, owner[k]) for d, k in hits if k in owner]
+            if n in waiting:  # exactly
+                wkeys, matrix = waiting[n]
+                sims = queries[rows].astype(np.float32) @ matrix.T
+                top = min(limit, len(wkeys))
+                best = np.argpartition(-sims, top - 1, axis=1)[:, :top]
+                for j, row in enumerate(rows):
+                    found[row] += [(1.0 - float(sims[j, c]), wkeys[c]) for c in best[j].tolist()]
         out = []
         for hits in found:
             hits.sort()
-            out.append([(self._visitor(ikey), 1.0 - float(dist)) for dist, ikey in hits[:limit]])
+            out.append([(uuid.UUID(int=(self.where[key][0] << 64) | key), 1.0 - dist) for dist, key in hits[:limit]])
         return out
 
-    def _visitor(self, ikey: int) -> uuid.UUID:
-        key = self.owner[ikey]
-        return uuid.UUID(int=(self.where[key][0] << 64) | key)
+    def _waiting_by_part(self) -> dict[int, tuple[list[int], np.ndarray]]:
+        if self._waiting_view is None:
+            grouped: dict[int, tuple[list[int], list[np.ndarray]]] = {}
+            for key, (part, vec) in self.waiting.items():
+                keys, vecs = grouped.setdefault(part, ([], []))
+                keys.append(key)
+                vecs.append(vec)
+            self._waiting_view = {
+                part: (keys, np.stack(vecs).astype(np.float32)) for part, (keys, vecs) in grouped.items()
+            }
+        return self._waiting_view
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -214,6 +266,12 @@ class _Protos:
             _atomic(folder / f"part{n}.usearch", lambda tmp, index=index: index.save(str(tmp)))
         table = np.array([(key, *value) for key, value in self.where.items()], dtype=np.uint64).reshape(-1, 4)
         _atomic(folder / "keys.npy", lambda tmp: np.save(tmp, table), suffix=".npy")
+        if self.waiting:
+            keys = np.fromiter(self.waiting, dtype=np.uint64, count=len(self.waiting))
+            vecs = np.stack([vec for _, vec in self.waiting.values()]).astype(np.float16)
+            _atomic(folder / "waiting.npz", lambda tmp: np.savez(tmp, keys=keys, vectors=vecs), suffix=".npz")
+        else:
+            (folder / "waiting.npz").unlink(missing_ok=True)
         _atomic(folder / "sites.json", lambda tmp: tmp.write_text(json.dumps(self.sites)))
 
     @classmethod
@@ -234,7 +292,11 @@ class _Protos:
         keys, ikeys = table[:, 0].tolist(), table[:, 3].tolist()
         values = zip(table[:, 1].tolist(), table[:, 2].tolist(), ikeys, strict=True)
         self.where = dict(zip(keys, values, strict=True))
-        self.owner = dict(zip(ikeys, keys, strict=True))
+        if (folder / "waiting.npz").exists():
+            data = np.load(folder / "waiting.npz")
+            for key, vec in zip(data["keys"].tolist(), data["vectors"], strict=True):
+                self.waiting[key] = (self.where[key][1], vec)
+        self.owner = {ikey: key for ikey, key in zip(ikeys, keys, strict=True) if key not in self.waiting}
         fresh = [k for k in ikeys if k < 1 << 62]
         self.next_key = max(fresh, default=0) + 1
         return self
@@ -330,6 +392,8 @@ class EmbeddedVectors(Vectors):
         self._journal: Any = None
         self._lockfile: Any = None
         self._bulk = 0
+        self._merger: threading.Thread | None = None  # moves replayed prototypes into the graphs (`_merge_waiting`)
+        self._closing = threading.Event()
         self.replayed = 0  # journal records replayed at open
         self.was_clean = True  # False when the last process did not close the index
         self.was_rebuilding = False  # an interrupted bulk load: the index was opened empty
@@ -366,6 +430,13 @@ class EmbeddedVectors(Vectors):
                 (self.path / "journal.bin").unlink(missing_ok=True)
         self._journal = open(self.path / "journal.bin", "ab")  # noqa: SIM115 - held until close()
         self._write_manifest(clean=False, rebuilding=self.was_rebuilding)
+        if self.waiting():
+            log.info(
+                "vector index: %d prototypes wait to be merged into the graph (searched exactly meanwhile)",
+                self.waiting(),
+            )
+            self._merger = threading.Thread(target=self._merge_waiting, name="vectors-merge", daemon=True)
+            self._merger.start()
 
     def _read_manifest(self) -> dict[str, Any] | None:
         assert self.path is not None
@@ -425,7 +496,7 @@ class EmbeddedVectors(Vectors):
 
     def _flush_pending(self, pending: list[Any]) -> None:
         if pending:
-            self._apply(["pu", pending[0][1], [item for op in pending for item in op[2]]], threads=0)
+            self._apply(["pu", pending[0][1], [item for op in pending for item in op[2]]], wait=True)
             pending.clear()
 
     def _log(self, op: list[Any]) -> None:
@@ -443,7 +514,35 @@ class EmbeddedVectors(Vectors):
             if self._journal is not None and not self._bulk and self._journal.tell() > self.journal_limit:
                 self.checkpoint()
 
-    def _apply(self, op: list[Any], threads: int = 1) -> None:
+    def waiting(self) -> int:
+        """Prototypes not in a graph yet (a replayed journal's), searched exactly until merged."""
+        with self.lock:
+            return sum(len(p.waiting) for p in self._protos.values())
+
+    def merge_waiting(self, step: int | None = None) -> int:
+        """Move waiting prototypes into their graphs (up to `step` per recognizer; None: all); the number left."""
+        with self.lock:
+            left = 0
+            for rec, protos in self._protos.items():
+                if protos.waiting:
+                    left += protos.merge(step or len(protos.waiting))
+                    self._dirty.add(f"r:{rec}")
+            return left
+
+    def _merge_waiting(self) -> None:
+        """The background merge: MERGE_STEP entries a step, the lock held only for one step."""
+        start, total = time.monotonic(), self.waiting()
+        while not self._closing.is_set():
+            if not self.merge_waiting(MERGE_STEP):
+                log.info(
+                    "vector index: %d replayed prototypes merged into the graph in %.0f s",
+                    total,
+                    time.monotonic() - start,
+                )
+                return
+            self._closing.wait(0.005)  # ingest and searches take the lock between steps
+
+    def _apply(self, op: list[Any], threads: int = 1, wait: bool = False) -> None:
         kind = op[0]
         if kind == "ensure":
             rec, dim = op[1], int(op[2])
@@ -454,7 +553,7 @@ class EmbeddedVectors(Vectors):
             self._sightings.pop(op[1], None)
         elif kind == "pu":
             items = [(int.from_bytes(i, "big"), site, np.frombuffer(v, dtype=np.float16)) for i, site, v in op[2]]
-            self._protos[op[1]].upsert(items, threads=threads)
+            self._protos[op[1]].upsert(items, threads=threads, wait=wait)
         elif kind == "pd":
             self._protos[op[1]].delete(int.from_bytes(i, "big") for i in op[2])
         elif kind == "su":
@@ -528,6 +627,10 @@ class EmbeddedVectors(Vectors):
                 self.checkpoint()
 
     def close(self) -> None:
+        self._closing.set()
+        if self._merger is not None:
+            self._merger.join()  # within one step; what still waits is saved as such
+            self._merger = None
         with self.lock:
             if self.path is not None and self._journal is not None:
                 self.checkpoint()

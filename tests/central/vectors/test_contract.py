@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,6 +174,65 @@ def test_journal_replays_what_a_killed_process_wrote(tmp_path):
         assert again.search_prototypes(REC, unit(2), 1)[0][0] == kept
     finally:
         again.close()
+
+
+def _crash(v: EmbeddedVectors) -> None:
+    """Abandon an index as a killed process does: no checkpoint, no close."""
+    v._journal.close()
+    v._lockfile.close()
+
+
+def test_a_replayed_journal_waits_searched_exactly_then_merges(tmp_path, monkeypatch):
+    """Reopened after a crash, the journal's upserts wait outside the graphs (a 1M graph would take minutes to
+    take them): searches compare them exactly, a save keeps them waiting, and the merge moves them in steps;
+    answers are the same before, during and after. With the background merge, they end up in the graphs."""
+    from revisit.central.vectors import embedded
+
+    v = EmbeddedVectors(tmp_path / "vectors")
+    v.ensure(REC, DIM)
+    ids = [uuid.uuid4() for _ in range(400)]
+    v.upsert_prototypes(REC, [(vid, unit(i), f"s{i % 2}") for i, vid in enumerate(ids[:100])])
+    v.checkpoint()
+    for start in range(100, 400, 30):  # journaled, as ingest writes them
+        v.upsert_prototypes(REC, [(vid, unit(i), f"s{i % 2}") for i, vid in enumerate(ids) if start <= i < start + 30])
+    v.upsert_prototypes(REC, [(ids[5], unit(9005), "s1"), (ids[150], unit(9150), "s0")])  # moved
+    v.delete_prototypes(REC, [ids[7], ids[160]])
+    _crash(v)
+
+    def answers(vectors: EmbeddedVectors) -> list:
+        queries = [near(unit(i), i) for i in range(0, 400, 9)] + [unit(9005), unit(9150), unit(5), unit(160)]
+        sites = [None if i % 3 else f"s{i % 2}" for i in range(len(queries))]
+        found = vectors.search_prototypes_many(REC, queries, 3, sites)
+        return [(hits[0][0], {vid for vid, _ in hits}) for hits in found]  # f16 in a graph, f32 while waiting
+
+    monkeypatch.setattr(embedded.EmbeddedVectors, "_merge_waiting", lambda self: None)  # merged by hand here
+    again = EmbeddedVectors(tmp_path / "vectors")
+    expected = answers(again)
+    # 300 journaled, ids[160] deleted, ids[5] moved out of its graph; 400 visitors less 2 deleted
+    assert again.waiting() == 300 and again.count(REC) == 398
+    assert again.search_prototypes(REC, unit(9005), 1)[0][0] == ids[5]  # a graph entry moved into waiting
+    assert again.search_prototypes(REC, unit(200), 1) == [(ids[200], pytest.approx(1.0, abs=2e-3))]
+    assert again.search_prototypes(REC, unit(201), 5, site="s0")[0][0] != ids[201]  # ids[201] is at s1
+    assert ids[160] not in {vid for vid, _ in again.search_prototypes(REC, unit(160), 5)}
+    again.checkpoint()
+    again.close()
+    third = EmbeddedVectors(tmp_path / "vectors")
+    assert third.waiting() == 300 and answers(third) == expected  # saved as waiting
+    while third.merge_waiting(step=64):
+        assert answers(third) == expected
+    assert third.waiting() == 0 and answers(third) == expected
+    _crash(third)  # the merge is not journaled: the saved waiting entries come back
+    monkeypatch.undo()
+    fourth = EmbeddedVectors(tmp_path / "vectors")  # now merged by the background thread
+    try:
+        for _ in range(200):
+            if not fourth.waiting():
+                break
+            time.sleep(0.05)
+        assert fourth.waiting() == 0 and answers(fourth) == expected and fourth.count(REC) == 398
+    finally:
+        fourth.close()
+    assert not list((tmp_path / "vectors" / "rec").glob("*/waiting.npz"))  # nothing waits after the close
 
 
 def test_one_process_per_directory(tmp_path):
