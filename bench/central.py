@@ -138,11 +138,14 @@ def load_real(path: Path | None) -> np.ndarray | None:
     return unit(data["vectors"][data["ok"]])
 
 
-def load_visitors(store: Store, vectors: Vectors, protos: np.ndarray, sites: int = 1) -> tuple[float, list]:
+def load_visitors(
+    store: Store, vectors: Vectors | None, protos: np.ndarray, sites: int = 1, ids: list | None = None
+) -> tuple[float, list]:
     """Bulk-load visitors: database rows (5,000 per INSERT) and prototypes (one bulk index load, multi-threaded;
-    the journal is skipped and one checkpoint ends it). Returns the seconds spent on the index."""
+    the journal is skipped and one checkpoint ends it). Returns the seconds spent on the index. `vectors` None:
+    the rows only (their index is a copy, `--index-from`), with these `ids`."""
     now = utcnow()
-    ids = [uuid.uuid4() for _ in range(len(protos))]
+    ids = ids or [uuid.uuid4() for _ in range(len(protos))]
     for k in range(0, len(protos), 5000):  # a transaction per chunk: the write-ahead log stays small
         with store.begin() as s:
             rows = [
@@ -164,6 +167,8 @@ def load_visitors(store: Store, vectors: Vectors, protos: np.ndarray, sites: int
             ]
             s.execute(Visitor.__table__.insert(), rows)  # type: ignore[attr-defined]
     checkpoint_wal(store)
+    if vectors is None:
+        return 0.0, ids
     vectors.ensure(REC, DIM)
     start = time.perf_counter()
     with vectors.bulk():
@@ -271,10 +276,17 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict:
     generate = GENERATORS[args.generator]
     protos = generate(n, rng, real)
     data = workdir / f"data{n}"
+    reuse = args.index_from
+    if reuse is not None:  # the same visitors (same generator and seed), their index copied
+        shutil.copytree(reuse / "vectors", data / "vectors", ignore=shutil.ignore_patterns(".lock"))
     service = CentralService(CentralConfig.model_validate(service_config(data, args))).open()
     start = time.perf_counter()
     try:
-        index_s, ids = load_visitors(service.store, service.vectors, protos, args.sites)
+        if reuse is not None:
+            same = [uuid.UUID(bytes=row.tobytes()) for row in np.load(reuse / "ids.npy")]
+            index_s, ids = load_visitors(service.store, None, protos, args.sites, ids=same)
+        else:
+            index_s, ids = load_visitors(service.store, service.vectors, protos, args.sites)
         if args.sightings:
             load_sightings(service.store, ids, protos, args.sightings)
     finally:
@@ -519,6 +531,12 @@ def main() -> int:
     )
     parser.add_argument("--json", action="store_true", help="one JSON line per size")
     parser.add_argument("--workdir", type=Path, help="keep the data here (default: a temporary directory)")
+    parser.add_argument(
+        "--index-from",
+        type=Path,
+        metavar="STORE",
+        help="a kept store of the same size and generator: copy its index, load only the rows (e.g. into PostgreSQL)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep each size's store under --workdir")
     parser.add_argument("--new-share", type=float, default=0.0, help="end to end: share of new people (else returning)")
     parser.add_argument("--publish", nargs=2, metavar=("HOST:PORT", "FEED"), help=argparse.SUPPRESS)

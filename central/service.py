@@ -26,8 +26,10 @@ from revisit.central.retention import RetentionReport, run_retention
 from revisit.central.scheduler import Scheduler
 from revisit.central.store import CropStore, Sighting, Store, Visitor, ensure_site
 from revisit.central.vectors import Vectors, open_vectors
+from revisit.central.vectors.embedded import EmbeddedVectors
 
 log = logging.getLogger(__name__)
+INDEX_REPAIR_S = 24 * 3600  # the embedded index's check for graph nodes a search cannot reach
 REINDEX_WINDOW = timedelta(minutes=10)  # on start, re-upsert what was committed this close to the last write
 
 
@@ -232,6 +234,8 @@ class CentralService:
         )
         self.mqtt.start()
         self.scheduler.add("retention", cfg.retention.interval_min * 60, self.run_retention)
+        if isinstance(self.vectors, EmbeddedVectors):  # HNSW strands a few nodes now and then: put them back daily
+            self.scheduler.add("index_repair", INDEX_REPAIR_S, self.vectors.repair_graphs)
         self.scheduler.start()
         log.info("central service started: database %s, broker %s:%d", _db_name(cfg.database), *self.broker_address)
         return self
@@ -240,8 +244,11 @@ class CentralService:
         if self.mqtt is not None:
             self.mqtt.stop()
             self.mqtt = None
+        if isinstance(self._vectors, EmbeddedVectors):
+            self._vectors.interrupt()  # a running index repair or merge stops at its next step
         self.scheduler.stop()
         self.scheduler.remove("retention")
+        self.scheduler.remove("index_repair")
         if self.broker is not None:
             self.broker.stop()
             self.broker = None

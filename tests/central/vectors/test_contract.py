@@ -373,3 +373,35 @@ def test_many_searches_in_one_call_match_one_each(vectors):
     assert vectors.search_prototypes_many(OTHER, queries[:2], 6, [None, None]) == [[], []]
     with pytest.raises(ValueError):
         vectors.search_prototypes_many(REC, queries[:2], 6, [None])
+
+
+def test_unreachable_graph_nodes_are_put_back(tmp_path, monkeypatch):
+    """HNSW can leave a node with no incoming link: no search finds it, however wide. A graph built thin on
+    purpose strands many; `repair_graphs` finds them (a search for their own vector misses them) and adds them
+    again under fresh keys, so searches find their visitors; a save keeps the repaired graph."""
+    from revisit.central.vectors import embedded
+
+    monkeypatch.setattr(embedded, "CONNECTIVITY", 4)
+    monkeypatch.setattr(embedded, "EXPANSION_ADD", 8)
+    v = EmbeddedVectors(tmp_path / "vectors")
+    v.ensure(REC, DIM)
+    rng = np.random.default_rng(0)
+    vecs = rng.standard_normal((3000, DIM)).astype(np.float32)
+    ids = [uuid.uuid4() for _ in range(3000)]
+    v.upsert_prototypes(REC, [(vid, vec, "s1") for vid, vec in zip(ids, vecs, strict=True)])
+
+    def missed(vectors: EmbeddedVectors) -> int:
+        found = vectors.search_prototypes_many(REC, list(vecs), 1, [None] * len(vecs))
+        return sum(hits[0][0] != vid for hits, vid in zip(found, ids, strict=True))
+
+    before = missed(v)
+    fixed = v.repair_graphs(step=500)
+    after = missed(v)
+    assert before > 30 and fixed[REC] >= before * 0.8 and after < before / 3, (before, fixed, after)
+    assert v.count(REC) == 3000
+    v.close()
+    again = EmbeddedVectors(tmp_path / "vectors")
+    try:
+        assert missed(again) == after and again.count(REC) == 3000
+    finally:
+        again.close()
