@@ -76,7 +76,11 @@ def main() -> None:
         ids = np.load(a.store / "ids.npy")
         keys = ids[:, 8:].copy().view(">u8").ravel().astype(np.uint64)  # low 64 bits of each visitor id
         index = Index.restore(str(folder / "part0.usearch"))
-        row_of = dict(zip(keys.tolist(), range(a.n), strict=True))
+        table = np.load(folder / "keys.npy")  # visitor key, high bits, part, graph key (3 columns: the visitor key)
+        graph_keys = table[:, 3] if table.shape[1] == 4 else table[:, 0]
+        row_of_visitor = dict(zip(keys.tolist(), range(a.n), strict=True))
+        # -1: a visitor the store gained after the bulk load (bench/central.py's timed assignments)
+        row_of = {g: row_of_visitor.get(k, -1) for k, g in zip(table[:, 0].tolist(), graph_keys.tolist(), strict=True)}
     else:
         keys = np.arange(a.n, dtype=np.uint64)
         row_of = None
@@ -111,7 +115,7 @@ def main() -> None:
     def hnsw(q: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
         index.expansion_search = max(ef, k)
         m = index.search(emb._unit16(q)[0], k, threads=1)
-        rows = np.array([row_of[int(x)] for x in m.keys] if row_of else m.keys.astype(np.int64))
+        rows = np.array([row_of.get(int(x), -1) for x in m.keys] if row_of else m.keys.astype(np.int64))
         return rows, 1.0 - m.distances.astype(np.float32)
 
     def run(k: int, ef: int, retry: int, rerank: bool, gap: float = 0.0, near: float = 1.0) -> dict:
