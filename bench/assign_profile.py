@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--drop-index", action="store_true")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--batch", type=int, default=1, help="observations per `ingest_batch` call (production: 64)")
+    p.add_argument("--foreground-adds", action="store_true", help="ingest adds prototypes to the graph itself")
     p.add_argument("--returning-only", action="store_true", help="time only the returning visitors' observations")
     p.add_argument(
         "--messages", action="store_true", help="encoded messages through `Ingestor.handle_batch` (decode, checks)"
@@ -51,6 +52,7 @@ def main() -> None:
 
     def service(data: Path):  # noqa: ANN202
         cfg = {"data_dir": str(data), "ingest": {"max_future_s": None}}  # the observations are dated 2027
+        cfg["vectors"] = {"background_adds": not a.foreground_adds}
         return CentralService(CentralConfig.model_validate(cfg)).open()
 
     pristine = a.base / (f"data{a.n}" if not a.sightings else f"data{a.n}s{a.sightings}")

@@ -395,6 +395,7 @@ def bench_mqtt(n: int, args: argparse.Namespace, workdir: Path, batch_size: int 
     broker_proc = None
     data = workdir / f"mqtt-{batch_size}"
     cfg: dict = {"data_dir": str(data), "ingest": {"batch_size": batch_size, "max_future_s": None}}  # 2027 data
+    cfg["vectors"] = {"background_adds": not args.foreground_adds}
     mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
     import socket
     import subprocess
@@ -538,6 +539,9 @@ def main() -> int:
         help="a kept store of the same size and generator: copy its index, load only the rows (e.g. into PostgreSQL)",
     )
     parser.add_argument("--keep", action="store_true", help="keep each size's store under --workdir")
+    parser.add_argument(
+        "--foreground-adds", action="store_true", help="end to end: ingest adds prototypes to the graph itself"
+    )
     parser.add_argument("--new-share", type=float, default=0.0, help="end to end: share of new people (else returning)")
     parser.add_argument("--publish", nargs=2, metavar=("HOST:PORT", "FEED"), help=argparse.SUPPRESS)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)  # the reopened-service half of a size

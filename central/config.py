@@ -86,6 +86,11 @@ class VectorsConfig(Strict):
         None, description="embedded (usearch, the default) or qdrant; left out: qdrant when [qdrant] url/path is set"
     )
     path: Path | None = Field(None, description="the embedded index directory; default <data_dir>/vectors")
+    background_adds: bool = Field(
+        True,
+        description="embedded: a thread adds changed prototypes to the graph (searched exactly until then), "
+        "so ingest does not wait for the graph's adds",
+    )
 
 
 class QdrantConfig(Strict):

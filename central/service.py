@@ -161,7 +161,9 @@ class CentralService:
                 "qdrant", path=cfg.qdrant_path, url=cfg.qdrant.url, api_key=api_key, prefix=cfg.qdrant.prefix
             )
         fresh = not (cfg.vectors_path / "manifest.json").exists()
-        vectors = open_vectors("embedded", path=cfg.vectors_path, prefix=cfg.qdrant.prefix)
+        vectors = open_vectors(
+            "embedded", path=cfg.vectors_path, prefix=cfg.qdrant.prefix, background_adds=cfg.vectors.background_adds
+        )
         old = old_local_storage(cfg.data_dir / "qdrant")
         if fresh and old:
             log.warning(

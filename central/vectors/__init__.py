@@ -200,12 +200,14 @@ def open_vectors(
     url: str | None = None,
     api_key: str | None = None,
     prefix: str = "revisit",
+    background_adds: bool = False,
 ) -> Vectors:
-    """The configured engine: "embedded" (usearch under `path`) or "qdrant" (server `url`, or local `path`)."""
+    """The configured engine: "embedded" (usearch under `path`; `background_adds`: see EmbeddedVectors) or
+    "qdrant" (server `url`, or local `path`)."""
     if engine == "embedded":
         from revisit.central.vectors.embedded import EmbeddedVectors
 
-        return EmbeddedVectors(path, prefix=prefix)
+        return EmbeddedVectors(path, prefix=prefix, background_adds=background_adds)
     if engine == "qdrant":
         from revisit.central.vectors.qdrant import QdrantVectors
 

@@ -72,7 +72,7 @@ DTYPE = "f16"  # the graph's scalar kind (bench/hnsw_exact.py --dtype compares o
 EXPANSION_SEARCH = 128
 EXPANSION_RETRY = 1024  # a search whose best is below the caller's floor looks again, wider
 JOURNAL_LIMIT = 64 << 20
-MERGE_STEP = 64  # replayed prototypes moved into a graph per step of the background merge (~0.1 s at 1M)
+MERGE_STEP = 16  # waiting prototypes moved into a graph per step of the background merge (~50 ms at 1M)
 REPAIR_STEP = 2048  # graph entries checked per step of `repair_graphs` (~1 s at 1M, the lock held)
 STALE_LIMIT = 64  # replaced prototypes kept in a graph (skipped by searches) before one removal pass
 LOW = (1 << 64) - 1
@@ -187,9 +187,7 @@ class _Protos:
         """Those of these graph entries (index keys of part `part`) that a search for their own vector misses."""
         index = self.parts[part]
         index.expansion_search = EXPANSION_SEARCH
-        got = index.get(ikeys)
-        vectors = got if isinstance(got, np.ndarray) else np.vstack(got)
-        m = index.search(vectors.astype(np.float16), 1, threads=threads)
+        m = index.search(_stored(index, ikeys), 1, threads=threads)
         keys, dists = np.atleast_2d(m.keys)[:, 0], np.atleast_2d(m.distances)[:, 0]
         return [
             int(k) for k, f, d in zip(ikeys.tolist(), keys.tolist(), dists.tolist(), strict=True) if k != f and d > 1e-6
@@ -204,14 +202,11 @@ class _Protos:
             return 0
         lost = self.unreachable(part, live, threads)
         if lost:
-            index = self.parts[part]
-            got = index.get(np.asarray(lost, dtype=np.uint64))
-            vectors = got if isinstance(got, np.ndarray) else np.vstack(got)
             placed = []
-            for ikey, vec in zip(lost, vectors, strict=True):
+            for ikey, vec in zip(lost, _stored(self.parts[part], np.asarray(lost, dtype=np.uint64)), strict=True):
                 key = self.owner.pop(ikey)
                 self.stale[part].add(ikey)
-                placed.append((key, part, vec.astype(np.float16)))
+                placed.append((key, part, vec))
             self._add(placed, threads)
             self._remove_stale(part, STALE_LIMIT)
         return len(lost)
@@ -396,6 +391,12 @@ class _Faces:
         return self
 
 
+def _stored(index: Index, keys: np.ndarray) -> np.ndarray:
+    """The f16 vectors a graph holds under these keys, one row each."""
+    got = index.get(keys)
+    return (got if isinstance(got, np.ndarray) else np.vstack(got)).astype(np.float16)
+
+
 def _atomic(target: Path, write: Any, suffix: str = "") -> None:
     """Write through `write(tmp)` and rename over `target` (np.save adds its suffix unless it is there)."""
     tmp = target.with_name(target.name + ".tmp" + suffix)
@@ -412,7 +413,13 @@ def _ids(items: Iterable[uuid.UUID]) -> list[bytes]:
 class EmbeddedVectors(Vectors):
     """usearch indexes in memory; `path` None keeps nothing on disk (tests, evaluation)."""
 
-    def __init__(self, path: str | Path | None, prefix: str = "revisit", journal_limit: int = JOURNAL_LIMIT):
+    def __init__(
+        self,
+        path: str | Path | None,
+        prefix: str = "revisit",
+        journal_limit: int = JOURNAL_LIMIT,
+        background_adds: bool = False,
+    ):
         self.prefix = prefix
         self.path = None if path is None or str(path) == ":memory:" else Path(path)
         self.journal_limit = journal_limit
@@ -427,7 +434,11 @@ class EmbeddedVectors(Vectors):
         self._journal: Any = None
         self._lockfile: Any = None
         self._bulk = 0
-        self._merger: threading.Thread | None = None  # moves replayed prototypes into the graphs (`_merge_waiting`)
+        # `background_adds`: prototype upserts wait (searched exactly) and a thread adds them to the graphs, so the
+        # caller (ingest) does not pay the graph's add (~3 ms a prototype at 1M); replayed ones always wait
+        self.background_adds = background_adds
+        self._merger: threading.Thread | None = None  # moves waiting prototypes into the graphs (`_merge_waiting`)
+        self._wake = threading.Event()
         self._closing = threading.Event()
         self.replayed = 0  # journal records replayed at open
         self.was_clean = True  # False when the last process did not close the index
@@ -470,8 +481,8 @@ class EmbeddedVectors(Vectors):
                 "vector index: %d prototypes wait to be merged into the graph (searched exactly meanwhile)",
                 self.waiting(),
             )
-            self._merger = threading.Thread(target=self._merge_waiting, name="vectors-merge", daemon=True)
-            self._merger.start()
+        if self.waiting() or self.background_adds:
+            self._start_merger()
 
     def _read_manifest(self) -> dict[str, Any] | None:
         assert self.path is not None
@@ -544,7 +555,12 @@ class EmbeddedVectors(Vectors):
     def _write(self, op: list[Any], mark: str) -> None:
         with self.lock:
             self._log(op)
-            self._apply(op, threads=0 if self._bulk else 1)
+            if op[0] == "pu" and self.background_adds and not self._bulk:
+                self._apply(op, wait=True)
+                self._start_merger()
+                self._wake.set()
+            else:
+                self._apply(op, threads=0 if self._bulk else 1)
             self._dirty.add(mark)
             if self._journal is not None and not self._bulk and self._journal.tell() > self.journal_limit:
                 self.checkpoint()
@@ -554,15 +570,20 @@ class EmbeddedVectors(Vectors):
         with self.lock:
             return sum(len(p.waiting) for p in self._protos.values())
 
-    def merge_waiting(self, step: int | None = None) -> int:
+    def merge_waiting(self, step: int | None = None, threads: int = 0) -> int:
         """Move waiting prototypes into their graphs (up to `step` per recognizer; None: all); the number left."""
         with self.lock:
             left = 0
             for rec, protos in self._protos.items():
                 if protos.waiting:
-                    left += protos.merge(step or len(protos.waiting))
+                    left += protos.merge(step or len(protos.waiting), threads)
                     self._dirty.add(f"r:{rec}")
             return left
+
+    def _start_merger(self) -> None:
+        if self._merger is None and not self._closing.is_set():
+            self._merger = threading.Thread(target=self._merge_waiting, name="vectors-merge", daemon=True)
+            self._merger.start()
 
     def repair_graphs(self, step: int = REPAIR_STEP) -> dict[str, int]:
         """Find graph entries a search cannot reach and put them in again (`_Protos.repair`); per recognizer,
@@ -590,17 +611,20 @@ class EmbeddedVectors(Vectors):
         return fixed
 
     def _merge_waiting(self) -> None:
-        """The background merge: MERGE_STEP entries a step, the lock held only for one step."""
+        """The background merge: MERGE_STEP entries a step on one core, the lock held only for one step. Ends
+        when nothing waits, unless `background_adds` (then it sleeps until the next upsert)."""
         start, total = time.monotonic(), self.waiting()
         while not self._closing.is_set():
-            if not self.merge_waiting(MERGE_STEP):
-                log.info(
-                    "vector index: %d replayed prototypes merged into the graph in %.0f s",
-                    total,
-                    time.monotonic() - start,
-                )
+            if self.merge_waiting(MERGE_STEP, threads=1):
+                self._closing.wait(0.001)  # ingest and searches take the lock between steps
+                continue
+            if total:
+                log.info("vector index: %d prototypes merged into the graph in %.0f s", total, time.monotonic() - start)
+                total = 0
+            if not self.background_adds:
                 return
-            self._closing.wait(0.005)  # ingest and searches take the lock between steps
+            self._wake.wait(1.0)
+            self._wake.clear()
 
     def _apply(self, op: list[Any], threads: int = 1, wait: bool = False) -> None:
         kind = op[0]

@@ -29,7 +29,7 @@ def near(vec: np.ndarray, seed: int, noise: float = 0.05) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
-@pytest.fixture(params=["embedded-memory", "embedded-disk", "qdrant-local"])
+@pytest.fixture(params=["embedded-memory", "embedded-disk", "embedded-background", "qdrant-local"])
 def engine(request, tmp_path) -> Iterator[tuple[str, Path]]:
     yield request.param, tmp_path
 
@@ -39,6 +39,8 @@ def open_engine(kind: str, tmp_path: Path) -> Vectors:
         return Vectors.memory()
     if kind == "embedded-disk":
         return open_vectors("embedded", path=tmp_path / "vectors")
+    if kind == "embedded-background":  # prototype upserts wait, searched exactly, until a thread adds them
+        return open_vectors("embedded", path=tmp_path / "vectors", background_adds=True)
     return open_vectors("qdrant", path=":memory:")
 
 
@@ -131,7 +133,7 @@ def test_event_faces_are_per_event_and_exact(vectors):
 
 def test_reopen_keeps_everything(engine):
     kind, tmp_path = engine
-    if kind != "embedded-disk":
+    if kind not in ("embedded-disk", "embedded-background"):
         pytest.skip("persistence of the embedded engine (Qdrant keeps its own)")
     v = open_engine(kind, tmp_path)
     v.ensure(REC, DIM)
@@ -358,6 +360,8 @@ def test_many_searches_in_one_call_match_one_each(vectors):
     ids = [uuid.uuid4() for _ in range(300)]
     vectors.upsert_prototypes(REC, [(vid, unit(i), f"s{i % 3}") for i, vid in enumerate(ids)])
     vectors.upsert_prototypes(REC, [(ids[5], unit(900), "s2")])  # a moved prototype (a stale graph entry)
+    if isinstance(vectors, EmbeddedVectors):
+        vectors.merge_waiting()  # a background merge moving entries between the two calls would change f32 to f16
     queries = [near(unit(i), 50 + i, noise=0.2) for i in range(0, 60, 2)] + [unit(1000 + i) for i in range(10)]
     sites = [[None, "s0", "s1", "s2", "nowhere"][i % 5] for i in range(len(queries))]
     for floor in (None, 0.5):
@@ -367,7 +371,7 @@ def test_many_searches_in_one_call_match_one_each(vectors):
         ]
         assert [[v for v, _ in hits] for hits in together] == [[v for v, _ in hits] for hits in alone]
         for a, b in zip(together, alone, strict=True):
-            assert [s for _, s in a] == pytest.approx([s for _, s in b], abs=1e-5)
+            assert [s for _, s in a] == pytest.approx([s for _, s in b], abs=2e-3)  # f16 in a graph, f32 waiting
     assert all(hits == [] for hits in together[4::5])  # an unknown site
     assert vectors.search_prototypes_many(REC, [], 6, []) == []
     assert vectors.search_prototypes_many(OTHER, queries[:2], 6, [None, None]) == [[], []]
