@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sqlmodel import col, func, select
 
 from revisit.central.config import CentralConfig
@@ -56,7 +57,9 @@ CHILD = textwrap.dedent(
     from revisit.central.config import CentralConfig
     from revisit.central.service import CentralService
     from tests.central.conftest import DIM, REC, make_obs
-    cfg = CentralConfig.model_validate({"data_dir": sys.argv[1], "ingest": {"recognizers": {REC: DIM}}})
+    vectors = {"background_adds": sys.argv[2] == "background"}
+    ingest = {"recognizers": {REC: DIM}}
+    cfg = CentralConfig.model_validate({"data_dir": sys.argv[1], "ingest": ingest, "vectors": vectors})
     service = CentralService(cfg).open()
     service.repair_index()
     rng = np.random.default_rng(1)
@@ -71,11 +74,15 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_kill_9_during_ingest_loses_nothing_committed(tmp_path):
+@pytest.mark.parametrize("adds", ["ingest", "background"])
+def test_kill_9_during_ingest_loses_nothing_committed(tmp_path, adds):
+    """Killed while ingesting (prototypes added by the ingest thread, or waiting for the background thread):
+    reopened and repaired, the index matches the database (the replayed journal's prototypes wait, searched
+    exactly, until the background thread adds them)."""
     data = tmp_path / "central"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(data)],
+        [sys.executable, "-c", CHILD, str(data), adds],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=REPO,
