@@ -29,7 +29,9 @@ from revisit.central.vectors import Vectors, open_vectors
 from revisit.central.vectors.embedded import EmbeddedVectors
 
 log = logging.getLogger(__name__)
-INDEX_REPAIR_S = 24 * 3600  # the embedded index's check for graph nodes a search cannot reach
+INDEX_REPAIR_S = (
+    7 * 24 * 3600
+)  # the embedded index's weekly check for graph nodes no search reaches (~30 min of CPU at 1M)
 REINDEX_WINDOW = timedelta(minutes=10)  # on start, re-upsert what was committed this close to the last write
 
 
@@ -236,7 +238,7 @@ class CentralService:
         )
         self.mqtt.start()
         self.scheduler.add("retention", cfg.retention.interval_min * 60, self.run_retention)
-        if isinstance(self.vectors, EmbeddedVectors):  # HNSW strands a few nodes now and then: put them back daily
+        if isinstance(self.vectors, EmbeddedVectors):  # HNSW strands a few nodes now and then: put them back weekly
             self.scheduler.add("index_repair", INDEX_REPAIR_S, self.vectors.repair_graphs)
         self.scheduler.start()
         log.info("central service started: database %s, broker %s:%d", _db_name(cfg.database), *self.broker_address)

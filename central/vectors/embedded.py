@@ -73,7 +73,7 @@ EXPANSION_SEARCH = 128
 EXPANSION_RETRY = 1024  # a search whose best is below the caller's floor looks again, wider
 JOURNAL_LIMIT = 64 << 20
 MERGE_STEP = 16  # waiting prototypes moved into a graph per step of the background merge (~50 ms at 1M)
-REPAIR_STEP = 2048  # graph entries checked per step of `repair_graphs` (~1 s at 1M, the lock held)
+REPAIR_STEP = 256  # graph entries checked per step of `repair_graphs` (~0.25 s at 1M, the lock held)
 STALE_LIMIT = 64  # replaced prototypes kept in a graph (skipped by searches) before one removal pass
 LOW = (1 << 64) - 1
 FRAME = struct.Struct("<II")  # length, crc32 of the msgpack record
@@ -197,7 +197,7 @@ class _Protos:
         """Put the unreachable among these entries into the graph again, under fresh keys (new links); how many.
         HNSW leaves a few nodes without incoming links (measured: 2-8 in 20k after a multi-threaded bulk load,
         ~1 in 20k after online updates); the search can never return those, whatever its width."""
-        live = np.asarray([k for k in ikeys if k in self.owner], dtype=np.uint64)
+        live = np.asarray([k for k in ikeys if k in self.owner and self.where[self.owner[k]][1] == part], np.uint64)
         if not len(live):
             return 0
         lost = self.unreachable(part, live, threads)
@@ -587,8 +587,8 @@ class EmbeddedVectors(Vectors):
 
     def repair_graphs(self, step: int = REPAIR_STEP) -> dict[str, int]:
         """Find graph entries a search cannot reach and put them in again (`_Protos.repair`); per recognizer,
-        how many. `step` entries a time, the lock held for one step. Run after a bulk load and by the service's
-        scheduler (`index_repair`)."""
+        how many. `step` entries a time, the lock held for one step. Run after a bulk load and weekly by the
+        service's scheduler (`index_repair`)."""
         fixed: dict[str, int] = {}
         for rec in list(self._protos):
             with self.lock:
