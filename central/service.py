@@ -239,7 +239,7 @@ class CentralService:
         self.mqtt.start()
         self.scheduler.add("retention", cfg.retention.interval_min * 60, self.run_retention)
         if isinstance(self.vectors, EmbeddedVectors):  # HNSW strands a few nodes now and then: put them back weekly
-            self.scheduler.add("index_repair", INDEX_REPAIR_S, self.vectors.repair_graphs)
+            self.scheduler.add("index_repair", INDEX_REPAIR_S, self.vectors.repair_graphs, first_in_s=3600)
         self.scheduler.start()
         log.info("central service started: database %s, broker %s:%d", _db_name(cfg.database), *self.broker_address)
         return self

@@ -587,8 +587,8 @@ class EmbeddedVectors(Vectors):
 
     def repair_graphs(self, step: int = REPAIR_STEP) -> dict[str, int]:
         """Find graph entries a search cannot reach and put them in again (`_Protos.repair`); per recognizer,
-        how many. `step` entries a time, the lock held for one step. Run after a bulk load and weekly by the
-        service's scheduler (`index_repair`)."""
+        how many. `step` entries a time, the lock held for one step. The service's scheduler runs it an hour
+        after start (after a rebuild, too) and weekly (`index_repair`)."""
         fixed: dict[str, int] = {}
         for rec in list(self._protos):
             with self.lock:
@@ -707,7 +707,6 @@ class EmbeddedVectors(Vectors):
             finally:
                 self._bulk -= 1
             if not self._bulk:
-                self.repair_graphs(step=1 << 30)  # a multi-threaded bulk load leaves a few nodes unreachable
                 self._dirty.update(f"r:{r}" for r in self._protos)
                 self.checkpoint()
 
