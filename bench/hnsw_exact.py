@@ -179,6 +179,8 @@ def main() -> None:
         (8, 128, 1024, False, 0.0, 0.1),
         (8, 256, 1024, False, 0.0),  # the widths before the first look narrowed to 128
         (8, 192, 1024, False, 0.0),
+        (8, 64, 1024, False, 0.0),  # a narrower first look, the same second look
+        (8, 96, 1024, False, 0.0),
     ]
     if a.variants:
         variants = [variants[int(v)] for v in a.variants.split(",")]
