@@ -16,8 +16,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -72,17 +71,6 @@ class SightingNote:
 
 # A batch's searches ask for this many candidates beyond `candidates`: room for those it changed or forbids.
 BATCH_SEARCH_SPARE = 16
-SEARCH_CHUNK = 16  # observations searched together while the chunks before them are assigned
-
-_SEARCHER: list[ThreadPoolExecutor] = []
-
-
-def _searcher() -> ThreadPoolExecutor:
-    """The one thread that runs batches' index searches (the index releases the GIL while it searches)."""
-    if not _SEARCHER:
-        _SEARCHER.append(ThreadPoolExecutor(1, thread_name_prefix="assign-search"))
-    return _SEARCHER[0]
-
 
 # Prototypes changed by a batch not yet upserted: recognizer -> visitor id -> (unit vector, site name).
 Overlay = dict[str, dict[uuid.UUID, tuple[np.ndarray, str]]]
@@ -148,7 +136,7 @@ class Assigner(ClusterBase):
                     rows = _BatchRows(self._stored_sightings(s, observations), {})
                     searched = self._search_batch(observations, rows)
                     for obs, note, hits in zip(observations, notes, searched, strict=True):
-                        results.append(self._ingest_in(s, obs, note, overlay, points, saved, save_crop, rows, hits()))
+                        results.append(self._ingest_in(s, obs, note, overlay, points, saved, save_crop, rows, hits))
                     rows.stamp()
             except BaseException:
                 if self.crops is not None:
@@ -263,28 +251,22 @@ class Assigner(ClusterBase):
 
     def _search_batch(
         self, observations: Sequence[Observation], rows: _BatchRows
-    ) -> list[Callable[[], list[tuple[uuid.UUID, float]] | None]]:
-        """The index search of each new observation of a batch (None for a resend), made together in chunks of
-        SEARCH_CHUNK by a thread of the assigner while this thread assigns the chunks before (the index does not
-        change during a batch: its upserts come after the commit). Each entry waits for its chunk."""
-        jobs: defaultdict[tuple[str, int], list[int]] = defaultdict(list)  # (recognizer, chunk) -> observations
+    ) -> list[list[tuple[uuid.UUID, float]] | None]:
+        """The index search of each new observation of a batch, made together (the index does not change during
+        a batch: its upserts come after the commit). None for a resend."""
+        out: list[list[tuple[uuid.UUID, float]] | None] = [None] * len(observations)
+        by_recognizer: defaultdict[str, list[int]] = defaultdict(list)
         for i, obs in enumerate(observations):
             if uuid.UUID(obs.observation_id) not in rows.sightings:
-                jobs[(obs.recognizer_id, i // SEARCH_CHUNK)].append(i)
-        limit = self.settings.candidates + BATCH_SEARCH_SPARE
-
-        def search(rec: str, numbers: list[int]) -> list[list[tuple[uuid.UUID, float]]]:
+                by_recognizer[obs.recognizer_id].append(i)
+        for rec, numbers in by_recognizer.items():
             vectors = [observations[i].vector().astype(np.float32) for i in numbers]
             sites = [observations[i].site if self.settings.scope == "site" else None for i in numbers]
-            return self.vectors.search_prototypes_many(rec, vectors, limit, sites, floor=self.settings.threshold)
-
-        pending = [(numbers, _searcher().submit(search, rec, numbers)) for (rec, _), numbers in jobs.items()]
-        where = {i: (future, k) for numbers, future in pending for k, i in enumerate(numbers)}
-
-        def answer(i: int) -> Callable[[], list[tuple[uuid.UUID, float]] | None]:
-            return lambda: where[i][0].result()[where[i][1]] if i in where else None
-
-        return [answer(i) for i in range(len(observations))]
+            limit = self.settings.candidates + BATCH_SEARCH_SPARE
+            found = self.vectors.search_prototypes_many(rec, vectors, limit, sites, floor=self.settings.threshold)
+            for i, hits in zip(numbers, found, strict=True):
+                out[i] = hits
+        return out
 
     def _pick(
         self,

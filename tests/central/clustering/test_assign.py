@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from revisit.central import queries
 from revisit.central.clustering import ClusterError
-from revisit.central.clustering.assign import SEARCH_CHUNK, choose
+from revisit.central.clustering.assign import choose
 from revisit.central.clustering.rebuild import cluster_offline
 from revisit.central.store import CannotLink, Sighting, Visit, Visitor
 from tests.central.clustering.support import count
@@ -234,8 +234,7 @@ def test_a_low_quality_face_must_match_clearly_to_join(make_clusterer):
 
 @pytest.mark.parametrize("scope", ["site", "all"])
 def test_a_batch_searches_once_and_assigns_like_one_by_one(make_clusterer, scope):
-    """A batch's index searches are made together (one `search_prototypes_many` per chunk of SEARCH_CHUNK, on
-    a thread of their own while the chunks before are assigned); each
+    """A batch's index searches are made together (one `search_prototypes_many` per recognizer); each
     observation still gets the decision and score it would get alone, with the prototypes the batch moved, the
     visitors it started and same-frame tracks taken into account. Found only when the batch left too few
     untouched candidates does an observation search again on its own."""
@@ -263,8 +262,7 @@ def test_a_batch_searches_once_and_assigns_like_one_by_one(make_clusterer, scope
     batch.vectors.search_prototypes_many = counted_many  # type: ignore[method-assign]
     batch.vectors.search_prototypes = counted_one  # type: ignore[method-assign]
     together = [a for k in range(0, len(obs), 64) for a in batch.ingest_batch(obs[k : k + 64])]
-    chunks = sum(-(-min(64, len(obs) - k) // SEARCH_CHUNK) for k in range(0, len(obs), 64))
-    assert calls["many"] == chunks and calls["one"] < len(obs) // 4, calls
+    assert calls["many"] == 3 and calls["one"] < len(obs) // 4, calls
     assert [a.created for a in singles] == [a.created for a in together]
     # f16 in the index, f32 for prototypes the batch moved
     assert [a.score for a in singles] == pytest.approx([a.score for a in together], abs=2e-3)
