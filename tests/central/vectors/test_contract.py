@@ -202,14 +202,17 @@ def test_a_replayed_journal_waits_searched_exactly_then_merges(tmp_path, monkeyp
     _crash(v)
 
     def answers(vectors: EmbeddedVectors) -> list:
-        queries = [near(unit(i), i) for i in range(0, 400, 9)] + [unit(9005), unit(9150), unit(5), unit(160)]
-        sites = [None if i % 3 else f"s{i % 2}" for i in range(len(queries))]
-        found = vectors.search_prototypes_many(REC, queries, 3, sites)
-        return [(hits[0][0], {vid for vid, _ in hits}) for hits in found]  # f16 in a graph, f32 while waiting
+        """The nearest visitor of a shot of each of 45 visitors (all sites, or the visitor's own) and of the two
+        moved prototypes: clear winners (cosine ~0.99, the others ~0.3), so f16 or f32 scores cannot reorder them."""
+        numbers = list(range(0, 400, 9))
+        queries = [near(unit(i), i) for i in numbers] + [unit(9005), unit(9150)]
+        sites = [None if i % 2 else f"s{i % 2}" for i in numbers] + [None, "s0"]
+        return [hits[0][0] for hits in vectors.search_prototypes_many(REC, queries, 3, sites)]
 
     monkeypatch.setattr(embedded.EmbeddedVectors, "_merge_waiting", lambda self: None)  # merged by hand here
     again = EmbeddedVectors(tmp_path / "vectors")
     expected = answers(again)
+    assert expected == [ids[i] for i in range(0, 400, 9)] + [ids[5], ids[150]]
     # 300 journaled, ids[160] deleted, ids[5] moved out of its graph; 400 visitors less 2 deleted
     assert again.waiting() == 300 and again.count(REC) == 398
     assert again.search_prototypes(REC, unit(9005), 1)[0][0] == ids[5]  # a graph entry moved into waiting
@@ -406,6 +409,6 @@ def test_unreachable_graph_nodes_are_put_back(tmp_path, monkeypatch):
     v.close()
     again = EmbeddedVectors(tmp_path / "vectors")
     try:
-        assert missed(again) == after and again.count(REC) == 3000
+        assert missed(again) < before / 3 and again.count(REC) == 3000  # (the save removed the replaced entries)
     finally:
         again.close()
