@@ -29,9 +29,8 @@ from revisit.central.vectors import Vectors, open_vectors
 from revisit.central.vectors.embedded import EmbeddedVectors
 
 log = logging.getLogger(__name__)
-INDEX_REPAIR_S = (
-    7 * 24 * 3600
-)  # the embedded index's weekly check for graph nodes no search reaches (~30 min of CPU at 1M)
+# the embedded index's check for graph nodes no search reaches: weekly (~30 min of CPU at 1M)
+INDEX_REPAIR_S = 7 * 24 * 3600
 REINDEX_WINDOW = timedelta(minutes=10)  # on start, re-upsert what was committed this close to the last write
 
 

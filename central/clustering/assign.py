@@ -284,17 +284,15 @@ class Assigner(ClusterBase):
         scope_site = site.name if self.settings.scope == "site" else None
         limit = self.settings.candidates + len(forbidden)
         pending = (overlay or {}).get(obs.recognizer_id, {})
-        enough = found is not None and (
+        if found is not None and (
             len(found) < self.settings.candidates + BATCH_SEARCH_SPARE  # all the index had
             or sum(vid not in pending for vid, _ in found) >= limit
-        )
-        candidates = (
-            found
-            if found is not None and enough
-            else self.vectors.search_prototypes(
+        ):
+            candidates = found
+        else:
+            candidates = self.vectors.search_prototypes(
                 obs.recognizer_id, vec, limit + len(pending), scope_site, floor=self.settings.threshold
             )
-        )
         if pending:
             scores = {vid: score for vid, score in candidates if vid not in pending}
             for vid, (proto, proto_site) in pending.items():

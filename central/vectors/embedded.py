@@ -566,7 +566,8 @@ class EmbeddedVectors(Vectors):
                 self.checkpoint()
 
     def waiting(self) -> int:
-        """Prototypes not in a graph yet (a replayed journal's), searched exactly until merged."""
+        """Prototypes not in a graph yet (a replayed journal's; with `background_adds`, recent changes), searched
+        exactly until merged."""
         with self.lock:
             return sum(len(p.waiting) for p in self._protos.values())
 
